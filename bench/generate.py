@@ -1,0 +1,82 @@
+"""Benchmark: dataset generation throughput, per-stage CPU cost and bytes per video.
+
+Generates the same dataset with 1 and 2 workers at 128² and 256² (a fresh directory each time,
+Ray already started, so start-up is not timed) and prints:
+- videos/s per core (wall) and CPU-s per video split into simulate / render / encode+write,
+- bytes per video on disk (Parquet shard, all columns),
+- scaling efficiency from 1 to 2 workers,
+against the paper's generator measured on this machine (Box2D + numpy render + MP4):
+0.25 CPU-s per 256² video (4 videos/s per core), lossy, ~7 KB per video.
+
+    .venv/bin/python bench/generate.py                      # uniform_motion and collision
+    .venv/bin/python bench/generate.py --videos 4000 --scenarios collision
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from phyray.config import load_data_config
+from phyray.data.generate import generate_dataset
+from phyray.runtime import init_ray
+
+PAPER_CPU_S_PER_VIDEO_256 = 0.25
+TARGETS = {"speedup_per_core": 20.0, "kb_per_video": {128: 15.0, 256: 40.0}, "scaling": 0.90}
+
+
+def run_once(scenario: str, resolution: int, videos: int, workers: int, root: Path) -> dict:
+    cfg = load_data_config(scenario, [f"render.resolution={resolution}", "shard_size=250"])
+    out = root / f"{scenario}-{resolution}-{workers}"
+    start = time.perf_counter()
+    manifest = generate_dataset(cfg, "train", str(videos), out, seed=0, num_workers=workers, progress=False)
+    wall = time.perf_counter() - start
+    shutil.rmtree(out)
+    cpu = manifest["timings"]
+    return {
+        "wall_s": wall,
+        "videos_per_s_per_core": videos / wall / workers,
+        "cpu_ms": {stage: 1e3 * seconds / videos for stage, seconds in cpu.items()},
+        "kb_per_video": manifest["bytes"] / videos / 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", nargs="+", default=["uniform_motion", "collision"])
+    parser.add_argument("--resolutions", nargs="+", type=int, default=[128, 256])
+    parser.add_argument("--videos", type=int, default=2000)
+    args = parser.parse_args()
+
+    init_ray(num_cpus=2)
+    baseline = 1 / PAPER_CPU_S_PER_VIDEO_256
+    print(f"baseline (paper's generator, 256², this machine): {baseline:.1f} videos/s per core, "
+          f"{PAPER_CPU_S_PER_VIDEO_256 * 1e3:.0f} CPU-ms per video, lossy MP4 ~7 KB")
+    print(f"{'scenario':<15} {'res':>4} {'wk':>3} {'videos/s/core':>14} {'x paper':>8} "
+          f"{'sim ms':>7} {'render ms':>9} {'enc+write ms':>12} {'KB/video':>9} {'scaling':>8}")
+    with tempfile.TemporaryDirectory(prefix="phyray-bench-") as tmp:
+        for scenario in args.scenarios:
+            for resolution in args.resolutions:
+                single = None
+                for workers in (1, 2):
+                    r = run_once(scenario, resolution, args.videos, workers, Path(tmp))
+                    single = single or r
+                    scaling = r["videos_per_s_per_core"] / single["videos_per_s_per_core"]
+                    print(
+                        f"{scenario:<15} {resolution:>4} {workers:>3} {r['videos_per_s_per_core']:>14.1f} "
+                        f"{r['videos_per_s_per_core'] / baseline:>8.1f} {r['cpu_ms']['simulate']:>7.2f} "
+                        f"{r['cpu_ms']['render']:>9.2f} {r['cpu_ms']['encode']:>12.2f} "
+                        f"{r['kb_per_video']:>9.2f} {scaling:>8.2f}"
+                    )
+    print(f"targets: >= {TARGETS['speedup_per_core']:.0f}x paper per core at the same resolution "
+          f"(paper measured at 256²), <= {TARGETS['kb_per_video'][128]:.0f} KB at 128², "
+          f"<= {TARGETS['kb_per_video'][256]:.0f} KB at 256², scaling 1->2 workers >= {TARGETS['scaling']:.0%}; "
+          f"cores here: {os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()

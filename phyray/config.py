@@ -1,0 +1,306 @@
+"""Typed configuration: pydantic models loaded from YAML, with dotted overrides and flat dicts.
+
+Every YAML file under `configs/` is validated by one of the models here. Inside phyray the typed
+objects travel; at the edges (Ray Tune `param_space`, MLflow params) `to_flat_dict` turns them
+into plain flat dicts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+BALL_SCENARIOS = ("uniform_motion", "collision", "parabola")
+SPLITS = ("train", "eval_id", "eval_ood")
+
+# The paper's named training-set sizes; any other size is a plain count ("200", "2K", "1.5M").
+SIZE_PRESETS = ("30K", "300K", "3M")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message naming the offending field or file."""
+
+
+class Strict(BaseModel):
+    """Base for all config models: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Physics, rendering and value ranges
+# ---------------------------------------------------------------------------------------------
+
+
+class PhysicsConfig(Strict):
+    """The simulated world (paper-facts §1, "Simulator and world").
+
+    Frame k is the state after k * stride steps, so frames are `dt * stride` seconds apart and
+    frame 0 is the initial state. (The released Box2D code records after 10k+1 steps; starting
+    at the initial state makes the conditioning frames show the sampled parameters exactly.)
+    """
+
+    world_size: float = Field(10.0, gt=0)
+    dt: float = Field(0.01, gt=0)
+    stride: int = Field(10, ge=1)
+    num_frames: int = Field(32, ge=4)
+    gravity: tuple[float, float] = (0.0, 0.0)
+    density: float = Field(1.0, gt=0)
+    elasticity: float = Field(1.0, ge=0, le=1)
+    friction: float = Field(0.0, ge=0)
+
+    @property
+    def frame_dt(self) -> float:
+        return self.dt * self.stride
+
+
+class RenderConfig(Strict):
+    """How states become frames (paper-facts §1, "Rendering")."""
+
+    resolution: int = Field(128, ge=16, le=1024)
+    # Width of the anti-aliased edge in pixels: coverage ramps from 1 to 0 over this band.
+    edge_px: float = Field(1.0, gt=0, le=4)
+
+
+class ValueRange(Strict):
+    """A closed interval [lo, hi] of a non-negative physical quantity."""
+
+    lo: float = Field(ge=0)
+    hi: float = Field(ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError(f"a range is [lo, hi], got {list(value)}")
+            return {"lo": value[0], "hi": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValueRange:
+        if self.hi < self.lo:
+            raise ValueError(f"inverted range [{self.lo}, {self.hi}]: hi must be >= lo")
+        return self
+
+    @property
+    def width(self) -> float:
+        return self.hi - self.lo
+
+    def overlaps(self, other: ValueRange) -> bool:
+        return self.lo < other.hi and other.lo < self.hi
+
+
+class ParameterSpace(Strict):
+    """Ranges of radius and speed for one regime (ID: one range each; OOD: a union each)."""
+
+    radius: list[ValueRange]
+    velocity: list[ValueRange]
+
+    @field_validator("radius", "velocity", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        # `[0.7, 1.4]` is one range; `[[0.3, 0.6], [1.5, 2.0]]` is a union of ranges.
+        if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (list, tuple, dict)):
+            return [value]
+        return value
+
+    @field_validator("radius")
+    @classmethod
+    def _positive_radius(cls, ranges: list[ValueRange]) -> list[ValueRange]:
+        if any(r.lo <= 0 for r in ranges):
+            raise ValueError("radius ranges must be > 0")
+        return ranges
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset configs (configs/data/<scenario>.yaml)
+# ---------------------------------------------------------------------------------------------
+
+
+class GridPreset(Strict):
+    """Number of distinct values per sampled parameter; the training set is their product."""
+
+    radius: int = Field(ge=1)
+    velocity: int = Field(ge=1)
+
+
+class DataConfig(Strict):
+    """One ball scenario: its physics, parameter ranges, OOD levels, size presets and shards."""
+
+    scenario: Literal["uniform_motion", "collision", "parabola"]
+    physics: PhysicsConfig = PhysicsConfig()
+    render: RenderConfig = RenderConfig()
+    id: ParameterSpace
+    ood: ParameterSpace
+    # Named OOD levels; each maps to the parameters drawn from OOD ranges (the rest stay ID).
+    # Uniform/parabola: radius, velocity, both. Collision: r1, v1, r1_r2, v1_v2, r1_v1, all.
+    ood_levels: dict[str, list[str]]
+    # Training grids per named size: values per parameter (collision: each of r1, r2 gets
+    # `radius` values and each of v1, v2 gets `velocity` values).
+    grids: dict[str, GridPreset]
+    # How a grid's values are laid out: `linspace` (uniform, collision) or `sorted_uniform`
+    # (parabola: sorted uniform-random samples, as the released generator does).
+    grid_spacing: Literal["linspace", "sorted_uniform"] = "linspace"
+    # Default sizes of the evaluation splits (videos, spread evenly over OOD levels).
+    eval_sizes: dict[Literal["eval_id", "eval_ood"], int]
+    shard_size: int = Field(1000, ge=1)
+    # Uniform/parabola: the ball stays fully in view for at least this many frames where the
+    # speed allows it. Collision: at least this many frames before and after the impact, both
+    # balls fully in view at the start, and (0 = the paper's rule) fully in view for this many
+    # frames after the impact. With 0 about 5% of the 30K grid has no placement (the paper
+    # drops about 6%); requiring 9 frames in view after the impact would drop 48%.
+    min_frames_in_view: int = Field(24, ge=1)
+    min_frames_around_collision: int = Field(8, ge=1)
+    collision_frames_in_view_after: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        for name in SIZE_PRESETS:
+            if name not in self.grids:
+                raise ValueError(f"grids: missing the paper's size preset {name!r}")
+        params = {"radius", "velocity"} if self.scenario != "collision" else {"r1", "r2", "v1", "v2"}
+        for level, ood_params in self.ood_levels.items():
+            unknown = set(ood_params) - params
+            if unknown or not ood_params:
+                raise ValueError(
+                    f"ood_levels.{level}: parameters must be a non-empty subset of {sorted(params)}"
+                )
+        # An OOD value must never be an ID value, or "OOD" error would include ID videos.
+        for field in ("radius", "velocity"):
+            for ood_range in getattr(self.ood, field):
+                for id_range in getattr(self.id, field):
+                    if ood_range.overlaps(id_range):
+                        raise ValueError(
+                            f"ood.{field}: range [{ood_range.lo}, {ood_range.hi}] overlaps the ID "
+                            f"range [{id_range.lo}, {id_range.hi}]"
+                        )
+        if len(self.id.radius) != 1 or len(self.id.velocity) != 1:
+            raise ValueError("id.radius and id.velocity are single ranges")
+        return self
+
+    @property
+    def num_balls(self) -> int:
+        return 2 if self.scenario == "collision" else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes
+# ---------------------------------------------------------------------------------------------
+
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_size(size: str | int) -> tuple[str, int | None]:
+    """Split a dataset size into (label, count).
+
+    Named presets ("30K", "300K", "3M") return count None: their grid is the paper's. Any other
+    size is a plain count of videos: "200" -> 200, "2K" -> 2000, "1.5M" -> 1500000.
+    """
+    text = str(size).strip()
+    if text in SIZE_PRESETS:
+        return text, None
+    match = _COUNT.match(text)
+    if not match:
+        raise ConfigError(
+            f"size: cannot parse {text!r}; use one of {', '.join(SIZE_PRESETS)} or a count like 200, 2K"
+        )
+    scale = {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2).lower()]
+    count = float(match.group(1)) * scale
+    if count < 1 or count != math.floor(count):
+        raise ConfigError(f"size: {text!r} is not a positive whole number of videos")
+    return text, int(count)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overrides
+# ---------------------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "<root>"
+    return f"{source}: {where}: {first['msg']}"
+
+
+def validate(model: type[M], data: dict[str, Any], source: str = "config") -> M:
+    """Validate a dict against a config model, raising ConfigError naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to a nested dict, returning a copy.
+
+    Unknown keys are left for validation to reject, so a typo fails with the field's name.
+    """
+    result = yaml.safe_load(yaml.safe_dump(data))  # deep copy through plain types
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a mapping")
+        node[leaf] = yaml.safe_load(raw)
+    return result
+
+
+def load_config(model: type[M], path: str | Path, overrides: list[str] | None = None) -> M:
+    """Load YAML from `path`, apply dotted overrides, validate against `model`."""
+    data = apply_overrides(load_yaml(path), overrides or [])
+    return validate(model, data, source=str(path))
+
+
+def load_data_config(scenario: str, overrides: list[str] | None = None) -> DataConfig:
+    """The dataset config of a ball scenario from `configs/data/<scenario>.yaml`."""
+    if scenario not in BALL_SCENARIOS:
+        raise ConfigError(f"scenario: unknown {scenario!r}; choose from {', '.join(BALL_SCENARIOS)}")
+    return load_config(DataConfig, CONFIG_DIR / "data" / f"{scenario}.yaml", overrides)
+
+
+def to_flat_dict(obj: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a config into {"a.b.c": scalar}; lists become JSON-like strings.
+
+    The form Ray Tune's `param_space` and MLflow params want.
+    """
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(to_flat_dict(value, prefix=f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = yaml.safe_dump(value, default_flow_style=True).strip()
+        else:
+            flat[name] = value
+    return flat

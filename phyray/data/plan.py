@@ -1,0 +1,230 @@
+"""Which videos a dataset holds: the parameter points of a split, their ids, seeds and shards.
+
+A plan is pure arithmetic on the config and seed; it is computed once on the driver and each
+shard task receives only its slice, so shard contents never depend on how many workers run.
+
+Training sets (paper-facts §1): the Cartesian product of per-parameter value lists, shuffled.
+- Named sizes ("30K", "300K", "3M") use the paper's value counts (`grids` in the config).
+- Any other count N keeps the aspect of the 30K grid: every value count is scaled by the same
+  factor s (rounded up) until the grid has at least N usable points; the first N points of the
+  shuffled grid form the set. E.g. uniform motion "200" -> 25 speeds × 9 radii, 200 of 225.
+- Collision points with no valid placement (large, fast balls that cannot fit 8 frames before
+  and after the impact in a 10-unit world) are dropped, as in the paper; `collision_feasible`
+  decides this analytically, so the plan knows its final size.
+
+Evaluation sets draw points uniformly at random from continuous ranges (ID: the training
+ranges; OOD: each level's parameters from the union of OOD ranges, the others from ID), so ID
+evaluation points are off every training grid; the plan rejects any point that lands exactly
+on a grid value, which makes the disjointness a guarantee rather than a probability.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from phyray.config import SIZE_PRESETS, SPLITS, ConfigError, DataConfig, ValueRange, parse_size
+from phyray.sim.balls import collision_feasible
+
+SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
+
+
+def param_names(cfg: DataConfig) -> tuple[str, ...]:
+    return ("r1", "r2", "v1", "v2") if cfg.scenario == "collision" else ("radius", "velocity")
+
+
+def _range_of(name: str) -> str:
+    return "radius" if name.startswith("r") else "velocity"
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """All videos of one dataset: (N, P) parameters, OOD level per video, per-video seeds."""
+
+    scenario: str
+    split: str
+    size_label: str
+    seed: int
+    names: tuple[str, ...]
+    params: np.ndarray  # (N, P) float64, columns in `names` order
+    ood_levels: np.ndarray  # (N,) object: level name or None
+    video_seeds: np.ndarray  # (N,) int64
+    shard_size: int
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.params)
+
+    @property
+    def num_shards(self) -> int:
+        return max(1, math.ceil(self.num_videos / self.shard_size))
+
+    def video_id(self, index: int) -> str:
+        return f"{self.scenario}-{self.split}-{self.size_label}-s{self.seed}-{index:07d}"
+
+    def shard_slice(self, shard: int) -> slice:
+        return slice(shard * self.shard_size, min((shard + 1) * self.shard_size, self.num_videos))
+
+
+# ---------------------------------------------------------------------------------------------
+# Value lists and grids
+# ---------------------------------------------------------------------------------------------
+
+
+def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLIT_CODES[split], stream])
+
+
+def value_list(cfg: DataConfig, param: str, count: int, seed: int) -> np.ndarray:
+    """The `count` values a training grid uses for one parameter."""
+    value_range = getattr(cfg.id, _range_of(param))[0]
+    if cfg.grid_spacing == "linspace":
+        return np.linspace(value_range.lo, value_range.hi, count)
+    # Sorted uniform samples, one independent stream per parameter (seeded, reproducible).
+    stream = 100 + param_names(cfg).index(param)
+    return np.sort(_rng(seed, "train", stream).uniform(value_range.lo, value_range.hi, count))
+
+
+def grid_counts(cfg: DataConfig, size: str | int) -> tuple[str, dict[str, int], int | None]:
+    """(label, values per parameter, requested count or None for a named preset)."""
+    label, count = parse_size(size)
+    base = cfg.grids[label if count is None else "30K"]
+    counts = {p: getattr(base, _range_of(p)) for p in param_names(cfg)}
+    return label, counts, count
+
+
+def _grid(cfg: DataConfig, counts: dict[str, int], seed: int) -> np.ndarray:
+    """(G, P) Cartesian product of the value lists, feasible points only."""
+    lists = [value_list(cfg, p, counts[p], seed) for p in param_names(cfg)]
+    mesh = np.meshgrid(*lists, indexing="ij")
+    grid = np.stack([m.ravel() for m in mesh], axis=1)
+    if cfg.scenario == "collision":
+        grid = grid[collision_feasible(*grid.T, cfg)]
+    return grid
+
+
+def training_grid(cfg: DataConfig, size: str | int, seed: int) -> np.ndarray:
+    """The (N, P) training points of a size, shuffled by the seed."""
+    label, counts, count = grid_counts(cfg, size)
+    if count is None:
+        grid = _grid(cfg, counts, seed)
+    else:
+        base_total = math.prod(counts.values())
+        scale = (count / base_total) ** (1 / len(counts))
+        while True:
+            scaled = {p: max(2, math.ceil(c * scale)) for p, c in counts.items()}
+            grid = _grid(cfg, scaled, seed)
+            if len(grid) >= count:
+                break
+            scale *= 1.1  # infeasible collision points ate into the grid: widen it
+    order = _rng(seed, "train", 0).permutation(len(grid))
+    grid = grid[order]
+    return grid if count is None else grid[:count]
+
+
+def _on_any_training_grid(cfg: DataConfig, points: np.ndarray, seed: int) -> np.ndarray:
+    """Whether each point sits exactly on a value of every parameter of a named preset grid."""
+    hit = np.zeros(len(points), dtype=bool)
+    for label in SIZE_PRESETS:
+        _, counts, _ = grid_counts(cfg, label)
+        on = np.ones(len(points), dtype=bool)
+        for col, p in enumerate(param_names(cfg)):
+            on &= np.isin(points[:, col], value_list(cfg, p, counts[p], seed))
+        hit |= on
+    return hit
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation draws
+# ---------------------------------------------------------------------------------------------
+
+
+def _draw_union(rng: np.random.Generator, ranges: list[ValueRange], n: int) -> np.ndarray:
+    """Uniform draws from a union of disjoint ranges (each picked in proportion to its width)."""
+    widths = np.array([r.width for r in ranges])
+    weights = widths / widths.sum() if widths.sum() > 0 else np.full(len(ranges), 1 / len(ranges))
+    which = rng.choice(len(ranges), size=n, p=weights)
+    lo = np.array([r.lo for r in ranges])[which]
+    hi = np.array([r.hi for r in ranges])[which]
+    return rng.uniform(lo, hi)
+
+
+def _eval_points(
+    cfg: DataConfig, rng: np.random.Generator, n: int, ood_params: list[str], seed: int
+) -> np.ndarray:
+    """n usable evaluation points with `ood_params` drawn OOD and the rest ID."""
+    names = param_names(cfg)
+    points = np.empty((0, len(names)))
+    while len(points) < n:
+        want = 2 * (n - len(points)) + 16
+        cols = []
+        for p in names:
+            space = cfg.ood if p in ood_params else cfg.id
+            cols.append(_draw_union(rng, getattr(space, _range_of(p)), want))
+        batch = np.stack(cols, axis=1)
+        keep = ~_on_any_training_grid(cfg, batch, seed)
+        if cfg.scenario == "collision":
+            keep &= collision_feasible(*batch.T, cfg)
+        points = np.concatenate([points, batch[keep]])
+    return points[:n]
+
+
+def eval_counts(cfg: DataConfig, split: str, size: str | int | None) -> tuple[str, int]:
+    if size is None:
+        return str(cfg.eval_sizes[split]), cfg.eval_sizes[split]
+    label, count = parse_size(size)
+    if count is None:
+        raise ConfigError(f"size: {label!r} names a training grid; give {split} a count like 500")
+    return label, count
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------------------------
+
+
+def _video_seeds(seed: int, split: str, n: int) -> np.ndarray:
+    """Independent per-video seeds (int64) so each row alone reproduces its video."""
+    states = np.random.SeedSequence([seed, SPLIT_CODES[split], 7]).generate_state(n, np.uint64)
+    return (states >> np.uint64(1)).astype(np.int64)
+
+
+def plan_dataset(cfg: DataConfig, split: str, size: str | int | None, seed: int) -> DatasetPlan:
+    """Every video of a split: parameters, OOD level, id, seed and shard."""
+    if split not in SPLITS:
+        raise ConfigError(f"split: unknown {split!r}; choose from {', '.join(SPLITS)}")
+    if seed < 0:
+        raise ConfigError(f"seed: must be >= 0, got {seed}")
+    names = param_names(cfg)
+    if split == "train":
+        label, _ = parse_size(size if size is not None else "30K")
+        params = training_grid(cfg, label, seed)
+        levels = np.full(len(params), None, dtype=object)
+    else:
+        label, count = eval_counts(cfg, split, size)
+        rng = _rng(seed, split, 1)
+        if split == "eval_id":
+            params = _eval_points(cfg, rng, count, [], seed)
+            levels = np.full(count, None, dtype=object)
+        else:
+            # Spread the count evenly over the levels (the first levels take the remainder).
+            level_names = list(cfg.ood_levels)
+            per_level = [count // len(level_names) + (i < count % len(level_names)) for i in range(len(level_names))]
+            chunks = [_eval_points(cfg, rng, k, cfg.ood_levels[name], seed) for name, k in zip(level_names, per_level)]
+            params = np.concatenate(chunks) if chunks else np.empty((0, len(names)))
+            levels = np.concatenate([np.full(k, name, dtype=object) for name, k in zip(level_names, per_level)])
+    if len(params) == 0:
+        raise ConfigError(f"size: {label!r} gives no videos")
+    return DatasetPlan(
+        scenario=cfg.scenario,
+        split=split,
+        size_label=label,
+        seed=seed,
+        names=names,
+        params=params,
+        ood_levels=levels,
+        video_seeds=_video_seeds(seed, split, len(params)),
+        shard_size=cfg.shard_size,
+    )

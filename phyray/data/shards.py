@@ -1,0 +1,242 @@
+"""The one shard format for everything that is a video: generated data, latents' sources, rollouts.
+
+A dataset directory holds Parquet shards `shard-00000.parquet`, ... and `manifest.json`
+(config, counts, per-shard sha256, phyray version). One row per video; see `SCHEMA` and the
+README's "Data format" section. Frames are stored losslessly as a zstd-compressed uint8 array
+whose layout `frames_encoding` names, so pyarrow + numpy alone can decode them:
+
+- "zstd-planar-rgb": zstd of the (T, 3, H, W) uint8 array (planar compresses ~1.5x better
+  than interleaved RGB on these mostly-white frames); `frame_shape` is [T, H, W, 3].
+- "zstd-palette8": zstd of (T, H, W) uint8 colour indices; the `palette` column holds the
+  (P, 3) uint8 colours (PHYRE scenes).
+
+Writes are atomic: a shard is written to a temporary name and renamed, so a shard file is
+either complete or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+PLANAR_RGB = "zstd-planar-rgb"
+PALETTE8 = "zstd-palette8"
+_CODEC = pa.Codec("zstd", compression_level=1)
+
+_VEC2 = pa.list_(pa.float32(), 2)
+SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("scenario", pa.string()),
+        ("split", pa.string()),
+        ("ood_level", pa.string()),
+        ("seed", pa.int64()),
+        ("params", pa.string()),  # JSON: sampled parameters and initial placement
+        ("frames", pa.binary()),
+        ("frames_encoding", pa.string()),
+        ("frame_shape", pa.list_(pa.int32(), 4)),  # [T, H, W, 3]
+        ("positions", pa.list_(pa.list_(_VEC2))),  # [T][K][2] world units, y up
+        ("velocities", pa.list_(pa.list_(_VEC2))),  # [T][K][2] world units / s
+        ("radii", pa.list_(pa.float32())),  # [K]
+        ("colors", pa.list_(pa.list_(pa.uint8(), 3))),  # [K][3]
+    ]
+)
+
+
+class ShardError(ValueError):
+    """A missing, corrupt or mismatched shard or dataset; the message names the file."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame codecs
+# ---------------------------------------------------------------------------------------------
+
+
+def encode_frames(frames: np.ndarray) -> bytes:
+    """(T, H, W, 3) uint8 -> "zstd-planar-rgb" bytes (free of copies for planar-backed views)."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    planar = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))  # (T, 3, H, W)
+    return _CODEC.compress(planar, asbytes=True)
+
+
+def encode_palette_frames(indices: np.ndarray) -> bytes:
+    """(T, H, W) uint8 colour indices -> "zstd-palette8" bytes."""
+    if indices.dtype != np.uint8 or indices.ndim != 3:
+        raise ValueError(f"indices must be (T, H, W) uint8, got {indices.shape} {indices.dtype}")
+    return _CODEC.compress(np.ascontiguousarray(indices), asbytes=True)
+
+
+def area_downsample(frames: np.ndarray, resolution: int) -> np.ndarray:
+    """Area-average (T, H, W, C) uint8 frames to (T, r, r, C); H must be a multiple of r."""
+    t, h, w, c = frames.shape
+    if h % resolution or w % resolution:
+        raise ValueError(f"cannot area-downsample {h}x{w} to {resolution}: not a divisor")
+    fh, fw = h // resolution, w // resolution
+    blocks = frames.reshape(t, resolution, fh, resolution, fw, c).astype(np.float32)
+    return np.rint(blocks.mean(axis=(2, 4))).astype(np.uint8)  # (T, r, r, C)
+
+
+def decode_frames(row: dict[str, Any], resolution: int | None = None) -> np.ndarray:
+    """A row's frames as a (T, H, W, 3) uint8 array, optionally area-averaged to `resolution`."""
+    t, h, w, c = row["frame_shape"]
+    encoding = row["frames_encoding"]
+    if encoding == PLANAR_RGB:
+        raw = _CODEC.decompress(row["frames"], decompressed_size=t * h * w * c, asbytes=True)
+        frames = np.frombuffer(raw, dtype=np.uint8).reshape(t, c, h, w).transpose(0, 2, 3, 1)
+    elif encoding == PALETTE8:
+        raw = _CODEC.decompress(row["frames"], decompressed_size=t * h * w, asbytes=True)
+        palette = np.asarray(row["palette"], dtype=np.uint8)  # (P, 3)
+        frames = palette[np.frombuffer(raw, dtype=np.uint8).reshape(t, h, w)]
+    else:
+        raise ShardError(f"video {row.get('video_id')}: unknown frames_encoding {encoding!r}")
+    if resolution is not None and resolution != h:
+        frames = area_downsample(frames, resolution)
+    return frames
+
+
+def row_states(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A row's ground truth as arrays: positions, velocities (T, K, 2) and radii (K,)."""
+    return (
+        np.asarray(row["positions"], dtype=np.float32),
+        np.asarray(row["velocities"], dtype=np.float32),
+        np.asarray(row["radii"], dtype=np.float32),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and reading shards
+# ---------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _temp_path(path: Path) -> Path:
+    """A fresh temporary name beside `path` with the permissions a plain open() would give."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename over `path`."""
+    tmp = _temp_path(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
+    """Write a shard atomically; returns its manifest entry (file, num_videos, sha256, bytes).
+
+    The output depends only on the table (no timestamps), so the same rows
+    give the same bytes.
+    """
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=False, write_statistics=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {
+        "file": path.name,
+        "num_videos": table.num_rows,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+    }
+
+
+def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read one shard, turning a missing or corrupt file into a ShardError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShardError(f"{path}: shard not found")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise ShardError(f"{path}: corrupt shard ({err})") from None
+
+
+def shard_rows(path: Path) -> int | None:
+    """Row count from a shard's footer, or None if the file is missing or unreadable."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return None
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ShardError(f"{directory}: no {MANIFEST}; not a phyray dataset, or its generation has not finished")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ShardError(f"{path}: corrupt manifest ({err})") from None
+
+
+def shard_paths(directory: str | Path) -> list[Path]:
+    """The dataset's shard files in manifest order, each checked to exist."""
+    directory = Path(directory)
+    paths = [directory / entry["file"] for entry in read_manifest(directory)["shards"]]
+    for path in paths:
+        if not path.is_file():
+            raise ShardError(f"{path}: listed in {MANIFEST} but missing")
+    return paths
+
+
+def verify_dataset(directory: str | Path) -> None:
+    """Check every shard against its manifest checksum."""
+    directory = Path(directory)
+    for entry in read_manifest(directory)["shards"]:
+        path = directory / entry["file"]
+        if not path.is_file():
+            raise ShardError(f"{path}: listed in {MANIFEST} but missing")
+        if sha256_file(path) != entry["sha256"]:
+            raise ShardError(f"{path}: checksum does not match {MANIFEST}; the shard is corrupt")
+
+
+def iter_rows(directory: str | Path, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of a dataset as Python dicts, shard by shard (no Ray needed)."""
+    for path in shard_paths(directory):
+        yield from read_shard(path, columns).to_pylist()
+
+
+def open_shards(directory: str | Path, columns: list[str] | None = None):
+    """The dataset as a Ray Dataset (streaming; nothing is materialised)."""
+    import ray.data
+
+    return ray.data.read_parquet([str(p) for p in shard_paths(directory)], columns=columns)

@@ -1,0 +1,130 @@
+"""States -> frames: anti-aliased discs on white, vectorised over a batch of videos.
+
+World coordinates are y-up in [0, world_size]²; image rows run top-down, so world y maps to
+row `(world_size - y) / world_size * H`. Pixel (row i, col j) covers the world square whose
+centre is at ((j + 0.5) * s, world_size - (i + 0.5) * s) with s = world_size / W, so the
+centroid of a disc's coverage is the disc's projected centre.
+
+Speed: balls cover a few percent of a frame, so coverage is computed only in a square window
+around each disc (vectorised over every ball in every frame of every video) and the background
+is a constant fill. Frames are painted in planar (T, 3, H, W) memory, the layout the shard codec
+compresses, and returned as a (T, H, W, 3) view of it, so encoding needs no transpose copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RED = (255, 0, 0)
+BLUE = (0, 0, 255)
+
+
+def ball_colors(num_balls: int) -> np.ndarray:
+    """The paper's colours: red for the single/left ball, blue for the right ball. (K, 3) uint8."""
+    return np.array([RED, BLUE][:num_balls], dtype=np.uint8)
+
+
+def world_to_pixel(xy: np.ndarray, resolution: int, world_size: float) -> np.ndarray:
+    """World (x, y-up) -> continuous pixel (col, row); pixel (i, j) has its centre at j+0.5, i+0.5."""
+    scale = resolution / world_size
+    return np.stack([xy[..., 0] * scale, (world_size - xy[..., 1]) * scale], axis=-1)
+
+
+def disc_coverage(
+    centers_px: np.ndarray, radii_px: np.ndarray, window: int, edge_px: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Anti-aliased coverage of discs in square windows around their centres.
+
+    Coverage falls linearly from 1 to 0 across a band `edge_px` wide centred on the circle, a
+    good approximation of the exact pixel-area coverage that keeps the coverage centroid at the
+    disc centre.
+
+    Args:
+        centers_px: (M, 2) continuous pixel centres (col, row).
+        radii_px: (M,) radii in pixels.
+        window: side of the square window in pixels (covers the largest disc plus its edge).
+        edge_px: width of the coverage ramp across the disc's edge.
+
+    Returns:
+        coverage (M, window, window) float32 in [0, 1], and the window's top-left pixel indices
+        row0, col0, each (M,) int64.
+    """
+    half = window // 2
+    col0 = np.floor(centers_px[:, 0]).astype(np.int64) - half
+    row0 = np.floor(centers_px[:, 1]).astype(np.int64) - half
+    # Pixel-centre offsets are computed in float64 before the float32 cast, so a pixel's
+    # value does not depend on where its window starts (i.e. on the batch's largest ball).
+    offsets = np.arange(window) + 0.5
+    dx = ((col0[:, None] + offsets) - centers_px[:, 0:1]).astype(np.float32)  # (M, w)
+    dy = ((row0[:, None] + offsets) - centers_px[:, 1:2]).astype(np.float32)  # (M, w)
+    # In-place passes over one (M, w, w) buffer: distance, then the clipped linear ramp.
+    coverage = np.square(dy)[:, :, None] + np.square(dx)[:, None, :]
+    np.sqrt(coverage, out=coverage)
+    np.subtract(radii_px.astype(np.float32)[:, None, None], coverage, out=coverage)
+    if edge_px != 1.0:
+        coverage *= np.float32(1.0 / edge_px)
+    coverage += np.float32(0.5)
+    np.clip(coverage, 0.0, 1.0, out=coverage)
+    return coverage, row0, col0
+
+
+def render_videos(
+    positions: np.ndarray,
+    radii: np.ndarray,
+    colors: np.ndarray,
+    resolution: int,
+    world_size: float = 10.0,
+    edge_px: float = 1.0,
+) -> np.ndarray:
+    """Render ball videos.
+
+    Args:
+        positions: (N, T, K, 2) world positions (y up).
+        radii: (N, K) world radii.
+        colors: (K, 3) or (N, K, 3) uint8 colours; ball k is painted over balls < k.
+        resolution: output height = width in pixels.
+        world_size: side of the square world in world units.
+        edge_px: anti-aliasing ramp width in pixels.
+
+    Returns:
+        (N, T, H, W, 3) uint8 frames: a view of planar (N, T, 3, H, W) memory.
+    """
+    n, t, k, _ = positions.shape
+    colors = np.broadcast_to(np.asarray(colors, dtype=np.uint8), (n, k, 3))
+    radii_px = np.asarray(radii, dtype=np.float64) * (resolution / world_size)  # (N, K)
+    window = int(np.ceil(2 * radii_px.max() + edge_px)) + 3
+    planar = np.full((n, t, 3, resolution, resolution), 255, dtype=np.uint8)
+    corners = []  # (row0, col0) of every earlier ball's windows, to detect overlaps
+    for ball in range(k):
+        centers = world_to_pixel(positions[:, :, ball].reshape(n * t, 2), resolution, world_size)
+        coverage, row0, col0 = disc_coverage(centers, np.repeat(radii_px[:, ball], t), window, edge_px)
+        color = np.repeat(colors[:, ball], t, axis=0)  # (M, 3) uint8
+        # The disc painted over white, one (M, w, w) plane per distinct channel value (a red
+        # ball's G and B share one; 255 leaves white as it is). It is the general blend below
+        # at under = 255, in the same float32 arithmetic, so both paths give the same bytes.
+        over_white = {
+            value: np.rint(np.float32(255) + coverage * (np.float32(value) - np.float32(255))).astype(np.uint8)
+            for value in np.unique(color).tolist()
+            if value != 255
+        }
+        # Where an earlier ball's window overlaps this one, blend over what is there instead.
+        overlaps = np.zeros(n * t, dtype=bool)
+        for prev_row0, prev_col0 in corners:
+            overlaps |= (np.abs(row0 - prev_row0) < window) & (np.abs(col0 - prev_col0) < window)
+        corners.append((row0, col0))
+        # Clip each window to the image; a ball wholly out of view leaves an empty window.
+        r_lo, c_lo = np.maximum(row0, 0), np.maximum(col0, 0)
+        r_hi, c_hi = np.minimum(row0 + window, resolution), np.minimum(col0 + window, resolution)
+        for m in np.flatnonzero((r_hi > r_lo) & (c_hi > c_lo)):
+            video, frame = divmod(int(m), t)
+            inside = np.s_[r_lo[m] - row0[m] : r_hi[m] - row0[m], c_lo[m] - col0[m] : c_hi[m] - col0[m]]
+            region = planar[video, frame, :, r_lo[m] : r_hi[m], c_lo[m] : c_hi[m]]  # (3, h, w) view
+            if overlaps[m]:
+                under = region.astype(np.float32)
+                tint = color[m].astype(np.float32)[:, None, None]
+                region[...] = np.rint(under + coverage[m][inside] * (tint - under))
+                continue
+            for channel, value in enumerate(color[m].tolist()):
+                if value != 255:
+                    region[channel] = over_white[value][m][inside]
+    return planar.transpose(0, 1, 3, 4, 2)

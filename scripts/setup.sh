@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Idempotent setup: a virtual environment at .venv in the repo root with phyray, CPU torch first,
+# then everything else. Safe to run again: each step is skipped when its result is already there.
+#   bash scripts/setup.sh          # runtime + test dependencies
+# Environment:
+#   PHYRAY_PYTHON   interpreter for .venv (default: python3.11, python3, >= 3.10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+pick_python() {
+  for cand in "${PHYRAY_PYTHON:-}" python3.11 python3.12 python3.10 python3; do
+    [ -n "$cand" ] || continue
+    if command -v "$cand" >/dev/null 2>&1 &&
+       "$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
+      echo "$cand"; return 0
+    fi
+  done
+  echo "phyray setup: no Python >= 3.10 found; install one or set PHYRAY_PYTHON" >&2
+  return 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+  PY=$(pick_python)
+  echo "phyray setup: creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+VPY="$ROOT/.venv/bin/python"
+PIP=("$VPY" -m pip install --quiet --disable-pip-version-check)
+
+# 1. CPU torch before anything that depends on it: a looser pin would pull a multi-GB CUDA build.
+if ! "$VPY" -c 'import torch' 2>/dev/null; then
+  echo "phyray setup: installing torch==2.13.0 (CPU)"
+  "${PIP[@]}" "torch==2.13.0" || "${PIP[@]}" "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
+fi
+
+# 2. DeepSpeed's setup.py imports torch, so it builds against the torch above, not an isolated one.
+if ! "$VPY" -c 'import deepspeed' 2>/dev/null; then
+  echo "phyray setup: installing deepspeed (no build isolation, against the installed torch)"
+  "${PIP[@]}" --no-build-isolation "deepspeed==0.19.8"
+fi
+
+# 3. phyray itself (editable) with its runtime and test dependencies. The stamp skips pip's
+#    resolver on reruns unless pyproject.toml changed.
+STAMP=.venv/.phyray-installed
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+  echo "phyray setup: installing phyray and its dependencies"
+  "${PIP[@]}" -e ".[train,test]"
+  touch "$STAMP"
+fi
+echo "phyray setup: ready ($("$VPY" -c 'import torch, ray; print(f"torch {torch.__version__}, ray {ray.__version__}")'))"
