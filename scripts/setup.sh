@@ -34,10 +34,17 @@ if ! "$VPY" -c 'import torch' 2>/dev/null; then
   "${PIP[@]}" "torch==2.13.0" || "${PIP[@]}" "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu
 fi
 
-# 2. DeepSpeed's setup.py imports torch, so it builds against the torch above, not an isolated one.
-if ! "$VPY" -c 'import deepspeed' 2>/dev/null; then
-  echo "phyray setup: installing deepspeed (no build isolation, against the installed torch)"
-  "${PIP[@]}" --no-build-isolation "deepspeed==0.19.8"
+# 2. DeepSpeed's setup.py imports torch, so it builds against the torch above, not an isolated
+#    one. On CPU it prebuilds the shared-memory comm op at install time (~3 CPU-minutes, once):
+#    otherwise every fresh process JIT-compiles it on its first deepspeed.initialize (~65-110 s).
+ds_ready='import deepspeed.git_version_info as g, torch; assert torch.cuda.is_available() or g.installed_ops["deepspeed_shm_comm"]'
+if ! "$VPY" -c "$ds_ready" 2>/dev/null; then
+  echo "phyray setup: installing deepspeed (built against the installed torch; CPU ops prebuilt)"
+  if "$VPY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    "${PIP[@]}" --no-build-isolation "deepspeed==0.19.8"
+  else
+    DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1 "${PIP[@]}" --no-build-isolation --no-cache-dir --force-reinstall --no-deps "deepspeed==0.19.8"
+  fi
 fi
 
 # 3. phyray itself (editable) with its runtime and test dependencies. The stamp skips pip's
@@ -48,4 +55,9 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   "${PIP[@]}" -e ".[train,test]"
   touch "$STAMP"
 fi
+
+# 4. The optional PHYRE sidecar environment (.venv-phyre, Python 3.9) for combinatorial scenes;
+#    without a Python 3.9 it prints what to install and the rest of phyray is unaffected.
+bash scripts/setup_phyre.sh || echo "phyray setup: PHYRE sidecar setup failed (optional); rerun bash scripts/setup_phyre.sh"
+
 echo "phyray setup: ready ($("$VPY" -c 'import torch, ray; print(f"torch {torch.__version__}, ray {ray.__version__}")'))"

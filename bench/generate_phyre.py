@@ -1,0 +1,88 @@
+"""Throughput of PHYRE video simulation through the sidecar: videos/s per core.
+
+    .venv/bin/python bench/generate_phyre.py                      # 6 templates, 480 videos
+    .venv/bin/python bench/generate_phyre.py --videos 960 --batch 1 --templates heldout
+
+One sidecar serves N videos (32 frames of 256 x 256 colour indices plus featurised objects
+each) in requests of --batch videos; video i is trial i % K of seed i // (K * T) of the
+(i // K) % T-th template, K = --trials-per-seed, T = number of templates, so consecutive trials
+share a scene as in real generation (990 trials per seed). The timed part excludes the
+sidecar's start (importing phyre) and one warm-up request.
+
+Prints wall-clock videos/s, the CPU seconds per video spent in the sidecar (read from
+/proc/<pid>/stat, so Linux only) and in this process, and videos/s per core =
+videos / (sidecar CPU + client CPU). Encoding and writing are not included; index_to_rgb, the
+first step of encoding, is timed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from phyray.sim.phyre import PhyreSidecar, index_to_rgb, parse_templates
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plan(templates: list[int], videos: int, trials_per_seed: int) -> list[tuple[int, int, int]]:
+    per_round = trials_per_seed * len(templates)
+    return [
+        (templates[(i // trials_per_seed) % len(templates)], i // per_round, i % trials_per_seed)
+        for i in range(videos)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=int, default=480)
+    parser.add_argument("--batch", type=int, default=16, help="videos per sidecar request")
+    parser.add_argument("--templates", default="6", help="set name or ids, see parse_templates")
+    parser.add_argument("--trials-per-seed", type=int, default=10)
+    args = parser.parse_args()
+
+    items = plan(parse_templates(args.templates), args.videos, args.trials_per_seed)
+    with PhyreSidecar() as sidecar:
+        sidecar.simulate_batch(items[: args.batch])  # warm-up: imports, caches, page faults
+        sidecar_cpu0, client_cpu0, wall0 = (
+            process_cpu_seconds(sidecar.pid),
+            time.process_time(),
+            time.perf_counter(),
+        )
+        frames = 0
+        for start in range(0, len(items), args.batch):
+            for video in sidecar.simulate_batch(items[start : start + args.batch]):
+                frames += len(video["frames"])
+        wall = time.perf_counter() - wall0
+        client_cpu = time.process_time() - client_cpu0
+        sidecar_cpu = process_cpu_seconds(sidecar.pid) - sidecar_cpu0
+        sample = video["frames"]
+
+    decode0 = time.process_time()
+    for _ in range(20):
+        index_to_rgb(sample)
+    decode = (time.process_time() - decode0) / 20
+
+    n = len(items)
+    print(
+        f"PHYRE sidecar: {n} videos ({frames // n} frames of 256x256), batch {args.batch}, "
+        f"templates {args.templates}, {args.trials_per_seed} trials per seed"
+    )
+    print(f"  wall            {wall:7.2f} s   {n / wall:7.1f} videos/s")
+    print(f"  sidecar CPU     {1e3 * sidecar_cpu / n:7.2f} ms/video")
+    print(f"  client CPU      {1e3 * client_cpu / n:7.2f} ms/video")
+    print(
+        f"  per core        {n / (sidecar_cpu + client_cpu):7.1f} videos/s (sidecar + client CPU)"
+    )
+    print(f"  index_to_rgb    {1e3 * decode:7.2f} ms/video (not included above)")
+
+
+if __name__ == "__main__":
+    main()

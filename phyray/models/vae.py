@@ -1,0 +1,542 @@
+"""Video VAE: a causal 3-D convolutional autoencoder with a KL bottleneck, plus pretrained loaders.
+
+The paper's (2+1)D-VAE (paper-facts §2, "VAE") is not released and its compression is not
+stated, so phyray trains its own from scratch (`VideoVAE`, presets at the bottom) and can wrap a
+pretrained diffusers VAE from a local directory (`load_diffusers_vae`) behind the same interface.
+
+Conventions shared by every VAE here:
+- pixels are float in [-1, 1], shape (B, 3, T, H, W); `frames_to_tensor` / `tensor_to_frames`
+  convert from / to uint8 (B, T, H, W, 3);
+- time is causal (MAGVIT-v2): frame 0 is encoded on its own and latent frame j >= 1 summarises
+  pixel frames (j-1)*tc+1 .. j*tc, where tc is the temporal compression. T frames therefore give
+  1 + ceil((T-1)/tc) latent frames; a last partial group is padded by repeating the last frame.
+  With tc = 4, 32 frames -> 9 latent frames (frame 0, then 8 groups of 4; the last group holds
+  frames 29-31 and one repeat of frame 31), and `decode(z, num_frames=32)` drops the repeat;
+- `encode` returns latents already scaled for diffusion ((z - shift) * scale), `decode` undoes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------
+# Pixel conversion and frame bookkeeping
+# ---------------------------------------------------------------------------------------------
+
+
+def frames_to_tensor(
+    frames: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """uint8 frames to model input.
+
+    Args:
+        frames: uint8 array or tensor, shape (B, T, H, W, 3).
+        device: where the result lives (default: where `frames` is, CPU for numpy).
+
+    Returns:
+        float32 tensor in [-1, 1], shape (B, 3, T, H, W).
+    """
+    x = torch.as_tensor(frames, device=device)
+    if x.dtype != torch.uint8 or x.ndim != 5 or x.shape[-1] != 3:
+        raise ValueError(
+            f"expected uint8 frames of shape (B, T, H, W, 3), got {x.dtype} {tuple(x.shape)}"
+        )
+    # (B, T, H, W, 3) -> (B, 3, T, H, W)
+    return x.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+
+
+def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
+    """Model output to uint8 frames (the inverse of `frames_to_tensor`, rounding to nearest).
+
+    Args:
+        x: float tensor, shape (B, 3, T, H, W), nominally in [-1, 1] (clamped).
+
+    Returns:
+        uint8 numpy array, shape (B, T, H, W, 3).
+    """
+    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    # (B, 3, T, H, W) -> (B, T, H, W, 3)
+    return x.permute(0, 2, 3, 4, 1).cpu().numpy()
+
+
+def latent_frames(num_frames: int, temporal_compression: int) -> int:
+    """Latent frames for `num_frames` pixel frames: frame 0 alone, then groups of tc."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    return 1 + math.ceil((num_frames - 1) / temporal_compression)
+
+
+class LatentVAE(nn.Module):
+    """The interface the diffusion code relies on; subclasses implement `_encode` / `_decode`.
+
+    Args:
+        spatial_compression: pixels per latent pixel along H and W.
+        temporal_compression: pixel frames per latent frame after frame 0.
+        latent_channels: channels of the latent.
+        scaling_factor, shift_factor: latents for diffusion are (z - shift) * scale, so that they
+            have roughly unit variance. A freshly trained VideoVAE starts at (1, 0); set them from
+            the latent statistics of the training data (they are buffers, saved with the weights).
+    """
+
+    def __init__(
+        self,
+        spatial_compression: int,
+        temporal_compression: int,
+        latent_channels: int,
+        scaling_factor: float = 1.0,
+        shift_factor: float = 0.0,
+    ):
+        super().__init__()
+        self.spatial_compression = spatial_compression
+        self.temporal_compression = temporal_compression
+        self.latent_channels = latent_channels
+        self.register_buffer("scaling_factor", torch.tensor(float(scaling_factor)))
+        self.register_buffer("shift_factor", torch.tensor(float(shift_factor)))
+
+    def latent_frames(self, num_frames: int) -> int:
+        return latent_frames(num_frames, self.temporal_compression)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, T_lat, H_lat, W_lat) of the latent of a (3, num_frames, height, width) video."""
+        s = self.spatial_compression
+        if height % s or width % s:
+            raise ValueError(
+                f"frame size {height}x{width} is not divisible by the spatial compression {s}"
+            )
+        return self.latent_channels, self.latent_frames(num_frames), height // s, width // s
+
+    def pad_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Repeat the last frame up to 1 + tc * (T_lat - 1) frames.
+
+        (B, C, T, H, W) -> (B, C, T', H, W)
+        """
+        extra = 1 + self.temporal_compression * (self.latent_frames(x.shape[2]) - 1) - x.shape[2]
+        if extra == 0:
+            return x
+        return torch.cat([x, x[:, :, -1:].expand(-1, -1, extra, -1, -1)], dim=2)
+
+    def encode(
+        self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Pixels to scaled latents.
+
+        Args:
+            x: (B, 3, T, H, W) in [-1, 1].
+            sample: draw from the posterior instead of taking its mean (the default, deterministic).
+            generator: RNG for `sample=True`, on x's device.
+
+        Returns:
+            (B, C, T_lat, H / s, W / s) latents, scaled for diffusion.
+        """
+        z = self._encode(self.pad_frames(x), sample, generator)
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Scaled latents to pixels.
+
+        Args:
+            z: (B, C, T_lat, h, w) latents as returned by `encode`.
+            num_frames: keep the first `num_frames` frames, i.e. the T given to `encode` (T_lat
+                latent frames stand for any T in (1 + tc*(T_lat-2), 1 + tc*(T_lat-1)]). Default:
+                all 1 + tc * (T_lat - 1) frames.
+
+        Returns:
+            (B, 3, T, H, W) pixels, nominally in [-1, 1].
+        """
+        full = 1 + self.temporal_compression * (z.shape[2] - 1)
+        if num_frames is not None and not full - self.temporal_compression < num_frames <= full:
+            raise ValueError(f"{z.shape[2]} latent frames cannot decode to {num_frames} frames")
+        x = self._decode(z / self.scaling_factor + self.shift_factor)
+        return x[:, :, : num_frames or full]
+
+    def _encode(
+        self, x: torch.Tensor, sample: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Causal 3-D building blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class CausalConv3d(nn.Module):
+    """3-D conv whose output frame t sees input frames <= t only (MAGVIT-v2 causal padding).
+
+    Time is padded with kt - 1 copies of frame 0 at the start and nothing at the end; repeating
+    frame 0 (rather than zeros) makes a single image look like a static video to every layer.
+    With kt = 3 and temporal stride 2, 1 + 2m frames give 1 + m: frame 0 alone, then pairs.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int = 3,
+        stride: tuple[int, int, int] = (1, 1, 1),
+    ):
+        super().__init__()
+        self.time_pad = kernel - 1
+        self.conv = nn.Conv3d(
+            in_channels, out_channels, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pad:
+            # (B, C, T, H, W) -> (B, C, kt - 1 + T, H, W)
+            x = torch.cat([x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1), x], dim=2)
+        return self.conv(x)
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm with per-frame statistics: pooling over time would leak future into past."""
+
+    def __init__(self, channels: int):
+        super().__init__(math.gcd(32, channels), channels, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = super().forward(x.transpose(1, 2).reshape(b * t, c, h, w))  # (B*T, C, H, W)
+        return y.reshape(b, t, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.norm1 = FrameGroupNorm(in_channels)
+        self.conv1 = CausalConv3d(in_channels, out_channels)
+        self.norm2 = FrameGroupNorm(out_channels)
+        self.conv2 = CausalConv3d(out_channels, out_channels)
+        self.skip = (
+            nn.Conv3d(in_channels, out_channels, 1)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Strided causal conv: halves H, W (spatial) and/or maps 1 + 2m frames to 1 + m (temporal)."""
+
+    def __init__(self, channels: int, spatial: bool, temporal: bool):
+        super().__init__()
+        self.conv = CausalConv3d(
+            channels,
+            channels,
+            stride=(2 if temporal else 1, 2 if spatial else 1, 2 if spatial else 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest x2 in space; in time a causal conv to 2C channels moved into time (1+m -> 1+2m)."""
+
+    def __init__(self, channels: int, spatial: bool, temporal: bool):
+        super().__init__()
+        self.spatial = spatial
+        self.time_conv = CausalConv3d(channels, 2 * channels) if temporal else None
+        self.conv = CausalConv3d(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial:
+            x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")  # (B, C, T, 2H, 2W)
+        if self.time_conv is not None:
+            b, c, t, h, w = x.shape
+            x = self.time_conv(x).reshape(b, 2, c, t, h, w)  # (B, 2, C, T, H, W)
+            x = x.permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)  # (B, C, 2T, H, W)
+            # Latent frame 0 stands for pixel frame 0 alone: keep one of its two frames.
+            x = x[:, :, 1:]  # (B, C, 2T - 1, H, W)
+        return self.conv(x)
+
+
+def _stage_plan(
+    num_stages: int, spatial_compression: int, temporal_compression: int
+) -> list[tuple[bool, bool]]:
+    """(spatial, temporal) downsampling per encoder stage. As in the paper's inflated VAE, time is
+    compressed in the last stages (the decoder mirrors it: time is expanded in its first stages)."""
+    s_levels, t_levels = int(math.log2(spatial_compression)), int(math.log2(temporal_compression))
+    if 2**s_levels != spatial_compression or 2**t_levels != temporal_compression:
+        raise ValueError("spatial and temporal compression must be powers of 2")
+    if max(s_levels, t_levels) > num_stages:
+        raise ValueError(
+            f"{num_stages} downsampling stages cannot compress "
+            f"{spatial_compression}x / {temporal_compression}x"
+        )
+    return [(i < s_levels, i >= num_stages - t_levels) for i in range(num_stages)]
+
+
+# ---------------------------------------------------------------------------------------------
+# VideoVAE
+# ---------------------------------------------------------------------------------------------
+
+
+class Encoder(nn.Module):
+    def __init__(
+        self,
+        channels: tuple[int, ...],
+        num_res_blocks: int,
+        plan: list[tuple[bool, bool]],
+        latent_channels: int,
+    ):
+        super().__init__()
+        self.conv_in = CausalConv3d(3, channels[0])
+        layers: list[nn.Module] = []
+        prev = channels[0]
+        for i, ch in enumerate(channels):
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(prev, ch))
+                prev = ch
+            if i < len(plan):
+                layers.append(Downsample(ch, *plan[i]))
+        layers += [ResBlock(prev, prev), ResBlock(prev, prev)]
+        self.layers = nn.Sequential(*layers)
+        self.norm_out = FrameGroupNorm(prev)
+        self.conv_out = CausalConv3d(prev, 2 * latent_channels)  # mean and log-variance
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.layers(self.conv_in(x))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(
+        self,
+        channels: tuple[int, ...],
+        num_res_blocks: int,
+        plan: list[tuple[bool, bool]],
+        latent_channels: int,
+    ):
+        super().__init__()
+        prev = channels[-1]
+        self.conv_in = CausalConv3d(latent_channels, prev)
+        layers: list[nn.Module] = [ResBlock(prev, prev), ResBlock(prev, prev)]
+        for j, ch in enumerate(reversed(channels)):
+            for _ in range(num_res_blocks):
+                layers.append(ResBlock(prev, ch))
+                prev = ch
+            if j < len(plan):
+                layers.append(
+                    Upsample(ch, *plan[len(plan) - 1 - j])
+                )  # undoes encoder stage len-1-j
+        self.layers = nn.Sequential(*layers)
+        self.norm_out = FrameGroupNorm(prev)
+        self.conv_out = CausalConv3d(prev, 3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.layers(self.conv_in(z))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VideoVAE(LatentVAE):
+    """Causal 3-D conv VAE (SD-VAE layout with every conv made causal 3-D, no attention).
+
+    Args:
+        channels: width of each resolution stage; len(channels) - 1 downsampling stages.
+        num_res_blocks: ResBlocks per stage.
+        spatial_compression, temporal_compression: powers of 2, at most 2**(len(channels) - 1).
+        latent_channels: channels of the latent.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (64, 128, 256, 256),
+        num_res_blocks: int = 2,
+        spatial_compression: int = 8,
+        temporal_compression: int = 4,
+        latent_channels: int = 4,
+    ):
+        super().__init__(spatial_compression, temporal_compression, latent_channels)
+        plan = _stage_plan(len(channels) - 1, spatial_compression, temporal_compression)
+        self.encoder = Encoder(tuple(channels), num_res_blocks, plan, latent_channels)
+        self.decoder = Decoder(tuple(channels), num_res_blocks, plan, latent_channels)
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unscaled posterior (mean, logvar), each (B, C, T_lat, h, w) of pixels (B, 3, T, H, W)."""
+        mean, logvar = self.encoder(self.pad_frames(x)).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)  # the SD-VAE clamp keeps exp() finite in bf16
+
+    def _encode(
+        self, x: torch.Tensor, sample: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        mean, logvar = self.posterior(x)
+        if not sample:
+            return mean
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * noise
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+
+def vae_loss(
+    vae: VideoVAE,
+    x: torch.Tensor,
+    beta: float = 1e-4,
+    recon: str = "l1",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Reconstruction + beta * KL for training a VideoVAE (no perceptual or GAN terms).
+
+    Both terms are means per element. beta = 1e-4 on means is close to SD-VAE's 1e-6 on sums
+    (the ratio of pixel to latent elements is 3 * 8 * 8 * 4 / 4 = 192 for vae-f8t4c4): a nearly
+    deterministic autoencoder whose latents stay near unit scale.
+
+    Args:
+        vae: the VideoVAE being trained.
+        x: (B, 3, T, H, W) pixels in [-1, 1].
+        beta: weight of the KL term.
+        recon: "l1" (sharper edges, as taming/SD use) or "mse".
+        generator: RNG for the reparameterised sample.
+
+    Returns:
+        (loss, {"recon": ..., "kl": ...}) with scalar tensors.
+    """
+    mean, logvar = vae.posterior(x)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(
+        mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
+    )
+    x_hat = vae.decoder(z)[:, :, : x.shape[2]]  # drop the repeated frames of a padded last group
+    if recon == "l1":
+        rec = (x_hat - x).abs().mean()
+    elif recon == "mse":
+        rec = (x_hat - x).pow(2).mean()
+    else:
+        raise ValueError(f"recon: unknown {recon!r}; choose l1 or mse")
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+    return rec + beta * kl, {"recon": rec.detach(), "kl": kl.detach()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained diffusers VAEs (local directories only)
+# ---------------------------------------------------------------------------------------------
+
+# Per-frame image VAEs (tc = 1) and causal video VAEs (CogVideoX: tc = 4, 1 + 4k frames).
+DIFFUSERS_VAE_CLASSES = ("AutoencoderKL", "AutoencoderKLCogVideoX")
+
+
+class DiffusersVAE(LatentVAE):
+    """A frozen diffusers VAE behind the LatentVAE interface.
+
+    AutoencoderKL is applied frame by frame (tc = 1). AutoencoderKLCogVideoX is causal in time
+    with frame 0 alone, the same convention as VideoVAE, so padding to 1 + tc*k frames matches.
+    """
+
+    def __init__(self, model: nn.Module):
+        cfg = model.config
+        per_frame = type(model).__name__ == "AutoencoderKL"
+        super().__init__(
+            spatial_compression=2 ** (len(cfg.block_out_channels) - 1),
+            temporal_compression=1 if per_frame else int(cfg.temporal_compression_ratio),
+            latent_channels=cfg.latent_channels,
+            scaling_factor=cfg.scaling_factor,
+            shift_factor=getattr(cfg, "shift_factor", None) or 0.0,
+        )
+        self.per_frame = per_frame
+        self.model = model.eval().requires_grad_(False)
+
+    def _encode(
+        self, x: torch.Tensor, sample: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        b, _, t, h, w = x.shape
+        if self.per_frame:
+            x = x.transpose(1, 2).reshape(b * t, 3, h, w)  # (B, 3, T, H, W) -> (B*T, 3, H, W)
+        dist = self.model.encode(x).latent_dist
+        z = dist.sample(generator) if sample else dist.mode()
+        if self.per_frame:
+            z = z.reshape(b, t, *z.shape[1:]).transpose(1, 2)  # (B*T, C, h, w) -> (B, C, T, h, w)
+        return z
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        b, _, t, h, w = z.shape
+        if self.per_frame:
+            z = z.transpose(1, 2).reshape(b * t, -1, h, w)  # (B, C, T, h, w) -> (B*T, C, h, w)
+        x = self.model.decode(z).sample
+        if self.per_frame:
+            x = x.reshape(b, t, *x.shape[1:]).transpose(1, 2)  # (B*T, 3, H, W) -> (B, 3, T, H, W)
+        return x
+
+
+def load_diffusers_vae(path: str | Path, dtype: torch.dtype = torch.float32) -> DiffusersVAE:
+    """Load a pretrained diffusers VAE saved with `save_pretrained` in a local directory.
+
+    Never downloads: the directory must hold config.json and the weights.
+
+    Args:
+        path: directory with config.json naming one of DIFFUSERS_VAE_CLASSES.
+        dtype: parameter dtype.
+
+    Returns:
+        The frozen model wrapped as a DiffusersVAE.
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{path}: no config.json; expected a diffusers VAE saved with save_pretrained"
+        )
+    class_name = json.loads(config_file.read_text()).get("_class_name")
+    if class_name not in DIFFUSERS_VAE_CLASSES:
+        raise ValueError(
+            f"{path}: unsupported VAE class {class_name!r}; "
+            f"supported: {', '.join(DIFFUSERS_VAE_CLASSES)}"
+        )
+    try:
+        import diffusers
+    except ImportError as err:
+        raise ImportError(
+            "loading a pretrained VAE needs diffusers: pip install 'phyray[train]'"
+        ) from err
+    model = getattr(diffusers, class_name).from_pretrained(
+        path, local_files_only=True, torch_dtype=dtype
+    )
+    return DiffusersVAE(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+# "vae-f{spatial}t{temporal}c{latent channels}". The paper does not state its VAE's compression;
+# 8x spatial / 4 channels is its SD1.5 base, 4x temporal the common video choice (paper-facts §2).
+VAE_PRESETS: dict[str, dict] = {
+    # Default: 128x128x32 -> 4 x 9 x 16 x 16 latents.
+    "vae-f8t4c4": dict(
+        channels=(64, 128, 256, 256),
+        num_res_blocks=2,
+        spatial_compression=8,
+        temporal_compression=4,
+        latent_channels=4,
+    ),
+    # CPU smoke runs and tests: ~0.6M parameters, 32x32x32 -> 4 x 17 x 8 x 8 latents.
+    "vae-f4t2c4-tiny": dict(
+        channels=(16, 32, 32),
+        num_res_blocks=1,
+        spatial_compression=4,
+        temporal_compression=2,
+        latent_channels=4,
+    ),
+}
+DEFAULT_VAE = "vae-f8t4c4"
+
+
+def build_vae(name: str = DEFAULT_VAE) -> VideoVAE:
+    """A randomly initialised VideoVAE from VAE_PRESETS; ValueError naming them if unknown."""
+    if name not in VAE_PRESETS:
+        raise ValueError(f"unknown VAE {name!r}; choose from {', '.join(VAE_PRESETS)}")
+    return VideoVAE(**VAE_PRESETS[name])
