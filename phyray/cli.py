@@ -22,17 +22,21 @@ def _data_generate(args: argparse.Namespace) -> int:
     from phyray.config import BALL_SCENARIOS, ConfigError, load_data_config
     from phyray.data.generate import generate_dataset
 
-    if args.scenario not in BALL_SCENARIOS:
-        raise CliError(f"--scenario: unknown {args.scenario!r}; choose from {', '.join(BALL_SCENARIOS)}")
-    overrides = list(args.set)
-    if args.resolution is not None:
-        overrides.append(f"render.resolution={args.resolution}")
     try:
-        cfg = load_data_config(args.scenario, overrides)
-        manifest = generate_dataset(
-            cfg, args.split, args.size, args.out, seed=args.seed, num_workers=args.num_workers,
-            progress=not args.quiet,
-        )
+        if args.scenario == "combinatorial":
+            manifest = _generate_combinatorial(args)
+        elif args.scenario in BALL_SCENARIOS:
+            overrides = list(args.set)
+            if args.resolution is not None:
+                overrides.append(f"render.resolution={args.resolution}")
+            cfg = load_data_config(args.scenario, overrides)
+            manifest = generate_dataset(
+                cfg, args.split, args.size, args.out, seed=args.seed, num_workers=args.num_workers,
+                progress=not args.quiet,
+            )
+        else:
+            choices = ", ".join((*BALL_SCENARIOS, "combinatorial"))
+            raise CliError(f"--scenario: unknown {args.scenario!r}; choose from {choices}")
     except ConfigError as err:
         raise CliError(str(err)) from None
     counts = ", ".join(f"{k}: {v}" for k, v in manifest["counts"].items())
@@ -43,19 +47,53 @@ def _data_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_combinatorial(args: argparse.Namespace) -> dict:
+    from phyray.config import ConfigError
+    from phyray.data.combinatorial import generate_combinatorial
+    from phyray.sim.phyre import PhyreUnavailable, parse_templates
+
+    if not (args.templates and args.seeds and args.trials):
+        raise ConfigError("--scenario combinatorial needs --templates, --seeds and --trials")
+    try:
+        templates = parse_templates(args.templates)
+    except ValueError as err:
+        raise ConfigError(f"--templates: {err}") from None
+    try:
+        return generate_combinatorial(
+            templates, args.seeds, args.trials, args.split, args.out, num_workers=args.num_workers,
+            progress=not args.quiet,
+        )
+    except PhyreUnavailable as err:
+        raise CliError(str(err)) from None
+
+
 def _add_data_commands(groups) -> None:
     data = groups.add_parser("data", help="generate and inspect datasets").add_subparsers(dest="command", required=True)
     gen = data.add_parser("generate", help="simulate, render and write a dataset as Parquet shards")
-    gen.add_argument("--scenario", required=True, help="uniform_motion, collision or parabola")
+    gen.add_argument("--scenario", required=True, help="uniform_motion, collision, parabola or combinatorial")
     gen.add_argument("--size", default=None, help="30K, 300K, 3M or a count (200, 2K); eval splits default to the paper's sizes")
-    gen.add_argument("--split", default="train", choices=["train", "eval_id", "eval_ood"])
+    gen.add_argument(
+        "--split", default="train",
+        choices=["train", "eval_id", "eval_ood", "eval_in_template", "eval_out_of_template"],
+        help="ball scenes: train, eval_id, eval_ood; combinatorial: train, eval_in_template, eval_out_of_template",
+    )
     gen.add_argument("--out", required=True, help="output directory")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--resolution", type=int, default=None, help="frame side in pixels (default: the config's, 128)")
     gen.add_argument("--num-workers", type=int, default=None, help="concurrent shard tasks (default: all CPUs)")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a data-config field")
+    gen.add_argument("--templates", help="combinatorial: 6, 30, 60, heldout, or ids/ranges (10003,10060-10069)")
+    gen.add_argument("--seeds", type=int, help="combinatorial: task seeds per template")
+    gen.add_argument("--trials", type=int, help="combinatorial: red-ball placements per seed")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=_data_generate)
+    enc = data.add_parser("encode", help="cache latents of a dataset with a trained VAE")
+    enc.add_argument("--shards", required=True, help="pixel dataset directory")
+    enc.add_argument("--vae", required=True, help="trained VAE: its run directory or export/model.pt")
+    enc.add_argument("--out", required=True, help="latent dataset directory")
+    enc.add_argument("--cond-frames", type=int, default=3, help="conditioning frames c (3; PHYRE: 1)")
+    enc.add_argument("--num-workers", type=int, default=None, help="encoder actors (default: GPUs, else CPUs)")
+    enc.set_defaults(handler=_data_encode)
 
 
 # ---- model ---------------------------------------------------------------------------------
@@ -75,7 +113,8 @@ def _model_info(args: argparse.Namespace) -> int:
         print(json.dumps(info))
         return 0
     rows = [
-        ("model", f"{info['model']} ({info['layers']} layers x {info['hidden_size']} wide x {info['heads']} heads)"),
+        ("model", info["model"]),
+        ("layers x width x heads", f"{info['layers']} x {info['hidden_size']} x {info['heads']}"),
         ("parameters", f"{info['params'] / 1e6:.1f}M ({info['params']:,})"),
         ("vae", info["vae"]),
         ("video (T, H, W)", f"{info['frames']} x {info['resolution']} x {info['resolution']}"),
@@ -92,16 +131,105 @@ def _model_info(args: argparse.Namespace) -> int:
 
 
 def _add_model_commands(groups) -> None:
-    model = groups.add_parser("model", help="inspect model presets").add_subparsers(dest="command", required=True)
-    info = model.add_parser("info", help="parameters, latent shape, tokens and FLOPs of a DiT preset")
-    info.add_argument("--model", required=True, help="DiT-S, DiT-B, DiT-L, DiT-XL (paper) or DiT-T, DiT-M (CPU)")
+    model = groups.add_parser("model", help="inspect model presets")
+    commands = model.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="parameters, latent shape, tokens and FLOPs of a DiT")
+    info.add_argument("--model", required=True, help="DiT-S/B/L/XL (paper) or DiT-T/M (CPU)")
     info.add_argument("--resolution", type=int, default=128, help="frame side in pixels")
     info.add_argument("--frames", type=int, default=32, help="frames per video")
-    info.add_argument("--vae", default=None, help="VAE preset: compression and latent channels (default vae-f8t4c4)")
+    info.add_argument("--vae", default=None,
+                      help="VAE preset: compression and latent channels (default vae-f8t4c4)")
     info.add_argument("--patch", type=int, nargs=3, default=None, metavar=("PT", "PH", "PW"),
                       help="spacetime patch (default 1 2 2)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=_model_info)
+
+
+# ---- train -----------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from phyray.config import ConfigError, TrainConfig, load_config
+    from phyray.train.trainer import CONFIG_FILE, train
+
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / CONFIG_FILE).is_file():
+                run_dir = Path(args.output_dir) / args.resume
+            config_path = run_dir / CONFIG_FILE
+            if not config_path.is_file():
+                raise ConfigError(f"--resume: no run {args.resume!r} (looked for {config_path})")
+        elif args.config:
+            config_path = Path(args.config)
+        else:
+            raise ConfigError("give --config FILE, or --resume RUN")
+        cfg = load_config(TrainConfig, config_path, args.set)
+        run = train(cfg, resume=bool(args.resume))
+    except ConfigError as err:
+        raise CliError(str(err)) from None
+    print(f"{cfg.name}: step {run.metrics.get('step')} loss {run.metrics.get('loss'):.4g}; model -> {run.export}")
+    print(f"mlflow: {run.tracking_uri} (run {run.run_id})")
+    return 0
+
+
+def _data_encode(args: argparse.Namespace) -> int:
+    from phyray.config import ConfigError
+    from phyray.data.latents import encode_dataset
+    from phyray.data.shards import ShardError
+
+    try:
+        manifest = encode_dataset(args.shards, args.vae, args.out, args.cond_frames, args.num_workers)
+    except (ConfigError, ShardError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+    print(f"{args.out}: latents of {manifest['num_videos']} videos in {manifest['num_shards']} shards")
+    return 0
+
+
+def _add_train_commands(groups) -> None:
+    train = groups.add_parser("train", help="train a VAE or DiT on Ray Train + DeepSpeed")
+    train.add_argument("--config", help="configs/train/<name>.yaml")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    train.add_argument("--resume", metavar="RUN", help="continue a run (its name or directory) from its last checkpoint")
+    train.add_argument("--output-dir", default="runs/train", help="where --resume looks for RUN by name")
+    train.set_defaults(handler=_train)
+
+
+# ---- eval ------------------------------------------------------------------------------------
+
+
+def _eval_physics(args: argparse.Namespace) -> int:
+    from phyray.data.shards import ShardError
+    from phyray.eval.report import evaluate_physics, format_summary, write_report
+
+    try:
+        rows = evaluate_physics(
+            args.rollouts, args.reference, parser=args.parser, cond_frames=args.cond_frames,
+            ssim=not args.no_ssim, device=args.device, progress=not args.quiet,
+        )
+        json_path, csv_path = write_report(rows, args.out)
+    except (ShardError, ValueError) as err:
+        raise CliError(str(err)) from None
+    print(format_summary(rows))
+    print(f"report: {json_path} and {csv_path}")
+    return 0
+
+
+def _add_eval_commands(groups) -> None:
+    evaluate = groups.add_parser("eval", help="score rollouts").add_subparsers(dest="command", required=True)
+    physics = evaluate.add_parser("physics", help="velocity error, parse failures, PSNR and SSIM of rollouts")
+    physics.add_argument("--rollouts", required=True, help="dataset of generated videos, joined to --reference by video_id")
+    physics.add_argument("--reference", required=True, help="the dataset the rollouts were conditioned on")
+    physics.add_argument("--out", required=True, help="report JSON path; the CSV is written beside it (same stem)")
+    physics.add_argument("--parser", default="subpixel",
+                         help="ball parser: subpixel (coverage-weighted, default) or threshold (the paper's mask)")
+    physics.add_argument("--cond-frames", type=int, default=3, help="conditioning frames c, not scored (3; PHYRE 1)")
+    physics.add_argument("--no-ssim", action="store_true", help="skip SSIM (0.2-0.35 CPU-s per 128² video)")
+    physics.add_argument("--device", default="cpu", help="torch device for PSNR and SSIM")
+    physics.add_argument("--quiet", action="store_true", help="no progress bar")
+    physics.set_defaults(handler=_eval_physics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True)
     _add_data_commands(groups)
     _add_model_commands(groups)
+    _add_eval_commands(groups)
+    _add_train_commands(groups)
     return parser
 
 

@@ -228,9 +228,14 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: the source, the field path, and pydantic's message without its prefix.
+
+    Checks that span fields (model validators) put the field name in their message instead.
+    """
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "<root>"
-    return f"{source}: {where}: {first['msg']}"
+    message = first["msg"].removeprefix("Value error, ")
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
 
 
 def validate(model: type[M], data: dict[str, Any], source: str = "config") -> M:
@@ -304,3 +309,106 @@ def to_flat_dict(obj: BaseModel | dict[str, Any], prefix: str = "") -> dict[str,
         else:
             flat[name] = value
     return flat
+
+
+# ---------------------------------------------------------------------------------------------
+# Training configs (configs/train/<name>.yaml)
+# ---------------------------------------------------------------------------------------------
+
+
+class TrainData(Strict):
+    """Where training reads from. VAE: pixel shards. DiT: latent shards (`phyray data encode`)."""
+
+    train: str
+    # Pixel shards of held-out videos to roll out and score every `eval_every` steps.
+    eval: str | None = None
+    eval_videos: int = Field(4, ge=1)
+    shuffle_buffer: int = Field(64, ge=0)
+
+
+class TrainModel(Strict):
+    vae: str = "vae-f8t4c4"
+    dit: str = "DiT-S"
+    patch: tuple[int, int, int] = (1, 2, 2)
+
+
+class TrainDiffusion(Strict):
+    timesteps: int = Field(1000, ge=2)
+    beta_schedule: str = "scaled_linear"
+    cond_frames: int = Field(3, ge=1)
+    sample_steps: int = Field(50, ge=1)
+
+
+class TrainOptim(Strict):
+    """AdamW with linear warm-up then cosine decay to `min_lr_ratio` of the peak.
+
+    The paper states no optimiser; these are DiT's (AdamW, no weight decay) with the warm-up
+    and decay most video DiTs use.
+    """
+
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    decay: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+
+
+class TrainTracking(Strict):
+    # None: $MLFLOW_TRACKING_URI, else a SQLite file in the run directory.
+    tracking_uri: str | None = None
+    experiment: str = "phyray-train"
+
+
+class TrainConfig(Strict):
+    """One training run: a VAE on pixel shards or a DiT on latent shards, on Ray Train + DeepSpeed."""
+
+    task: Literal["vae", "dit"]
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    # Ray Train storage_path: the run's checkpoints, config and (by default) MLflow store live
+    # under <output_dir>/<name>. Relative paths are taken from the current directory.
+    output_dir: str = "runs/train"
+    data: TrainData
+    model: TrainModel = TrainModel()
+    diffusion: TrainDiffusion = TrainDiffusion()
+    optim: TrainOptim = TrainOptim()
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)  # global batch per optimiser step
+    micro_batch: int = Field(ge=1)  # per worker per forward pass
+    grad_clip: float = Field(1.0, ge=0)
+    ema_decay: float = Field(0.9999, ge=0, lt=1)
+    vae_beta: float = Field(1e-4, ge=0)  # KL weight of the VAE loss
+    seed: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0: only at the end (if data.eval is set)
+    zero_stage: int = Field(1, ge=0, le=2)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: int = Field(1, ge=1)
+    max_failures: int = Field(0, ge=-1)
+    tracking: TrainTracking = TrainTracking()
+    # Test hook: worker rank 1 (or 0 with one worker) raises once when it reaches this step.
+    fail_once_at_step: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        from phyray.models.dit import DIT_PRESETS
+        from phyray.models.vae import VAE_PRESETS
+
+        if self.model.vae not in VAE_PRESETS:
+            raise ValueError(f"model.vae: unknown preset {self.model.vae!r}; choose from {', '.join(VAE_PRESETS)}")
+        if self.task == "dit" and self.model.dit not in DIT_PRESETS:
+            raise ValueError(f"model.dit: unknown preset {self.model.dit!r}; choose from {', '.join(DIT_PRESETS)}")
+        per_step = self.micro_batch * self.workers
+        if self.batch_size % per_step:
+            raise ValueError(
+                f"batch_size: {self.batch_size} is not divisible by micro_batch x workers = "
+                f"{self.micro_batch} x {self.workers}"
+            )
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.batch_size // (self.micro_batch * self.workers)

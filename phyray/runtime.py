@@ -13,7 +13,12 @@ LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Initialise Ray once per process (a no-op when it is already up)."""
+    """Initialise Ray once per process (a no-op when it is already up).
+
+    A local Ray gets `num_cpus` logical CPUs (default: the machine's, at least 4). Logical CPUs
+    only gate scheduling: a training run whose workers hold a CPU each still needs free ones for
+    the Ray Data tasks that feed it, or it waits forever for data.
+    """
     import ray
 
     if ray.is_initialized():
@@ -22,7 +27,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
     ray.init(
-        num_cpus=num_cpus or os.cpu_count(),
+        num_cpus=num_cpus or max(4, os.cpu_count() or 1),
         object_store_memory=LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=False,
         log_to_driver=False,

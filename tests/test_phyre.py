@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 from phyray.sim.phyre import (
     ENV_PYTHON,
     PHYRE_PALETTE,
-    PHYRE_VENV_PYTHON,
     TEMPLATE_SETS,
     PhyreError,
     PhyreSidecar,
@@ -64,36 +62,6 @@ HELD_OUT = {
 }
 # Featurised-object columns (see PhyreSidecar.simulate).
 X, Y, DIAMETER, SHAPE_BALL, RED, GRAY, BLACK, DYNAMIC = 0, 1, 3, 4, 8, 12, 13, 14
-
-
-def _phyre_python_works() -> bool:
-    python = Path(os.environ.get(ENV_PYTHON, PHYRE_VENV_PYTHON))
-    if not python.exists():
-        return False
-    result = subprocess.run([str(python), "-c", "import phyre"], check=False, capture_output=True)
-    return result.returncode == 0
-
-
-@pytest.fixture(scope="session")
-def phyre_env() -> None:
-    """Make sure the sidecar's environment exists, building it if a Python 3.9 is around."""
-    if _phyre_python_works():
-        return
-    setup = subprocess.run(
-        ["bash", str(REPO / "scripts" / "setup_phyre.sh")],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if _phyre_python_works():
-        return
-    if setup.returncode == 0 and "no Python 3.9 found" in setup.stdout:
-        pytest.skip(setup.stdout.strip())
-    pytest.fail(
-        f"scripts/setup_phyre.sh did not produce a working .venv-phyre:\n{setup.stdout}"
-        f"\n{setup.stderr}"
-    )
 
 
 @pytest.fixture(scope="module")

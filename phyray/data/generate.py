@@ -12,7 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -109,14 +109,15 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
     return pa.Table.from_pydict(columns, schema=SCHEMA), timings
 
 
-def generate_shard(task: dict[str, Any]) -> dict[str, Any]:
+def generate_shard(row: dict[str, Any]) -> dict[str, Any]:
     """Ray Data map function: build and atomically write one shard; returns its manifest entry."""
+    task = json.loads(row["task"])
     cfg = DataConfig.model_validate(task["config"])
     table, timings = build_shard(cfg, task)
     tick = time.perf_counter()
     entry = write_shard(table, Path(task["out"]) / shard_name(task["shard"]))
     timings["encode"] += time.perf_counter() - tick  # encode + write, as the benchmark reports
-    return {"shard": task["shard"], "entry": json.dumps(entry), "timings": json.dumps(timings)}
+    return {"entry": json.dumps(entry), "timings": json.dumps(timings)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def _fingerprint(cfg: DataConfig, plan: DatasetPlan) -> dict[str, Any]:
     }
 
 
-def _prepare_out(out: Path) -> None:
+def prepare_out(out: Path) -> None:
     """Create the output directory, failing with one line naming it if that is impossible."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
@@ -196,6 +197,82 @@ def shard_tasks(cfg: DataConfig, plan: DatasetPlan, out: Path, shards: list[int]
     return tasks
 
 
+def write_dataset(
+    out: Path,
+    fingerprint: dict[str, Any],
+    shard_sizes: list[int],
+    make_tasks: Callable[[list[int]], list[dict[str, Any]]],
+    shard_writer: Callable | type,
+    num_workers: int | None,
+    progress: bool,
+    desc: str,
+    manifest_extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The driver of every shard-writing job: resume, run the missing shards, write the manifest.
+
+    Args:
+        out: output directory (already created).
+        fingerprint: what makes this dataset itself; a directory holding another is refused.
+        shard_sizes: videos per shard, in shard order.
+        make_tasks: shard indices -> self-contained task dicts (JSON-able).
+        shard_writer: a function (run as Ray tasks) or a class (run as an actor pool, for
+            stateful writers such as the PHYRE sidecar) taking {"task": json} rows and
+            returning {"entry": json, "timings": json}.
+        num_workers: concurrent tasks or actors (default: the CPUs Ray has).
+        progress: show a bar of videos done, rate and time left.
+        desc: the bar's label.
+        manifest_extra: fields added to the manifest.
+
+    Returns:
+        The manifest, plus this run's per-stage CPU-seconds under "timings" (not stored).
+    """
+    import ray
+    from tqdm import tqdm
+
+    from phyray.runtime import cluster_cpus, init_ray, quiet_ray_data
+
+    known = _check_resumable(out, fingerprint)
+    atomic_write_json(out / PLAN_FILE, fingerprint)
+    missing = [
+        s for s, size in enumerate(shard_sizes)
+        if not _shard_is_complete(out / shard_name(s), size, known.get(shard_name(s)))
+    ]
+    timings: dict[str, float] = {}
+    if missing:
+        init_ray(num_workers)
+        quiet_ray_data()
+        workers = max(1, min(num_workers or cluster_cpus(), len(missing)))
+        rows = [{"task": json.dumps(task)} for task in make_tasks(missing)]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        if isinstance(shard_writer, type):
+            ds = ds.map_batches(shard_writer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers))
+        else:
+            ds = ds.map(shard_writer, num_cpus=1, compute=ray.data.TaskPoolStrategy(size=workers))
+        done = sum(shard_sizes) - sum(shard_sizes[s] for s in missing)
+        with tqdm(total=sum(shard_sizes), initial=done, unit="video", disable=not progress, desc=desc) as bar:
+            for result in ds.iter_rows():
+                for stage, seconds in json.loads(result["timings"]).items():
+                    timings[stage] = timings.get(stage, 0.0) + seconds
+                bar.update(json.loads(result["entry"])["num_videos"])
+
+    entries = []
+    for s, size in enumerate(shard_sizes):
+        path = out / shard_name(s)
+        entries.append({"file": path.name, "num_videos": size, "sha256": sha256_file(path), "bytes": path.stat().st_size})
+    manifest = {
+        "phyray_version": __version__,
+        "fingerprint": fingerprint,
+        "num_videos": sum(shard_sizes),
+        "num_shards": len(shard_sizes),
+        **manifest_extra,
+        "shards": entries,
+        "bytes": sum(e["bytes"] for e in entries),
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    (out / PLAN_FILE).unlink(missing_ok=True)
+    return manifest | {"timings": timings}
+
+
 def generate_dataset(
     cfg: DataConfig,
     split: str,
@@ -205,7 +282,7 @@ def generate_dataset(
     num_workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate (or finish generating) a dataset; returns its manifest.
+    """Generate (or finish generating) a ball dataset; returns its manifest.
 
     Args:
         cfg: the scenario's data config (resolution etc. already applied).
@@ -216,58 +293,22 @@ def generate_dataset(
         num_workers: concurrent shard tasks (default: all CPUs Ray has).
         progress: show a progress bar of videos done, rate and time left.
     """
-    import ray
-    from tqdm import tqdm
-
-    from phyray.runtime import cluster_cpus, init_ray, quiet_ray_data
-
     plan = plan_dataset(cfg, split, size, seed)
     out = Path(out)
-    _prepare_out(out)
-    fingerprint = _fingerprint(cfg, plan)
-    known = _check_resumable(out, fingerprint)
-    atomic_write_json(out / PLAN_FILE, fingerprint)
-
-    expected = [plan.shard_slice(s).stop - plan.shard_slice(s).start for s in range(plan.num_shards)]
-    missing = [
-        s
-        for s in range(plan.num_shards)
-        if not _shard_is_complete(out / shard_name(s), expected[s], known.get(shard_name(s)))
-    ]
-    timings = {"simulate": 0.0, "render": 0.0, "encode": 0.0}
-    if missing:
-        init_ray(num_workers)
-        quiet_ray_data()
-        workers = max(1, min(num_workers or cluster_cpus(), len(missing)))
-        tasks = shard_tasks(cfg, plan, out, missing)
-        results = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map(
-            generate_shard, num_cpus=1, compute=ray.data.TaskPoolStrategy(size=workers)
-        )
-        done = plan.num_videos - sum(expected[s] for s in missing)
-        with tqdm(total=plan.num_videos, initial=done, unit="video", disable=not progress, desc=f"{cfg.scenario}/{split}") as bar:
-            for result in results.iter_rows():
-                entry = json.loads(result["entry"])
-                for stage, seconds in json.loads(result["timings"]).items():
-                    timings[stage] += seconds
-                bar.update(entry["num_videos"])
-
-    entries = []
-    for s in range(plan.num_shards):
-        path = out / shard_name(s)
-        entries.append({"file": path.name, "num_videos": expected[s], "sha256": sha256_file(path), "bytes": path.stat().st_size})
+    prepare_out(out)
     levels = [level or "id" for level in plan.ood_levels]
-    manifest = {
-        "phyray_version": __version__,
-        "fingerprint": fingerprint,
-        "num_videos": plan.num_videos,
-        "num_shards": plan.num_shards,
-        "resolution": cfg.render.resolution,
-        "frames_encoding": PLANAR_RGB,
-        "counts": {level: levels.count(level) for level in sorted(set(levels))},
-        "shards": entries,
-        "bytes": sum(e["bytes"] for e in entries),
-    }
-    atomic_write_json(out / MANIFEST, manifest)
-    (out / PLAN_FILE).unlink(missing_ok=True)
-    manifest["timings"] = timings  # this run's CPU-seconds per stage; not stored
-    return manifest
+    return write_dataset(
+        out,
+        _fingerprint(cfg, plan),
+        [plan.shard_slice(s).stop - plan.shard_slice(s).start for s in range(plan.num_shards)],
+        lambda shards: shard_tasks(cfg, plan, out, shards),
+        generate_shard,
+        num_workers,
+        progress,
+        f"{cfg.scenario}/{split}",
+        {
+            "resolution": cfg.render.resolution,
+            "frames_encoding": PLANAR_RGB,
+            "counts": {level: levels.count(level) for level in sorted(set(levels))},
+        },
+    )

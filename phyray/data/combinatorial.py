@@ -1,0 +1,187 @@
+"""Combinatorial PHYRE datasets: (template, seed, trial) videos from the Python 3.9 sidecar.
+
+The same shard/manifest machinery as the ball scenes (`write_dataset`), with an actor pool in
+place of stateless tasks: each actor keeps one long-lived PHYRE sidecar (PHYRE takes seconds to
+start) and writes whole shards. Splits (paper-facts §5):
+
+- train: the chosen training templates, trials 0..M-1 of seeds 0..N-1 (trials < 990);
+- eval_in_template: the same templates, trials 990..990+M-1 (never in train);
+- eval_out_of_template: the held-out templates 10060-10069, trials 0..M-1.
+
+Frames are stored as PHYRE colour indices (1 byte per pixel, "zstd-palette8") with the palette
+in the row; `phyray.data.decode_frames(row, resolution)` gives RGB at 256, 128, 64 or 32.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from phyray.config import ConfigError
+from phyray.data.generate import prepare_out, write_dataset
+from phyray.data.shards import FORMAT_VERSION, PALETTE8, encode_palette_frames, shard_name, write_shard
+
+COMBINATORIAL_SPLITS = ("train", "eval_in_template", "eval_out_of_template")
+FIRST_EVAL_TRIAL = 990  # trials 990-999 of each seed are the in-template evaluation set
+TRIALS_PER_SEED = 1000
+
+_VEC3 = pa.list_(pa.uint8(), 3)
+COMBINATORIAL_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("scenario", pa.string()),
+        ("split", pa.string()),
+        ("ood_level", pa.string()),  # "out_of_template" for held-out templates, else null
+        ("seed", pa.int64()),  # the task seed (object parameters)
+        ("template_id", pa.int32()),
+        ("trial", pa.int32()),  # the red-ball placement
+        ("params", pa.string()),  # JSON: action, object types, placement
+        ("frames", pa.binary()),
+        ("frames_encoding", pa.string()),
+        ("frame_shape", pa.list_(pa.int32(), 4)),  # [T, H, W, 3]
+        ("palette", pa.list_(_VEC3)),  # [P][3] RGB of each colour index
+        ("objects", pa.list_(pa.list_(pa.list_(pa.float32())))),  # [T][N][15] PHYRE features + dynamic
+    ]
+)
+
+
+def plan_items(templates: list[int], seeds: int, trials: int, split: str) -> list[tuple[int, int, int]]:
+    """(template_id, seed, trial) of every video, in shard order; validates the split rules."""
+    from phyray.sim.phyre import TEMPLATE_SETS
+
+    if split not in COMBINATORIAL_SPLITS:
+        raise ConfigError(f"split: {split!r} is not a combinatorial split; choose from {', '.join(COMBINATORIAL_SPLITS)}")
+    if seeds < 1 or trials < 1:
+        raise ConfigError("--seeds and --trials: must be >= 1")
+    held_out = set(TEMPLATE_SETS["heldout"])
+    if split == "eval_out_of_template":
+        if not set(templates) <= held_out:
+            raise ConfigError(f"--templates: eval_out_of_template takes held-out templates only ({min(held_out)}-{max(held_out)})")
+    elif set(templates) & held_out:
+        raise ConfigError(f"--templates: held-out templates {sorted(set(templates) & held_out)} never appear in {split}")
+    if split == "train" and trials > FIRST_EVAL_TRIAL:
+        raise ConfigError(f"--trials: train uses trials 0-{FIRST_EVAL_TRIAL - 1}; {trials} would reach the evaluation trials")
+    if split == "eval_in_template" and trials > TRIALS_PER_SEED - FIRST_EVAL_TRIAL:
+        raise ConfigError(f"--trials: eval_in_template has {TRIALS_PER_SEED - FIRST_EVAL_TRIAL} trials per seed")
+    first_trial = FIRST_EVAL_TRIAL if split == "eval_in_template" else 0
+    return [
+        (template, seed, first_trial + trial)
+        for template in templates
+        for seed in range(seeds)
+        for trial in range(trials)
+    ]
+
+
+def video_id(split: str, template: int, seed: int, trial: int) -> str:
+    return f"combinatorial-{split}-t{template}-s{seed:03d}-r{trial:03d}"
+
+
+class PhyreShardWriter:
+    """Ray Data actor: one PHYRE sidecar, many shards."""
+
+    def __init__(self, batch_size: int = 16):
+        from phyray.sim.phyre import PhyreSidecar
+
+        self.sidecar = PhyreSidecar()
+        self.batch_size = batch_size
+
+    def build_shard(self, task: dict[str, Any]) -> tuple[pa.Table, dict[str, float]]:
+        from phyray.sim.phyre import PHYRE_PALETTE
+
+        columns: dict[str, list] = {name: [] for name in COMBINATORIAL_SCHEMA.names}
+        timings = {"simulate": 0.0, "encode": 0.0}
+        palette = PHYRE_PALETTE.tolist()
+        items = task["items"]
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            tick = time.perf_counter()
+            videos = self.sidecar.simulate_batch([tuple(item) for item in chunk])
+            tock = time.perf_counter()
+            for (template, seed, trial), video in zip(chunk, videos):
+                frames = video["frames"]  # (T, 256, 256) uint8 colour indices
+                columns["video_id"].append(video_id(task["split"], template, seed, trial))
+                columns["scenario"].append("combinatorial")
+                columns["split"].append(task["split"])
+                columns["ood_level"].append("out_of_template" if task["split"] == "eval_out_of_template" else None)
+                columns["seed"].append(seed)
+                columns["template_id"].append(template)
+                columns["trial"].append(trial)
+                columns["params"].append(
+                    json.dumps(
+                        {
+                            "action": np.asarray(video["action"]).tolist(),
+                            "object_types": list(video["object_types"]),
+                            "placement": video["placement"],
+                            "attempts": int(video["attempts"]),
+                        },
+                        sort_keys=True,
+                    )
+                )
+                columns["frames"].append(encode_palette_frames(frames))
+                columns["frames_encoding"].append(PALETTE8)
+                columns["frame_shape"].append([frames.shape[0], frames.shape[1], frames.shape[2], 3])
+                columns["palette"].append(palette)
+                columns["objects"].append(np.asarray(video["objects"], dtype=np.float32).tolist())
+            timings["simulate"] += tock - tick
+            timings["encode"] += time.perf_counter() - tock
+        return pa.Table.from_pydict(columns, schema=COMBINATORIAL_SCHEMA), timings
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        entries, timings = [], []
+        for task_json in batch["task"]:
+            task = json.loads(task_json)
+            table, seconds = self.build_shard(task)
+            tick = time.perf_counter()
+            entries.append(json.dumps(write_shard(table, Path(task["out"]) / shard_name(task["shard"]))))
+            seconds["encode"] += time.perf_counter() - tick
+            timings.append(json.dumps(seconds))
+        return {"entry": entries, "timings": timings}
+
+
+def generate_combinatorial(
+    templates: list[int],
+    seeds: int,
+    trials: int,
+    split: str,
+    out: str | Path,
+    shard_size: int = 1000,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate (or finish) a combinatorial dataset; returns its manifest."""
+    from phyray.sim.phyre import SCENE_SIZE, find_phyre_python
+
+    items = plan_items(templates, seeds, trials, split)
+    find_phyre_python()  # fail now, in one line, if there is no PHYRE environment
+    out = Path(out)
+    prepare_out(out)
+    shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
+    fingerprint = {
+        "format_version": FORMAT_VERSION,
+        "scenario": "combinatorial",
+        "split": split,
+        "size": len(items),
+        "seed": f"{seeds} seeds x {trials} trials",
+        "templates": templates,
+        "shard_size": shard_size,
+    }
+    return write_dataset(
+        out,
+        fingerprint,
+        [len(s) for s in shards],
+        lambda missing: [{"shard": i, "out": str(out), "split": split, "items": shards[i]} for i in missing],
+        PhyreShardWriter,
+        num_workers,
+        progress,
+        f"combinatorial/{split}",
+        {
+            "resolution": SCENE_SIZE,
+            "frames_encoding": PALETTE8,
+            "counts": {str(t): sum(1 for item in items if item[0] == t) for t in templates},
+        },
+    )

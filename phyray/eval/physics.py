@@ -1,0 +1,522 @@
+"""Physics evaluation: ball states parsed from frames, and velocity error against the simulator.
+
+Parsing (paper-facts §3). A ball is found by its colour mask, the paper's thresholds: red
+R > 127, G < 127, B < 127; blue R < 127, G < 127, B > 127 (in general, channels the colour
+saturates above 127 and channels it empties below 127). Two parsers:
+
+- "threshold" (the paper's): centre = centroid of the mask, radius = sqrt(area / π).
+- "subpixel" (default): centroid weighted by each pixel's colour coverage, how far the pixel is
+  from white toward the ball's colour (`_coverage`), restricted to the mask dilated by one pixel
+  (the ball plus its anti-aliased rim) so background noise away from the ball gets no weight;
+  radius = sqrt(coverage sum / π).
+
+Pixels map to world units with the renderer's convention (phyray/render.py): pixel (i, j) has its
+centre at ((j + 0.5)·s, world − (i + 0.5)·s), s = world / W. (The released evaluator converted
+with 10/W against a renderer that put pixels at 10·i/(W − 1), so every parsed velocity came out
+v·(W − 1)/W: that is the paper's ground-truth floor, paper-facts §7. It is not reproduced.)
+
+Velocity error (all velocities in world units per second, frames `frame_dt` = 0.1 s apart):
+
+- Velocities are backward differences v_t = (x_t − x_{t−1}) / Δ over the interval (t−1, t].
+  The reference is the ground truth's exact mean velocity over the same interval,
+  (x̂_t − x̂_{t−1}) / Δ. For uniform motion and away from a collision it equals the simulator's
+  v̂_t; for the parabola it is the velocity at the interval's midpoint, whereas comparing with
+  v̂_t would charge every correct video g·Δ/2 = 0.125 in y.
+- Valid frames: t ≥ c (after the c conditioning frames) with the ground-truth ball fully in view;
+  an interval counts when both its endpoints are valid, so the first is (c, c + 1]. Collision:
+  only frames from the collision frame t_c on count, t_c being the first frame whose ground-truth
+  velocity (any ball, any component) differs from the previous frame's by more than 0.1; if no
+  jump is that large (slow OOD balls), the row's `impact_frame` (first frame whose velocity
+  differs from the initial one at all) is used; a video with neither has no valid frame.
+- `vel_err_per_frame` (the paper's formula): mean over valid (ball, interval) pairs of
+  ‖v_t − v̂_t‖, the Euclidean norm; `_x` and `_y` are the same mean of |Δv_x| and |Δv_y|.
+  The study uses the norm for every scenario: the parabola's law acts on v_y, which the released
+  code's x-only error (`_x`, kept for comparison) ignores, and in uniform motion and collision
+  the ground-truth v_y is 0, so the norm adds only the vertical drift a generated ball should
+  not have (on ground-truth frames it equals `_x` up to parser noise).
+- `vel_err_mean_velocity` (the released code's variant, which the paper's Fig. 3 reports,
+  paper-facts §7): per ball ‖mean_t v_t − mean_t v̂_t‖ over its valid intervals (post-collision
+  intervals for collision), averaged over the balls that have any; `_x`, `_y` per component.
+- A video with no valid interval gets NaN (callers exclude and count it). Records the released
+  code drops (r < 0.6) are kept: the renderer draws every ball, however small.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+PARSERS = ("subpixel", "threshold")
+COND_FRAMES = 3
+FRAME_DT = 0.1
+WORLD_SIZE = 10.0
+MASK_THRESHOLD = 127  # the paper's channel threshold
+JUMP_THRESHOLD = 0.1  # a ground-truth velocity change above this marks the collision frame
+WINDOW_BATCH_PIXELS = 2**18
+
+VELOCITY_METRICS = (
+    "vel_err_per_frame",
+    "vel_err_per_frame_x",
+    "vel_err_per_frame_y",
+    "vel_err_mean_velocity",
+    "vel_err_mean_velocity_x",
+    "vel_err_mean_velocity_y",
+)
+PHYSICS_METRICS = (*VELOCITY_METRICS, "parse_fail_rate", "parse_failures")
+
+
+@dataclass(frozen=True)
+class ParsedStates:
+    """Ball states parsed from frames, in world units (y up).
+
+    positions: (N, T, K, 2) centres, NaN where the ball was not found.
+    radii: (N, T, K), NaN where not found.
+    found: (N, T, K) bool.
+    """
+
+    positions: np.ndarray
+    radii: np.ndarray
+    found: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------
+
+
+def _colour_rule(color: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The channels a ball colour saturates (255) and empties (0), as (3,) bool masks."""
+    color = np.asarray(color)
+    high, low = color == 255, color == 0
+    if not (high | low).all() or not high.any() or not low.any():
+        raise ValueError(
+            f"ball colour {color.tolist()}: the parser knows colours whose channels are 0 or 255 "
+            "(red, blue, ...)"
+        )
+    return high, low
+
+
+def _locator(rules: list[tuple[np.ndarray, np.ndarray]], ball: int) -> int:
+    """The channel whose low values locate a ball: one its colour empties and every other
+    colour saturates (B for red beside blue), else its first emptied channel."""
+    low = rules[ball][1].copy()
+    for other, (high, _) in enumerate(rules):
+        if other != ball and (low & high).any():
+            low &= high
+    return int(np.flatnonzero(low)[0])
+
+
+def _first_last(hit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First and last True index along axis 1 of (M, L) `hit`, and whether there is any."""
+    first = hit.argmax(axis=1)
+    last = hit.shape[1] - 1 - hit[:, ::-1].argmax(axis=1)
+    return first, last, hit[np.arange(len(hit)), first]
+
+
+def _strip_minima(plane: np.ndarray, step: int) -> np.ndarray:
+    """(M, H/step, W) minima over strips of `step` rows of (M, H, W), by halving (step a power of 2).
+
+    A few elementwise minima over whole rows run several times faster than numpy's reduction
+    over the short strip axis.
+    """
+    m, h, w = plane.shape
+    strips = plane.reshape(m, h // step, step, w)  # (M, H/step, step, W)
+    while strips.shape[2] > 1:
+        half = strips.shape[2] // 2
+        strips = np.minimum(strips[:, :, :half], strips[:, :, half:])
+    return strips[:, :, 0]
+
+
+def _candidate_box(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame, the box of pixels below the threshold in one channel, plus a 1-px rim.
+
+    Every pixel of a ball's mask has its locator channel below 127, so the box holds the whole
+    mask and its dilation. One pass over the frame: minima over strips of `step` rows give the
+    exact column span and the first and last strips with a hit; only those two strips are
+    scanned again for the exact rows.
+
+    Args:
+        plane: (M, H, W) uint8, one channel of M frames (any strides).
+
+    Returns:
+        row_lo, row_hi, col_lo, col_hi: (M,) inclusive bounds; (0, 0, 0, 0) for frames with no
+        candidate pixel.
+    """
+    m, h, w = plane.shape
+    step = next(s for s in (8, 4, 2, 1) if h % s == 0)
+    strip_min = _strip_minima(plane, step)  # (M, H/step, W)
+    first_col, last_col, hit = _first_last(strip_min.min(axis=1) < MASK_THRESHOLD)
+    first_strip, last_strip, _ = _first_last(strip_min.min(axis=2) < MASK_THRESHOLD)
+    strips = plane.reshape(m, h // step, step, w)
+    frames = np.arange(m)
+    top, _, _ = _first_last(strips[frames, first_strip].min(axis=2) < MASK_THRESHOLD)  # (M,)
+    _, bottom, _ = _first_last(strips[frames, last_strip].min(axis=2) < MASK_THRESHOLD)
+    box = np.stack([
+        np.maximum(first_strip * step + top - 1, 0),
+        np.minimum(last_strip * step + bottom + 1, h - 1),
+        np.maximum(first_col - 1, 0),
+        np.minimum(last_col + 1, w - 1),
+    ])  # (4, M)
+    box[:, ~hit] = 0
+    return tuple(box)
+
+
+def _gather_windows(planes: np.ndarray, row0: np.ndarray, col0: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(M, 3, height, width) copies of each frame's window with top-left pixel (row0, col0)."""
+    windows = sliding_window_view(planes, (height, width), axis=(2, 3))  # (M, 3, H', W', h, w)
+    return windows[np.arange(len(planes)), :, row0, col0]
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """3x3 binary dilation of (M, h, w) masks, each frame separately.
+
+    Shifts run on the flattened array (one long loop instead of one per short row); the rows'
+    first and last pixels, where a flat shift wraps into the neighbouring row or frame, are then
+    redone exactly.
+    """
+    m, h, w = mask.shape
+    across = mask.copy()
+    flat, source = across.reshape(-1), mask.reshape(-1)
+    flat[1:] |= source[:-1]
+    flat[:-1] |= source[1:]
+    across[:, :, 0] = mask[:, :, 0] | mask[:, :, min(1, w - 1)]
+    across[:, :, -1] = mask[:, :, -1] | mask[:, :, max(w - 2, 0)]
+    out = across.copy()
+    flat, source = out.reshape(-1), across.reshape(-1)
+    flat[w:] |= source[:-w]
+    flat[:-w] |= source[w:]
+    out[:, 0] = across[:, 0] | across[:, min(1, h - 1)]
+    out[:, -1] = across[:, -1] | across[:, max(h - 2, 0)]
+    return out
+
+
+def _ball_weights(windows: np.ndarray, high: np.ndarray, low: np.ndarray, parser: str) -> tuple[np.ndarray, int]:
+    """Per-pixel weights of one ball in its windows, and the weight of a fully covered pixel.
+
+    "threshold": the paper's mask (saturated channels above 127, emptied channels below).
+    "subpixel": the colour coverage on the mask dilated by one pixel. With z emptied and f
+    saturated channels, coverage = (z·Σ_high ch − f·Σ_low ch) / (255·z·f), clipped at 0. On the
+    white→colour line (what the renderer paints) it is the blend weight, e.g. red:
+    (2R − G − B)/510 = (255 − mean(G, B))/255; unlike the distance from white alone it is 0, not
+    0.5, on a blue pixel, so a touching ball of the other colour does not pull the centroid.
+
+    Args:
+        windows: (M, 3, h, w) uint8.
+
+    Returns:
+        (M, h, w) float32 weights holding integers (the sums in `_moments` are then exact) and
+        the full-coverage weight.
+    """
+    mask = windows[:, 0] > MASK_THRESHOLD if high[0] else windows[:, 0] < MASK_THRESHOLD
+    for c in (1, 2):
+        mask &= windows[:, c] > MASK_THRESHOLD if high[c] else windows[:, c] < MASK_THRESHOLD
+    if parser == "threshold":
+        return mask.astype(np.float32), 1
+    z, f = int(low.sum()), int(high.sum())
+    scales = [np.float32(z if high[c] else -f) for c in range(3)]
+    weights = np.multiply(windows[:, 0], scales[0], dtype=np.float32)
+    for c in (1, 2):
+        if scales[c] == 1:
+            np.add(weights, windows[:, c], out=weights, dtype=np.float32)
+        elif scales[c] == -1:
+            np.subtract(weights, windows[:, c], out=weights, dtype=np.float32)
+        else:
+            weights += scales[c] * windows[:, c].astype(np.float32)
+    np.maximum(weights, 0, out=weights)
+    weights *= _dilate(mask)
+    return weights, 255 * z * f
+
+
+def _moments(weights: np.ndarray, row0: np.ndarray, col0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Σw, Σw·row, Σw·col over (M, h, w) weights, rows/cols in frame pixels; (M,) int64 each.
+
+    The weights are integers and every partial sum of a row or column stays below 2^24, so the
+    float32 sums are exact; the moments are then formed in int64. A frame's parse therefore does
+    not depend on its window's size or place, i.e. on the batch it is parsed in.
+    """
+    m, h, w = weights.shape
+    per_row = (weights.reshape(m * h, w) @ np.ones(w, dtype=np.float32)).reshape(m, h)
+    per_col = np.matmul(np.ones((1, h), dtype=np.float32), weights)[:, 0]  # (M, w)
+    per_row, per_col = per_row.astype(np.int64), per_col.astype(np.int64)
+    total = per_row.sum(axis=1)
+    rows = per_row @ np.arange(h, dtype=np.int64) + row0 * total
+    cols = per_col @ np.arange(w, dtype=np.int64) + col0 * total
+    return total, rows, cols
+
+
+def _planar_stacks(frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """(M, 3, H, W) planar views of the input videos (no copies for planar-backed frames)."""
+    if isinstance(frames, np.ndarray):
+        n, t, h, w, c = frames.shape
+        return [frames.reshape(n * t, h, w, c).transpose(0, 3, 1, 2)]
+    return [video.transpose(0, 3, 1, 2) for video in frames]
+
+
+def parse_states(
+    frames: np.ndarray | Sequence[np.ndarray],
+    colors: np.ndarray | Sequence[Sequence[int]],
+    parser: str = "subpixel",
+    world_size: float = WORLD_SIZE,
+) -> ParsedStates:
+    """Parse each ball's centre and radius in every frame of a batch of videos.
+
+    Vectorised over all frames. Balls cover a few percent of a frame, so per ball one pass over
+    one channel finds a box around its candidate pixels in every frame (`_candidate_box`), the
+    boxes are cut out at one common size (the largest), and only those windows are parsed.
+
+    Args:
+        frames: (N, T, H, W, 3) uint8, or a sequence of N (T, H, W, 3) uint8 videos of one shape
+            (e.g. `decode_frames` views, parsed without stacking them into one copy).
+        colors: (K, 3) ball colours; ball k is searched by colour k's mask.
+        parser: "subpixel" (coverage-weighted, default) or "threshold" (the paper's).
+        world_size: side of the square world in world units.
+
+    Returns:
+        ParsedStates with (N, T, K, ...) arrays in world units.
+    """
+    if parser not in PARSERS:
+        raise ValueError(f"parser: unknown {parser!r}; choose from {', '.join(PARSERS)}")
+    colors = np.asarray(colors, dtype=np.int64).reshape(-1, 3)
+    rules = [_colour_rule(color) for color in colors]
+    stacks = _planar_stacks(frames)
+    n, (_, _, h, w) = len(frames), stacks[0].shape
+    if any(s.shape != stacks[0].shape for s in stacks):
+        raise ValueError("parse_states: all videos must have the same (T, H, W, 3) shape")
+    t, k = sum(len(s) for s in stacks) // n, len(colors)
+
+    centres = np.full((n * t, k, 2), np.nan)  # continuous pixel (col, row) of each ball
+    radii = np.full((n * t, k), np.nan)
+    found = np.zeros((n * t, k), dtype=bool)
+    boxes_by_channel: dict[int, list[tuple[np.ndarray, ...]]] = {}
+    for ball, (high, low) in enumerate(rules):
+        channel = _locator(rules, ball)
+        if channel not in boxes_by_channel:
+            boxes_by_channel[channel] = [_candidate_box(s[:, channel]) for s in stacks]
+        boxes = boxes_by_channel[channel]
+        height = max(int((b[1] - b[0]).max()) + 1 for b in boxes)
+        width = max(int((b[3] - b[2]).max()) + 1 for b in boxes)
+        # Frames in batches of ~2^18 window pixels, so windows and weights stay in cache.
+        batch = max(1, WINDOW_BATCH_PIXELS // (height * width))
+        total, rows, cols = np.empty((3, n * t), dtype=np.int64)
+        done = 0  # frames parsed so far, over all stacks
+        for stack, box in zip(stacks, boxes):
+            # Boxes that would run past the frame edge move back inside; they still hold the box.
+            row0, col0 = np.minimum(box[0], h - height), np.minimum(box[2], w - width)
+            for start in range(0, len(stack), batch):
+                part = slice(start, start + batch)
+                windows = _gather_windows(stack[part], row0[part], col0[part], height, width)
+                weights, full = _ball_weights(windows, high, low, parser)
+                out = slice(done, done + len(windows))
+                total[out], rows[out], cols[out] = _moments(weights, row0[part], col0[part])
+                done += len(windows)
+        hit = total > 0  # a mask pixel has positive weight, so this is "the mask is not empty"
+        found[:, ball] = hit
+        centres[hit, ball, 0] = cols[hit] / total[hit] + 0.5
+        centres[hit, ball, 1] = rows[hit] / total[hit] + 0.5
+        radii[hit, ball] = np.sqrt(total[hit] / (full * np.pi))
+
+    positions = np.stack(
+        [centres[..., 0] * (world_size / w), world_size - centres[..., 1] * (world_size / h)], axis=-1
+    )
+    return ParsedStates(
+        positions=positions.reshape(n, t, k, 2),
+        radii=(radii * (world_size / w)).reshape(n, t, k),
+        found=found.reshape(n, t, k),
+    )
+
+
+def fill_missing(parsed: ParsedStates, world_size: float = WORLD_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's rule for a ball not found in a frame, vectorised.
+
+    x falls back to the border: 0 for the left ball (ball 0 of a two-ball scene), world_size for
+    the right or single ball; y and r keep the ball's last parsed values. Before a ball's first
+    detection they take its first parsed values (the released code used NaN there, which
+    poisoned the video's mean); a ball never found gets y = world_size / 2, r = 0.
+
+    Returns:
+        positions (N, T, K, 2) and radii (N, T, K), with no NaN.
+    """
+    found = parsed.found
+    _, t, k = found.shape
+    frame = np.arange(t)[None, :, None]
+    last = np.maximum.accumulate(np.where(found, frame, -1), axis=1)
+    following = np.minimum.accumulate(np.where(found, frame, t)[:, ::-1], axis=1)[:, ::-1]
+    source = np.where(last >= 0, last, following)  # (N, T, K) frame whose y and r are kept
+    never = source >= t
+    source = np.minimum(source, t - 1)
+    y = np.take_along_axis(parsed.positions[..., 1], source, axis=1)
+    radii = np.take_along_axis(parsed.radii, source, axis=1)
+    y[never], radii[never] = world_size / 2, 0.0
+    border = np.where((np.arange(k) == 0) & (k > 1), 0.0, world_size)  # (K,)
+    x = np.where(found, parsed.positions[..., 0], border)
+    return np.stack([x, y], axis=-1), radii
+
+
+# ---------------------------------------------------------------------------------------------
+# Valid frames and velocity error
+# ---------------------------------------------------------------------------------------------
+
+
+def in_view(gt_positions: np.ndarray, gt_radii: np.ndarray, world_size: float = WORLD_SIZE) -> np.ndarray:
+    """(N, T, K) whether each ground-truth ball is fully inside the world square.
+
+    Args:
+        gt_positions: (N, T, K, 2); gt_radii: (N, K).
+    """
+    r = gt_radii[:, None, :, None]
+    return ((gt_positions - r >= 0) & (gt_positions + r <= world_size)).all(axis=-1)
+
+
+def impact_frame_of(row: dict[str, Any]) -> int | None:
+    """A collision row's `impact_frame` from its params (None when absent)."""
+    value = json.loads(row["params"]).get("impact_frame") if row.get("params") else None
+    return None if value is None else int(value)
+
+
+def collision_frames(gt_velocities: np.ndarray, impact_frames: Sequence[int | None] | None = None) -> np.ndarray:
+    """(N,) the first frame whose ground-truth velocity jumped by more than JUMP_THRESHOLD.
+
+    Where no jump is that large, the video's `impact_frames` entry is used; where that is None
+    too, T (no collision frame: nothing is post-collision).
+
+    Args:
+        gt_velocities: (N, T, K, 2).
+        impact_frames: (N,) from each row's params, or None.
+    """
+    n, t = gt_velocities.shape[:2]
+    jump = np.abs(np.diff(gt_velocities, axis=1)).max(axis=(2, 3)) > JUMP_THRESHOLD  # (N, T-1)
+    first = np.where(jump.any(axis=1), jump.argmax(axis=1) + 1, t)
+    impact_frames = [None] * n if impact_frames is None else impact_frames
+    fallback = np.array([t if f is None else f for f in impact_frames], dtype=np.int64)
+    return np.where(first < t, first, fallback)
+
+
+def valid_frames(
+    gt_positions: np.ndarray,
+    gt_velocities: np.ndarray,
+    gt_radii: np.ndarray,
+    scenario: str,
+    cond_frames: int = COND_FRAMES,
+    impact_frames: Sequence[int | None] | None = None,
+    world_size: float = WORLD_SIZE,
+) -> np.ndarray:
+    """(N, T, K) frames the velocity error counts: t ≥ c, ball fully in view, post-collision."""
+    t = gt_positions.shape[1]
+    valid = in_view(gt_positions, gt_radii, world_size) & (np.arange(t) >= cond_frames)[None, :, None]
+    if scenario == "collision":
+        after = np.arange(t)[None, :] >= collision_frames(gt_velocities, impact_frames)[:, None]
+        valid &= after[:, :, None]
+    return valid
+
+
+def _mean_where(values: np.ndarray, where: np.ndarray, axis) -> np.ndarray:
+    """Mean of `values` over `axis` where `where` holds; NaN where nothing counts."""
+    count = where.sum(axis=axis)
+    total = np.where(where, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def velocity_errors(
+    positions: np.ndarray, gt_positions: np.ndarray, valid: np.ndarray, frame_dt: float = FRAME_DT
+) -> dict[str, np.ndarray]:
+    """Both velocity-error variants per video (see the module docstring).
+
+    Args:
+        positions: (N, T, K, 2) parsed positions (after `fill_missing`; NaN allowed in frames that
+            are not valid).
+        gt_positions: (N, T, K, 2) ground truth.
+        valid: (N, T, K) valid frames (`valid_frames`).
+        frame_dt: seconds between frames.
+
+    Returns:
+        {metric: (N,) float64} for VELOCITY_METRICS; NaN for a video without a valid interval.
+    """
+    velocity = np.diff(positions, axis=1) / frame_dt  # (N, T-1, K, 2): interval (t-1, t]
+    reference = np.diff(gt_positions.astype(np.float64), axis=1) / frame_dt
+    counted = valid[:, 1:] & valid[:, :-1]  # (N, T-1, K): both endpoints valid
+    error = np.where(counted[..., None], velocity - reference, 0.0)
+    per_frame = {
+        "vel_err_per_frame": _mean_where(np.hypot(error[..., 0], error[..., 1]), counted, (1, 2)),
+        "vel_err_per_frame_x": _mean_where(np.abs(error[..., 0]), counted, (1, 2)),
+        "vel_err_per_frame_y": _mean_where(np.abs(error[..., 1]), counted, (1, 2)),
+    }
+    # Mean velocities per ball over its counted intervals: (N, K, 2).
+    mean_v = _mean_where(velocity, counted[..., None], 1)
+    mean_ref = _mean_where(reference, counted[..., None], 1)
+    ball_error = mean_v - mean_ref
+    ball_counted = counted.any(axis=1)  # (N, K)
+    mean_velocity = {
+        "vel_err_mean_velocity": _mean_where(np.hypot(ball_error[..., 0], ball_error[..., 1]), ball_counted, 1),
+        "vel_err_mean_velocity_x": _mean_where(np.abs(ball_error[..., 0]), ball_counted, 1),
+        "vel_err_mean_velocity_y": _mean_where(np.abs(ball_error[..., 1]), ball_counted, 1),
+    }
+    return per_frame | mean_velocity
+
+
+def parse_failures(
+    found: np.ndarray, visible: np.ndarray, cond_frames: int = COND_FRAMES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames t ≥ c where a fully visible ground-truth ball was not found.
+
+    Returns:
+        failures (N,) int64 and their rate among such (ball, frame) pairs (N,), NaN if none.
+    """
+    judged = visible & (np.arange(found.shape[1]) >= cond_frames)[None, :, None]
+    failures = (judged & ~found).sum(axis=(1, 2))
+    count = judged.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(count > 0, failures / np.maximum(count, 1), np.nan)
+    return failures, rate
+
+
+def physics_metrics(
+    frames: np.ndarray | Sequence[np.ndarray],
+    gt_positions: np.ndarray,
+    gt_velocities: np.ndarray,
+    gt_radii: np.ndarray,
+    colors: np.ndarray,
+    scenario: str,
+    impact_frames: Sequence[int | None] | None = None,
+    parser: str = "subpixel",
+    cond_frames: int = COND_FRAMES,
+    frame_dt: float = FRAME_DT,
+    world_size: float = WORLD_SIZE,
+) -> dict[str, np.ndarray]:
+    """Parse a batch of videos of one scenario and score them against the ground truth.
+
+    Only frames from c − 1 on are parsed: velocities need frames ≥ c, and the last conditioning
+    frame gives the fallback y and r for a ball missing right after it.
+
+    Args:
+        frames: (N, T, H, W, 3) uint8 or a sequence of N (T, H, W, 3) videos.
+        gt_positions, gt_velocities: (N, T, K, 2) ground truth; gt_radii: (N, K).
+        colors: (K, 3) ball colours.
+        scenario: "uniform_motion", "collision" or "parabola".
+        impact_frames: (N,) collision rows' `impact_frame` (fallback collision frame).
+        parser, cond_frames, frame_dt, world_size: see the module docstring.
+
+    Returns:
+        {metric: (N,)} for PHYSICS_METRICS (NaN where a video has nothing to count).
+    """
+    n, t = gt_positions.shape[:2]
+    frame_count = frames.shape[1] if isinstance(frames, np.ndarray) else len(frames[0])
+    if frame_count != t:
+        raise ValueError(f"videos have {frame_count} frames, their ground truth {t}")
+    first = max(cond_frames - 1, 0)
+    videos = frames[:, first:] if isinstance(frames, np.ndarray) else [video[first:] for video in frames]
+    parsed = parse_states(videos, colors, parser, world_size)
+    positions, _ = fill_missing(parsed, world_size)
+    padded = np.full((n, t) + positions.shape[2:], np.nan)
+    padded[:, first:] = positions
+    found = np.zeros((n, t, positions.shape[2]), dtype=bool)
+    found[:, first:] = parsed.found
+
+    valid = valid_frames(gt_positions, gt_velocities, gt_radii, scenario, cond_frames, impact_frames, world_size)
+    metrics = velocity_errors(padded, gt_positions, valid, frame_dt)
+    failures, rate = parse_failures(found, in_view(gt_positions, gt_radii, world_size), cond_frames)
+    return metrics | {"parse_fail_rate": rate, "parse_failures": failures.astype(np.float64)}

@@ -1,0 +1,79 @@
+"""MLflow helpers: where the store is, experiments with a local artifact root, run lifecycle.
+
+Runs are created and closed by the driver (so a run always ends FINISHED or FAILED, never
+RUNNING, whatever happens to the workers); workers log into an existing run by id through
+`MlflowClient`, which needs no process-global "active run".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+MLFLOW_DB = "mlflow.db"
+# MLflow caps a param value at 6000 characters and a batch at 100 params.
+_PARAM_LIMIT, _BATCH = 6000, 100
+
+
+def resolve_tracking_uri(configured: str | None, default_dir: str | Path) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else a SQLite file in `default_dir`.
+
+    MLflow 3 refuses plain folders as stores; SQLite is its default backend.
+    """
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    path = Path(default_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / MLFLOW_DB}"
+
+
+def artifact_root_for(uri: str, default_dir: str | Path) -> str | None:
+    """Local stores keep artifacts beside the database; a server decides for itself."""
+    if uri.startswith("sqlite:") or uri.startswith("file:"):
+        return (Path(default_dir).resolve() / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root)
+
+
+def start_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, str] | None = None,
+    artifact_root: str | None = None,
+) -> str:
+    """Create a run with its params; returns the run id."""
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(client, experiment, artifact_root)
+    run = client.create_run(experiment_id, run_name=run_name, tags={"mlflow.runName": run_name, **(tags or {})})
+    items = [Param(k, str(v)[:_PARAM_LIMIT]) for k, v in params.items()]
+    for start in range(0, len(items), _BATCH):
+        client.log_batch(run.info.run_id, params=items[start : start + _BATCH])
+    return run.info.run_id
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float | None], step: int) -> None:
+    """Log the non-None metrics of one step."""
+    import time
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+    for start in range(0, len(batch), 1000):
+        MlflowClient(uri).log_batch(run_id, metrics=batch[start : start + 1000])
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    """Mark a run FINISHED, FAILED or KILLED."""
+    MlflowClient(uri).set_terminated(run_id, status=status)

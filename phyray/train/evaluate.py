@@ -1,0 +1,100 @@
+"""In-training evaluation (rank 0): roll out a few held-out videos, score their physics, log a GIF.
+
+VAE runs "roll out" by reconstruction (the VAE's share of the physics error, paper Table 3);
+DiT runs generate from the first c frames with the EMA weights. Both are scored by the same
+physics evaluator as the study, and the first video is logged as a side-by-side GIF
+[ground truth | rollout].
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from phyray.config import TrainConfig
+from phyray.data.shards import decode_frames, iter_rows
+
+
+def eval_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
+    rows = []
+    for row in iter_rows(cfg.data.eval):
+        rows.append(row)
+        if len(rows) == cfg.data.eval_videos:
+            break
+    return rows
+
+
+@torch.no_grad()
+def reconstruct(vae: torch.nn.Module, frames: np.ndarray, device: torch.device) -> np.ndarray:
+    from phyray.models.vae import frames_to_tensor, tensor_to_frames
+
+    x = frames_to_tensor(frames, device=device)
+    return tensor_to_frames(vae.decode(vae.encode(x), num_frames=x.shape[2]))
+
+
+@torch.no_grad()
+def generate(cfg: TrainConfig, dit: torch.nn.Module, vae_checkpoint: str, frames: np.ndarray, device: torch.device) -> np.ndarray:
+    from phyray.models.diffusion import NoiseSchedule, rollout
+    from phyray.train.checkpoint import load_vae
+
+    vae = load_vae(vae_checkpoint).to(device)
+    schedule = NoiseSchedule(cfg.diffusion.timesteps, cfg.diffusion.beta_schedule)
+    c = cfg.diffusion.cond_frames
+    return rollout(vae, dit, schedule, frames[:, :c], num_frames=frames.shape[1], steps=cfg.diffusion.sample_steps, seed=cfg.seed)
+
+
+def side_by_side_gif(reference: np.ndarray, rollout: np.ndarray, path: Path, fps: int = 5) -> Path:
+    """[ground truth | rollout] panels of one video, (T, H, W, 3) each, upscaled to >= 128 px."""
+    import imageio.v3 as iio
+
+    scale = max(1, 128 // reference.shape[1])
+    gap = np.full((reference.shape[0], reference.shape[1], 2, 3), 128, dtype=np.uint8)
+    panel = np.concatenate([reference, gap, rollout], axis=2)  # (T, H, 2W + 2, 3)
+    panel = panel.repeat(scale, axis=1).repeat(scale, axis=2)
+    iio.imwrite(path, panel, extension=".gif", duration=1000 / fps, loop=0)
+    return path
+
+
+def report_metrics(report: list[dict[str, Any]]) -> dict[str, float]:
+    """Physics report rows -> MLflow metrics: eval/id/<metric>, eval/ood/<metric> (pooled over
+    levels) and eval/ood_<level>/<metric>."""
+    metrics = {}
+    for row in report:
+        if row["value"] is None:
+            continue
+        level = row["ood_level"]
+        if level == "id":
+            group = "id" if row["split"] in ("eval_id", "eval_in_template") else row["split"]
+        elif level == "pooled":
+            group = "ood"
+        else:
+            group = f"ood_{level}"
+        metrics[f"eval/{group}/{row['metric']}"] = row["value"]
+    return metrics
+
+
+def evaluate_rollouts(cfg: TrainConfig, model: torch.nn.Module, loop: dict[str, Any], step: int, device: torch.device) -> dict[str, float]:
+    """Roll out, score and log `data.eval_videos` held-out videos; returns the logged metrics."""
+    from mlflow.tracking import MlflowClient
+
+    from phyray import tracking
+    from phyray.eval import score_rollouts
+
+    rows = eval_rows(cfg)
+    reference = np.stack([decode_frames(r) for r in rows])  # (N, T, H, W, 3)
+    model.eval()
+    if cfg.task == "vae":
+        frames = reconstruct(model, reference, device)
+    else:
+        frames = generate(cfg, model, loop["vae_checkpoint"], reference, device)
+    report = score_rollouts(rows, frames, cond_frames=cfg.diffusion.cond_frames)
+    metrics = report_metrics(report)
+    tracking.log_metrics(loop["tracking_uri"], loop["run_id"], metrics, step)
+    with tempfile.TemporaryDirectory() as tmp:
+        gif = side_by_side_gif(reference[0], frames[0], Path(tmp) / f"rollout_step{step:07d}.gif")
+        MlflowClient(loop["tracking_uri"]).log_artifact(loop["run_id"], str(gif), artifact_path="rollouts")
+    return metrics

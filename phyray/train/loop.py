@@ -1,0 +1,314 @@
+"""The Ray Train worker: one DeepSpeed engine per worker, data from a Ray Data shard.
+
+`train_loop_per_worker` reads top to bottom like DiT's train.py: set up the model and engine,
+resume if there is a checkpoint, then step: accumulate micro-batches, update EMA, log, evaluate,
+checkpoint. Every piece is a small named helper below it. Nothing here is specific to a cluster:
+Ray has already made the process group (gloo on CPU, NCCL on GPU) and DeepSpeed reuses it.
+
+Precision: bf16 autocast on GPU with fp32 master weights and fp32 DeepSpeed engine; fp32 on CPU.
+(DeepSpeed's own bf16 mode casts the weights themselves; autocast keeps norms, softmax and the
+diffusion arithmetic in fp32, which is what the models are written for.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from phyray.config import TrainConfig
+
+# ---------------------------------------------------------------------------------------------
+# Losses as modules (DeepSpeed wraps one nn.Module whose forward returns the loss)
+# ---------------------------------------------------------------------------------------------
+
+
+class VAEObjective(nn.Module):
+    """Reconstruction + beta * KL of a VideoVAE on uint8 frames (B, T, H, W, 3)."""
+
+    def __init__(self, vae: nn.Module, beta: float):
+        super().__init__()
+        self.model, self.beta = vae, beta
+
+    def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        from phyray.models.vae import frames_to_tensor, vae_loss
+
+        loss, _ = vae_loss(self.model, frames_to_tensor(frames), beta=self.beta, generator=generator)
+        return loss
+
+
+class DiTObjective(nn.Module):
+    """v-prediction loss of a DiT on cached latents and conditioning latents (B, C, T, h, w)."""
+
+    def __init__(self, dit: nn.Module, cfg: TrainConfig, temporal_compression: int):
+        super().__init__()
+        from phyray.models.diffusion import NoiseSchedule, condition_latent_frames
+
+        self.model = dit
+        self.schedule = NoiseSchedule(cfg.diffusion.timesteps, cfg.diffusion.beta_schedule)
+        self.touched, self.known = condition_latent_frames(cfg.diffusion.cond_frames, temporal_compression)
+
+    def forward(self, latent: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        from phyray.models.diffusion import diffusion_loss
+
+        mask = torch.zeros_like(cond[:, :1])  # (B, 1, T, h, w)
+        mask[:, :, : self.touched] = 1
+        return diffusion_loss(self.model, self.schedule, latent, cond, mask, self.known, generator=generator)
+
+
+def build_objective(cfg: TrainConfig) -> nn.Module:
+    from phyray.models.dit import build_dit
+    from phyray.models.vae import VAE_PRESETS, build_vae
+
+    if cfg.task == "vae":
+        return VAEObjective(build_vae(cfg.model.vae), cfg.vae_beta)
+    vae_preset = VAE_PRESETS[cfg.model.vae]
+    dit = build_dit(cfg.model.dit, latent_channels=vae_preset["latent_channels"], patch=cfg.model.patch)
+    return DiTObjective(dit, cfg, vae_preset["temporal_compression"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine, schedule, EMA
+# ---------------------------------------------------------------------------------------------
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Multiplier of the peak LR at optimiser step s: linear warm-up, then cosine or constant."""
+
+    def factor(step: int) -> float:
+        if step < cfg.optim.warmup_steps:
+            return (step + 1) / cfg.optim.warmup_steps
+        if cfg.optim.decay == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.optim.warmup_steps) / max(1, cfg.steps - cfg.optim.warmup_steps))
+        floor = cfg.optim.min_lr_ratio
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def setup_engine(cfg: TrainConfig, objective: nn.Module, device: torch.device):
+    """DeepSpeed engine over Ray's process group, with a torch AdamW (no JIT-built ops)."""
+    import deepspeed
+
+    objective.to(device)
+    optimizer = torch.optim.AdamW(
+        objective.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    engine, _, _, _ = deepspeed.initialize(
+        model=objective,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(cfg),
+        dist_init_required=False,
+    )
+    return engine
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for ema_p, p in zip(ema.parameters(), model.parameters()):
+        ema_p.lerp_(p.detach().to(ema_p.dtype), 1 - decay)
+    for ema_b, b in zip(ema.buffers(), model.buffers()):
+        ema_b.copy_(b)
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    if device.type == "cuda" and cfg.precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def batches(cfg: TrainConfig, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless micro-batches from this worker's Ray Data shard, reshuffled every epoch."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard("train")
+    epoch = 0
+    while True:
+        seen = 0
+        for batch in shard.iter_torch_batches(
+            batch_size=cfg.micro_batch,
+            drop_last=True,
+            local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+            local_shuffle_seed=cfg.seed + epoch if cfg.data.shuffle_buffer else None,
+            device=device,
+        ):
+            seen += 1
+            yield batch
+        if not seen:
+            raise RuntimeError(f"data.train: this worker's shard has fewer than micro_batch={cfg.micro_batch} videos")
+        epoch += 1
+
+
+def objective_inputs(cfg: TrainConfig, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return (batch["frames"],) if cfg.task == "vae" else (batch["latent"], batch["cond"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+ENGINE_TAG = "engine"
+
+
+def save_checkpoint(engine, ema: nn.Module, step: int, metrics: dict[str, Any], rank: int) -> None:
+    """Every rank writes its DeepSpeed shard; rank 0 adds EMA weights and the step; all report."""
+    import ray.train
+    import torch.distributed as dist
+
+    with tempfile.TemporaryDirectory(prefix="phyray-ckpt-") as directory:
+        engine.save_checkpoint(directory, tag=ENGINE_TAG)
+        if rank == 0:
+            torch.save(ema.state_dict(), Path(directory) / "ema.pt")
+            (Path(directory) / "state.json").write_text(json.dumps({"step": step}))
+        dist.barrier()
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def maybe_resume(engine, ema: nn.Module, resume_from: str | None) -> int:
+    """Restore from Ray's latest checkpoint (after a failure) or `resume_from`; returns the step."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and resume_from:
+        checkpoint = ray.train.Checkpoint.from_directory(resume_from)
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        engine.load_checkpoint(directory, tag=ENGINE_TAG)
+        ema.load_state_dict(torch.load(Path(directory) / "ema.pt", map_location="cpu", weights_only=True))
+        return json.loads((Path(directory) / "state.json").read_text())["step"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging and evaluation (rank 0)
+# ---------------------------------------------------------------------------------------------
+
+
+def mean_across_workers(value: float) -> float:
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.item() / dist.get_world_size()
+
+
+def throughput_metrics(cfg: TrainConfig, loop: dict[str, Any], steps: int, seconds: float, device: torch.device) -> dict[str, float | None]:
+    from phyray.models.info import estimate_mfu, peak_flops
+
+    samples_per_s = cfg.batch_size * steps / seconds
+    tokens = loop.get("tokens_per_video")
+    flops = loop.get("train_flops_per_video")
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    return {
+        "train/samples_per_s": samples_per_s,
+        "train/tokens_per_s": samples_per_s * tokens if tokens else None,
+        "train/mfu": estimate_mfu(flops, samples_per_s / cfg.workers, peak) if flops else None,
+    }
+
+
+def calibrate_latent_scale(vae: nn.Module, frames: torch.Tensor) -> None:
+    """Set the VAE's latent scaling so encoded training latents have unit variance."""
+    from phyray.models.vae import frames_to_tensor
+
+    with torch.no_grad():
+        vae.scaling_factor.fill_(1.0)
+        vae.shift_factor.fill_(0.0)
+        z = vae.encode(frames_to_tensor(frames).to(vae.scaling_factor.device))
+        vae.shift_factor.fill_(z.mean().item())
+        vae.scaling_factor.fill_(1.0 / max(z.std().item(), 1e-6))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def train_loop_per_worker(loop: dict[str, Any]) -> None:
+    """Ray Train entry point. `loop` holds the config dict and run-level facts from the driver."""
+    import ray.train
+    import ray.train.torch
+
+    from phyray import tracking
+    from phyray.train.evaluate import evaluate_rollouts
+
+    cfg = TrainConfig.model_validate(loop["config"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
+
+    objective = build_objective(cfg)
+    ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
+    engine = setup_engine(cfg, objective, device)
+    ema.to(device)
+    step = maybe_resume(engine, ema, loop.get("resume_from"))
+    data = batches(cfg, device)
+    last_frames = None
+
+    window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+    while step < cfg.steps:
+        for _ in range(cfg.grad_accum):
+            batch = next(data)
+            with autocast(cfg, device):
+                loss = engine(*objective_inputs(cfg, batch), generator=generator)
+            engine.backward(loss)
+            engine.step()
+            window_loss += loss.item() / cfg.grad_accum
+        step += 1
+        window_steps += 1
+        update_ema(ema, objective.model, cfg.ema_decay)
+        if cfg.task == "vae":
+            last_frames = batch["frames"]
+
+        if cfg.fail_once_at_step == step and rank == min(1, context.get_world_size() - 1):
+            marker = Path(loop["run_dir"]) / "injected-failure"
+            if not marker.exists():
+                marker.write_text(str(step))
+                raise RuntimeError(f"injected failure at step {step} (fail_once_at_step)")
+
+        final = step == cfg.steps
+        if step % cfg.log_every == 0 or final:
+            loss_mean = mean_across_workers(window_loss / window_steps)
+            if rank == 0:
+                metrics = {"train/loss": loss_mean, "train/lr": engine.get_lr()[0]}
+                metrics |= throughput_metrics(cfg, loop, window_steps, time.perf_counter() - window_start, device)
+                tracking.log_metrics(loop["tracking_uri"], loop["run_id"], metrics, step)
+            window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+
+        if final and cfg.task == "vae" and rank == 0:
+            calibrate_latent_scale(ema, last_frames)
+        if rank == 0 and cfg.data.eval and ((cfg.eval_every and step % cfg.eval_every == 0) or final):
+            evaluate_rollouts(cfg, ema, loop, step, device)
+
+        if step % cfg.checkpoint_every == 0 or final:
+            save_checkpoint(engine, ema, step, {"step": step, "loss": float(loss.item())}, rank)

@@ -1,0 +1,250 @@
+"""The driver side of training: validate, build datasets, fit a TorchTrainer, export the model.
+
+    run = train(cfg)                 # a new run under <output_dir>/<name>
+    run = train(cfg, resume=True)    # continue <name> from its last checkpoint
+
+Everything that can be wrong with a config (presets, batch arithmetic, missing shards) fails
+here, before any worker starts. The MLflow run is created and closed here too, so it always ends
+FINISHED or FAILED.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from phyray.config import ConfigError, TrainConfig, to_flat_dict
+from phyray.data.shards import ShardError, decode_frames, read_manifest, shard_paths
+
+CONFIG_FILE = "config.yaml"
+DECODE_BLOCK_BYTES = 64 * 2**20
+
+
+@dataclass
+class TrainRun:
+    """What a finished run leaves: its directory, export, MLflow run and last metrics."""
+
+    run_dir: Path
+    export: Path
+    tracking_uri: str
+    run_id: str
+    metrics: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_paths(cfg: TrainConfig) -> TrainConfig:
+    """Absolute data paths: Ray workers do not run in the driver's working directory."""
+    data = cfg.data.model_copy(
+        update={
+            "train": str(Path(cfg.data.train).resolve()),
+            "eval": str(Path(cfg.data.eval).resolve()) if cfg.data.eval else None,
+        }
+    )
+    return cfg.model_copy(update={"data": data, "output_dir": str(Path(cfg.output_dir).resolve())})
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    return Path(cfg.output_dir).resolve() / cfg.name
+
+
+def check_data(cfg: TrainConfig) -> dict[str, Any]:
+    """Fail early, naming the path, if the data a run needs is missing or of the wrong kind."""
+    try:
+        manifest = read_manifest(cfg.data.train)
+        shard_paths(cfg.data.train)
+        if cfg.data.eval:
+            shard_paths(cfg.data.eval)
+    except ShardError as err:
+        raise ConfigError(f"data: {err}") from None
+    is_latents = manifest.get("kind") == "latents"
+    if cfg.task == "dit" and not is_latents:
+        raise ConfigError(f"data.train: {cfg.data.train} holds pixels; a DiT trains on latents (`phyray data encode`)")
+    if cfg.task == "vae" and is_latents:
+        raise ConfigError(f"data.train: {cfg.data.train} holds latents; a VAE trains on pixel shards")
+    if cfg.task == "dit" and manifest["fingerprint"]["cond_frames"] != cfg.diffusion.cond_frames:
+        raise ConfigError(
+            f"diffusion.cond_frames: {cfg.diffusion.cond_frames} but the latents in {cfg.data.train} were "
+            f"encoded for {manifest['fingerprint']['cond_frames']}"
+        )
+    if manifest["num_videos"] < cfg.micro_batch * cfg.workers:
+        raise ConfigError(
+            f"data.train: {manifest['num_videos']} videos cannot fill micro_batch x workers = "
+            f"{cfg.micro_batch} x {cfg.workers}"
+        )
+    return manifest
+
+
+def decode_pixel_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """Ray Data batch of pixel rows -> {"frames": (B, T, H, W, 3) uint8}."""
+    import numpy as np
+
+    rows = [
+        {"frames": f, "frames_encoding": e, "frame_shape": list(s)}
+        for f, e, s in zip(batch["frames"], batch["frames_encoding"], batch["frame_shape"])
+    ]
+    return {"frames": np.stack([decode_frames(r) for r in rows])}
+
+
+def build_dataset(cfg: TrainConfig):
+    """The training set as a lazy Ray Dataset; Ray Train splits it across workers (streaming)."""
+    import ray.data
+
+    from phyray.data.latents import decode_latents
+
+    paths = [str(p) for p in shard_paths(cfg.data.train)]
+    # Decode in blocks of many videos: every block crosses the object store and the split
+    # coordinator with a fixed cost, so micro-batch-sized blocks would tax every step;
+    # iter_torch_batches re-batches locally. The block stays around 64 MB of decoded frames.
+    if cfg.task == "vae":
+        ds = ray.data.read_parquet(paths, columns=["frames", "frames_encoding", "frame_shape"])
+        frame_bytes = 3 * 32 * 256 * 256  # upper bound: 32 frames at 256²
+        return ds.map_batches(decode_pixel_batch, batch_size=max(cfg.micro_batch, DECODE_BLOCK_BYTES // frame_bytes))
+    ds = ray.data.read_parquet(paths, columns=["latent", "cond", "latent_shape"])
+    return ds.map_batches(decode_latents, batch_size=max(cfg.micro_batch, 256))
+
+
+def run_facts(cfg: TrainConfig, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Run-level numbers the workers log with (tokens and FLOPs per video for MFU)."""
+    facts: dict[str, Any] = {}
+    if cfg.task == "dit":
+        from phyray.models.info import model_info
+
+        rows = shard_paths(cfg.data.train)
+        import pyarrow.parquet as pq
+
+        latent_shape = pq.read_table(rows[0], columns=["latent_shape"]).column(0)[0].as_py()
+        fingerprint = manifest["fingerprint"]
+        source = read_manifest(fingerprint["source"])
+        frames = source["fingerprint"]["config"]["physics"]["num_frames"]
+        resolution = source["resolution"]
+        info = model_info(cfg.model.dit, resolution, frames, vae=cfg.model.vae, patch=cfg.model.patch)
+        facts |= {
+            "tokens_per_video": info["tokens_per_video"],
+            "train_flops_per_video": info["train_flops_per_video"],
+            "latent_shape": latent_shape,
+            "vae_checkpoint": fingerprint["vae_checkpoint"],
+        }
+    return facts
+
+
+# ---------------------------------------------------------------------------------------------
+# Fit
+# ---------------------------------------------------------------------------------------------
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest Ray checkpoint directory of a run (holding state.json), if any."""
+    import json
+
+    candidates = [p.parent for p in run_dir.glob("**/state.json")]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: json.loads((p / "state.json").read_text())["step"])
+
+
+def train(cfg: TrainConfig, resume: bool = False, tags: dict[str, str] | None = None) -> TrainRun:
+    """Run (or continue) one training run on Ray Train + DeepSpeed; returns what it left."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from phyray import tracking
+    from phyray.runtime import init_ray, quiet_ray_data
+    from phyray.train.checkpoint import save_export
+
+    cfg = resolve_paths(cfg)
+    manifest = check_data(cfg)
+    run_dir = run_dir_of(cfg)
+    if run_dir.exists() and not resume:
+        raise ConfigError(f"name: run {cfg.name!r} already exists in {run_dir.parent}; use --resume {cfg.name} or another name")
+    resume_from = latest_checkpoint(run_dir) if resume else None
+    if resume and resume_from is None:
+        raise ConfigError(f"--resume: run {cfg.name!r} has no checkpoint in {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    init_ray()
+    quiet_ray_data()
+    uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
+    run_id = tracking.start_run(
+        uri,
+        cfg.tracking.experiment,
+        cfg.name,
+        to_flat_dict(cfg),
+        tags={"phyray.task": cfg.task, **({"phyray.resumed_from": str(resume_from)} if resume_from else {}), **(tags or {})},
+        artifact_root=tracking.artifact_root_for(uri, run_dir),
+    )
+    loop = {
+        "config": cfg.model_dump(mode="json"),
+        "run_dir": str(run_dir),
+        "tracking_uri": uri,
+        "run_id": run_id,
+        "resume_from": str(resume_from) if resume_from else None,
+        **run_facts(cfg, manifest),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker=_worker_entry,
+        train_loop_config=loop,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{cfg.name}-{run_id[:8]}",
+            storage_path=str(run_dir / "ray"),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": build_dataset(cfg)},
+    )
+    try:
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"run {cfg.name!r} ended without a checkpoint")
+        export = _export(cfg, result.checkpoint, run_dir, loop, save_export)
+    except BaseException:
+        tracking.end_run(uri, run_id, "FAILED")
+        raise
+    tracking.end_run(uri, run_id, "FINISHED")
+    return TrainRun(run_dir=run_dir, export=export, tracking_uri=uri, run_id=run_id, metrics=dict(result.metrics or {}))
+
+
+def _worker_entry(loop: dict[str, Any]) -> None:
+    # DeepSpeed's CPU accelerator is chosen by this variable; Ray workers inherit the driver's
+    # environment, so decide per worker from what it actually has.
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from phyray.train.loop import train_loop_per_worker
+
+    train_loop_per_worker(loop)
+
+
+def _export(cfg: TrainConfig, checkpoint, run_dir: Path, loop: dict[str, Any], save_export) -> Path:
+    """Write <run dir>/export/model.pt from the final checkpoint's EMA weights."""
+    import torch
+
+    from phyray.models.vae import VAE_PRESETS
+
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / "ema.pt", map_location="cpu", weights_only=True)
+    if cfg.task == "vae":
+        meta = {"preset": cfg.model.vae}
+    else:
+        meta = {
+            "preset": cfg.model.dit,
+            "patch": list(cfg.model.patch),
+            "latent_channels": VAE_PRESETS[cfg.model.vae]["latent_channels"],
+            "vae_checkpoint": loop["vae_checkpoint"],
+            "diffusion": cfg.diffusion.model_dump(),
+        }
+    return save_export(run_dir / "export", cfg.task, meta, state)

@@ -1,0 +1,153 @@
+"""Training on a real local Ray with 2 workers, each a real DeepSpeed engine (gloo on CPU).
+
+One module-scoped chain keeps the suite fast: tiny data -> VAE run -> cached latents ->
+DiT run that survives an injected worker failure -> the DiT run resumed for more steps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from phyray.config import ConfigError, TrainConfig, load_data_config, validate
+from phyray.data.generate import generate_dataset
+from phyray.data.latents import encode_dataset
+from phyray.data.shards import read_manifest
+from phyray.train.trainer import train
+
+pytestmark = pytest.mark.slow
+
+
+def metric_history(run, key):
+    return [(m.step, m.value) for m in MlflowClient(run.tracking_uri).get_metric_history(run.run_id, key)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("train-data")
+    cfg = load_data_config("uniform_motion", ["render.resolution=32", "shard_size=16"])
+    generate_dataset(cfg, "train", "32", root / "train", progress=False)
+    generate_dataset(cfg, "eval_id", "4", root / "eval", progress=False)
+    return root
+
+
+def base_config(data: Path, out: Path, **fields) -> dict:
+    config = {
+        "task": "vae",
+        "name": "vae",
+        "output_dir": str(out),
+        "data": {"train": str(data / "train"), "eval": str(data / "eval"), "eval_videos": 2},
+        "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-T"},
+        "diffusion": {"cond_frames": 3, "sample_steps": 4},
+        "optim": {"lr": 2e-3, "warmup_steps": 2},
+        "steps": 12,
+        "batch_size": 4,
+        "micro_batch": 2,
+        "ema_decay": 0.5,
+        "log_every": 3,
+        "checkpoint_every": 6,
+        "workers": 2,
+    }
+    for key, value in fields.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def vae_run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return train(validate(TrainConfig, base_config(data, out)))
+
+
+@pytest.fixture(scope="module")
+def latents(data, vae_run):
+    encode_dataset(data / "train", vae_run.run_dir, data / "latents", cond_frames=3, num_workers=1)
+    return data / "latents"
+
+
+@pytest.fixture(scope="module")
+def dit_run(data, latents, vae_run):
+    config = base_config(
+        data, vae_run.run_dir.parent, task="dit", name="dit", steps=6, checkpoint_every=3,
+        max_failures=1, fail_once_at_step=4,
+    )
+    config["data"]["train"] = str(latents)
+    return train(validate(TrainConfig, config))
+
+
+def test_vae_loss_falls_and_mlflow_holds_metrics_and_gif(vae_run):
+    losses = metric_history(vae_run, "train/loss")
+    assert [step for step, _ in losses] == [3, 6, 9, 12]
+    assert losses[-1][1] < 0.6 * losses[0][1]
+    client = MlflowClient(vae_run.tracking_uri)
+    run = client.get_run(vae_run.run_id)
+    assert run.info.status == "FINISHED"
+    for key in ("train/lr", "train/samples_per_s", "eval/id/vel_err_per_frame", "eval/id/psnr"):
+        assert key in run.data.metrics, key
+    assert "train/mfu" not in run.data.metrics  # no peak FLOP/s on CPU: logged as null, i.e. absent
+    assert run.data.params["model.vae"] == "vae-f4t2c4-tiny"
+    gifs = [a.path for a in client.list_artifacts(vae_run.run_id, "rollouts")]
+    assert gifs == ["rollouts/rollout_step0000012.gif"]
+    assert vae_run.export.is_file()
+
+
+def test_latent_manifest_records_the_vae(latents, vae_run):
+    manifest = read_manifest(latents)
+    assert manifest["kind"] == "latents" and manifest["num_videos"] == 32
+    assert manifest["fingerprint"]["vae_checkpoint"] == str(vae_run.export.resolve())
+    assert manifest["fingerprint"]["cond_frames"] == 3
+
+
+def test_dit_recovers_from_a_worker_failure_with_the_right_step_count(dit_run):
+    assert (dit_run.run_dir / "injected-failure").read_text() == "4"
+    assert dit_run.metrics["step"] == 6
+    losses = metric_history(dit_run, "train/loss")
+    # The failure at step 4 rolled back to the step-3 checkpoint, so step 6 is logged after it.
+    assert losses[-1][0] == 6
+    assert MlflowClient(dit_run.tracking_uri).get_run(dit_run.run_id).info.status == "FINISHED"
+
+
+def test_resume_continues_from_the_checkpoint_step(dit_run):
+    from phyray.config import load_config
+    from phyray.train.trainer import CONFIG_FILE
+
+    cfg = load_config(TrainConfig, dit_run.run_dir / CONFIG_FILE, ["steps=8", "fail_once_at_step=null"])
+    resumed = train(cfg, resume=True)
+    assert resumed.metrics["step"] == 8
+    assert [step for step, _ in metric_history(resumed, "train/loss")] == [8]
+    run = MlflowClient(resumed.tracking_uri).get_run(resumed.run_id)
+    assert run.info.status == "FINISHED" and "phyray.resumed_from" in run.data.tags
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"model": {"vae": "vae-huge"}}, "model.vae: unknown preset 'vae-huge'"),
+        ({"task": "dit", "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-Q"}}, "model.dit"),
+        ({"batch_size": 6}, "batch_size: 6 is not divisible by micro_batch x workers = 2 x 2"),
+    ],
+)
+def test_bad_configs_fail_before_any_worker_starts(tmp_path, fields, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(TrainConfig, base_config(tmp_path, tmp_path / "runs", **fields))
+
+
+def test_missing_shard_dir_fails_before_any_worker_starts(tmp_path):
+    cfg = validate(TrainConfig, base_config(tmp_path / "nowhere", tmp_path / "runs"))
+    with pytest.raises(ConfigError, match="data: .*nowhere/train: no manifest.json"):
+        train(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
+    from phyray.cli import main
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(json.dumps(base_config(tmp_path, tmp_path / "runs", batch_size=5)))
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "batch_size" in err
