@@ -1,6 +1,7 @@
 """The `phyray` command line: thin glue that parses arguments, calls the library, prints results.
 
-Groups: `phyray data ...`, `phyray model ...`, `phyray eval ...`. Each group has one
+Groups: `phyray data ...`, `phyray model ...`, `phyray eval ...`, `phyray train`,
+`phyray study ...`. Each group has one
 `_add_<group>_commands(subparsers)` function below that declares its arguments and binds a
 handler; no logic lives only here.
 """
@@ -217,8 +218,33 @@ def _eval_physics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_rollout(args: argparse.Namespace) -> int:
+    from phyray.config import ConfigError
+    from phyray.data.shards import ShardError
+    from phyray.eval.rollouts import rollout_dataset
+
+    try:
+        manifest = rollout_dataset(
+            args.model, args.reference, args.out, args.sample_steps, args.batch_size, args.seed, args.device
+        )
+    except (ConfigError, ShardError, FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    print(f"{args.out}: {manifest['num_videos']} rollouts ({manifest['fingerprint']['sample_steps']} DDIM steps); "
+          f"score them with: phyray eval physics --rollouts {args.out} --reference {args.reference} --out report.json")
+    return 0
+
+
 def _add_eval_commands(groups) -> None:
-    evaluate = groups.add_parser("eval", help="score rollouts").add_subparsers(dest="command", required=True)
+    evaluate = groups.add_parser("eval", help="roll out and score").add_subparsers(dest="command", required=True)
+    roll = evaluate.add_parser("rollout", help="continue every video of a dataset from its first c frames with a trained DiT")
+    roll.add_argument("--model", required=True, help="DiT run directory or its export/model.pt")
+    roll.add_argument("--reference", required=True, help="dataset to continue (pixel shards)")
+    roll.add_argument("--out", required=True, help="rollout dataset directory (resumable)")
+    roll.add_argument("--sample-steps", type=int, default=None, help="DDIM steps (default: the run's diffusion.sample_steps)")
+    roll.add_argument("--batch-size", type=int, default=16, help="videos sampled together")
+    roll.add_argument("--seed", type=int, default=0, help="rollout seed, mixed with each video's own seed")
+    roll.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    roll.set_defaults(handler=_eval_rollout)
     physics = evaluate.add_parser("physics", help="velocity error, parse failures, PSNR and SSIM of rollouts")
     physics.add_argument("--rollouts", required=True, help="dataset of generated videos, joined to --reference by video_id")
     physics.add_argument("--reference", required=True, help="the dataset the rollouts were conditioned on")
@@ -230,6 +256,49 @@ def _add_eval_commands(groups) -> None:
     physics.add_argument("--device", default="cpu", help="torch device for PSNR and SSIM")
     physics.add_argument("--quiet", action="store_true", help="no progress bar")
     physics.set_defaults(handler=_eval_physics)
+
+
+# ---- study -----------------------------------------------------------------------------------
+
+
+def _study_report(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from phyray.config import ConfigError
+    from phyray.study.report import publish_report
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        # A study's default store: runs/studies/<name>/mlflow.db for experiment phyray-study-<name>.
+        name = args.experiment.removeprefix("phyray-study-")
+        default = Path("runs/studies") / name / "mlflow.db"
+        if not default.is_file():
+            raise CliError(f"--tracking-uri: not given, MLFLOW_TRACKING_URI unset, and no {default}")
+        uri = f"sqlite:///{default.resolve()}"
+    out = Path(args.out or Path("runs/reports") / args.experiment)
+    try:
+        report = publish_report(uri, args.experiment, out, args.metric)
+    except ConfigError as err:
+        raise CliError(str(err)) from None
+    if not report["records"]:
+        raise CliError(f"--experiment: {args.experiment!r} has no finished trials in {uri}")
+    print(report["files"]["results.md"].read_text())
+    where = f"parent run {report['parent_run_id']}" if report["parent_run_id"] else "no parent run found"
+    print(f"report: {out} (logged to {where})")
+    return 0
+
+
+def _add_study_commands(groups) -> None:
+    study = groups.add_parser("study", help="scaling studies (run them with studies/scaling_law.py)")
+    commands = study.add_subparsers(dest="command", required=True)
+    report = commands.add_parser("report", help="rebuild a study's curves and tables from MLflow alone")
+    report.add_argument("--experiment", required=True, help="the study's MLflow experiment (phyray-study-<name>)")
+    report.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else runs/studies/<name>/mlflow.db)")
+    report.add_argument("--out", help="directory for the files (default runs/reports/<experiment>)")
+    report.add_argument("--metric", choices=["vel_err_mean_velocity", "vel_err_per_frame"],
+                        help="headline velocity error (default: the study's eval.headline_metric)")
+    report.set_defaults(handler=_study_report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(groups)
     _add_eval_commands(groups)
     _add_train_commands(groups)
+    _add_study_commands(groups)
     return parser
 
 

@@ -324,6 +324,9 @@ class TrainData(Strict):
     eval: str | None = None
     eval_videos: int = Field(4, ge=1)
     shuffle_buffer: int = Field(64, ge=0)
+    # A worker whose data shard fits in this many MiB keeps it in memory after the first epoch
+    # instead of re-streaming it every epoch (see phyray/train/loop.py `batches`); 0 = never.
+    cache_mb: int = Field(1024, ge=0)
 
 
 class TrainModel(Strict):
@@ -378,6 +381,9 @@ class TrainConfig(Strict):
     grad_clip: float = Field(1.0, ge=0)
     ema_decay: float = Field(0.9999, ge=0, lt=1)
     vae_beta: float = Field(1e-4, ge=0)  # KL weight of the VAE loss
+    # VAE: train on random windows of this many frames (1 + k * temporal compression); None =
+    # whole videos. See phyray/train/loop.py VAEObjective.
+    vae_clip_frames: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
@@ -395,10 +401,18 @@ class TrainConfig(Strict):
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         from phyray.models.dit import DIT_PRESETS
-        from phyray.models.vae import VAE_PRESETS
+        from phyray.models.vae import VAE_PRESETS, is_trainable
 
         if self.model.vae not in VAE_PRESETS:
             raise ValueError(f"model.vae: unknown preset {self.model.vae!r}; choose from {', '.join(VAE_PRESETS)}")
+        if self.vae_clip_frames is not None:
+            tc = VAE_PRESETS[self.model.vae]["temporal_compression"]
+            if (self.vae_clip_frames - 1) % tc:
+                raise ValueError(
+                    f"vae_clip_frames: {self.vae_clip_frames} is not 1 + k * {tc} (the VAE's temporal compression)"
+                )
+        if self.task == "vae" and not is_trainable(self.model.vae):
+            raise ValueError(f"model.vae: {self.model.vae!r} has no weights to train (a study only calibrates its latent scale)")
         if self.task == "dit" and self.model.dit not in DIT_PRESETS:
             raise ValueError(f"model.dit: unknown preset {self.model.dit!r}; choose from {', '.join(DIT_PRESETS)}")
         per_step = self.micro_batch * self.workers
@@ -412,3 +426,191 @@ class TrainConfig(Strict):
     @property
     def grad_accum(self) -> int:
         return self.batch_size // (self.micro_batch * self.workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Study configs (configs/studies/<name>.yaml)
+# ---------------------------------------------------------------------------------------------
+
+# Fields of a TrainConfig that a study sets itself for every run it launches.
+STUDY_OWNED_TRAIN_FIELDS = ("task", "name", "output_dir", "tracking", "fail_once_at_step", "data.train", "data.eval")
+
+
+class StudyData(Strict):
+    """The datasets a study generates (or reuses) for every scenario."""
+
+    resolution: int = Field(128, ge=16, le=1024)
+    seed: int = Field(0, ge=0)
+    # Evaluation-set sizes; None = the paper's (configs/data/<scenario>.yaml `eval_sizes`).
+    eval_id: int | None = Field(None, ge=1)
+    eval_ood: int | None = Field(None, ge=1)
+    # Data-config overrides applied to every scenario, e.g. ["physics.num_frames=16"].
+    overrides: list[str] = []
+
+
+class StudyVAE(Strict):
+    """The VAE of each (scenario, resolution): reused when already trained, else trained once."""
+
+    preset: str = "vae-f8t4c4"
+    # Training set of the VAE (a size of `data_sizes`'s kind); None = the largest of data_sizes.
+    train_size: str | None = None
+    # TrainConfig fields of the VAE run (steps, batch_size, micro_batch, optim, workers, ...).
+    train: dict[str, Any] = {}
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, preset: str) -> str:
+        from phyray.models.vae import VAE_PRESETS
+
+        if preset not in VAE_PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(VAE_PRESETS)}")
+        return preset
+
+
+class StudyEval(Strict):
+    """How each trial's EMA model is rolled out and scored after training."""
+
+    parser: Literal["subpixel", "threshold"] = "subpixel"
+    # The velocity-error variant of the headline numbers (curves, table, Tune's metric).
+    # vel_err_mean_velocity is what the paper's Fig. 3 shows (paper-facts §7); per-frame is
+    # the formula its text gives. Both are always logged.
+    headline_metric: Literal["vel_err_per_frame", "vel_err_mean_velocity"] = "vel_err_mean_velocity"
+    sample_steps: int = Field(50, ge=1)
+    batch_size: int = Field(16, ge=1)  # videos per rollout batch
+    ssim: bool = True
+    gifs: bool = True  # side-by-side GIFs of the best and worst rollouts of each split
+
+
+class StudyResources(Strict):
+    # Trials running at once; None = as many as the cluster's CPUs/GPUs hold (see
+    # phyray/study/plan.py `max_concurrent_trials`).
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    # Logical CPUs of the embedded local Ray (no cluster); None = max(4, the machine's cores).
+    local_cpus: int | None = Field(None, ge=1)
+
+
+class StudyPlanning(Strict):
+    """Assumptions of `--plan`: the GPU's bf16 peak and the MFU a trial reaches on it."""
+
+    gpu: str = "A100"
+    mfu: float = Field(0.4, gt=0, le=1)
+
+
+class StudyConfig(Strict):
+    """A scaling study: scenarios x model presets x data sizes, trained and evaluated on Ray."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    # MLflow experiment of the study; None = "phyray-study-<name>".
+    experiment: str | None = None
+    # <output_dir>/<name> holds the study's trials, Tune state and (by default) its MLflow store.
+    output_dir: str = "runs/studies"
+    # Shared cache of datasets, VAEs and latents, reused across trials and studies.
+    data_dir: str = "runs/data"
+    scenarios: list[str] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)
+    data_sizes: list[str] = Field(min_length=1)
+    data: StudyData = StudyData()
+    vae: StudyVAE = StudyVAE()
+    # TrainConfig fields of every DiT trial (steps, batch_size, micro_batch, optim, diffusion,
+    # workers, use_gpu, ...); the study sets task, name, output_dir, data and tracking itself.
+    dit: dict[str, Any] = {}
+    eval: StudyEval = StudyEval()
+    # None: $MLFLOW_TRACKING_URI, else a SQLite file in the study directory.
+    tracking_uri: str | None = None
+    resources: StudyResources = StudyResources()
+    plan: StudyPlanning = StudyPlanning()
+
+    @field_validator("scenarios")
+    @classmethod
+    def _scenarios(cls, scenarios: list[str]) -> list[str]:
+        for scenario in scenarios:
+            if scenario not in BALL_SCENARIOS:
+                raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(BALL_SCENARIOS)}")
+        return _unique(scenarios)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, models: list[str]) -> list[str]:
+        from phyray.models.dit import DIT_PRESETS
+
+        for model in models:
+            if model not in DIT_PRESETS:
+                raise ValueError(f"unknown model preset {model!r}; choose from {', '.join(DIT_PRESETS)}")
+        return _unique(models)
+
+    @field_validator("data_sizes", mode="before")
+    @classmethod
+    def _sizes(cls, sizes: Any) -> Any:
+        if isinstance(sizes, list):
+            sizes = [str(size) for size in sizes]
+            for size in sizes:
+                try:
+                    parse_size(size)
+                except ConfigError as err:
+                    raise ValueError(str(err).removeprefix("size: ")) from None
+            return _unique(sizes)
+        return sizes
+
+    @model_validator(mode="after")
+    def _runs_validate(self) -> StudyConfig:
+        # Build one VAE and one DiT run config now, so a bad training field fails at load time
+        # with the study field's name, not inside a trial minutes later.
+        if self.vae.train_size is not None:
+            try:
+                parse_size(self.vae.train_size)
+            except ConfigError as err:
+                raise ValueError("vae.train_" + str(err)) from None
+        from phyray.models.vae import is_trainable
+
+        for section, task in (("vae.train", "vae"), ("dit", "dit")):
+            fields = self.vae.train if task == "vae" else self.dit
+            if task == "vae" and not is_trainable(self.vae.preset):
+                if fields:
+                    raise ValueError(f"vae.train: {self.vae.preset!r} has no weights to train; remove vae.train")
+                continue
+            given = set(fields) | {f"data.{key}" for key in fields.get("data") or {}}
+            owned = sorted(given & set(STUDY_OWNED_TRAIN_FIELDS))
+            if owned:
+                raise ValueError(f"{section}: {', '.join(owned)} are set by the study, not the config")
+            try:
+                self.train_config(task, name="probe", train="probe", model=self.models[0])
+            except ConfigError as err:
+                raise ValueError(f"{section}." + str(err).removeprefix("config: ")) from None
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or f"phyray-study-{self.name}"
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_dir).resolve() / self.name
+
+    def train_config(
+        self, task: Literal["vae", "dit"], name: str, train: str, model: str | None = None,
+        eval: str | None = None, output_dir: str | None = None, tracking_uri: str | None = None,
+    ) -> TrainConfig:
+        """The TrainConfig of one VAE run or DiT trial of this study."""
+        fields = apply_overrides(self.vae.train if task == "vae" else self.dit, [])
+        model_fields = fields.setdefault("model", {})
+        model_fields["vae"] = self.vae.preset
+        if model is not None:
+            model_fields["dit"] = model
+        fields |= {
+            "task": task, "name": name, "output_dir": output_dir or str(self.study_dir / "trials"),
+            "data": {**fields.get("data", {}), "train": train, **({"eval": eval} if eval else {})},
+            "tracking": {"tracking_uri": tracking_uri, "experiment": self.experiment_name},
+        }
+        return validate(TrainConfig, fields)
+
+
+def _unique(items: list[str]) -> list[str]:
+    duplicates = sorted({item for item in items if items.count(item) > 1})
+    if duplicates:
+        raise ValueError(f"listed twice: {', '.join(duplicates)}")
+    return items
+
+
+def load_study_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """A study config from YAML with dotted overrides (e.g. `dit.steps=10`)."""
+    return load_config(StudyConfig, path, overrides)

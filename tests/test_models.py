@@ -30,6 +30,7 @@ from phyray.models import (
     vae_loss,
 )
 from phyray.models.diffusion import sampling_timesteps
+from phyray.models.vae import is_trainable
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +114,7 @@ def test_vae_shapes_32_frames(name, size, latent):
         vae.decode(z, num_frames=20)
 
 
-@pytest.mark.parametrize("name, size", [("vae-f8t4c4", 8), ("vae-f4t2c4-tiny", 8)])
+@pytest.mark.parametrize("name, size", [("vae-f8t4c4", 8), ("vae-f4t2c4-tiny", 8), ("s2d-f4t2", 8)])
 def test_vae_is_causal(name, size):
     vae = build_vae(name).eval()
     tc = vae.temporal_compression
@@ -261,6 +262,32 @@ def test_rollout_keeps_conditioning_and_is_deterministic():
     with torch.no_grad():
         recon = tensor_to_frames(vae.decode(vae.encode(frames_to_tensor(cond)), num_frames=3))
     assert np.abs(decoded[:, :3].astype(int) - recon.astype(int)).max() <= 1
+
+
+def test_rollout_noise_is_per_video_whatever_the_batch():
+    vae, dit, sched = build_vae("vae-f4t2c4-tiny").eval(), build_dit("DiT-T"), NoiseSchedule()
+    _randomise_output(dit)
+    cond = np.concatenate([_ball_frames(3), _ball_frames(3)[:, :, ::-1]])  # two different videos
+    pair = rollout(vae, dit, sched, cond, num_frames=9, steps=3, seed=[11, 22])
+    alone = rollout(vae, dit, sched, cond[1:], num_frames=9, steps=3, seed=[22])
+    assert np.abs(pair[1:].astype(int) - alone.astype(int)).max() <= 1  # float reassociation only
+    with pytest.raises(ValueError, match="1 seeds for 2 videos"):
+        rollout(vae, dit, sched, cond, num_frames=9, steps=3, seed=[11])
+
+
+def test_space_to_depth_ae_is_lossless_and_calibrates():
+    ae = build_vae("s2d-f4t2")
+    assert not is_trainable("s2d-f4t2") and is_trainable("vae-f4t2c4-tiny")
+    frames = np.random.default_rng(0).integers(0, 256, (2, 9, 16, 16, 3), dtype=np.uint8)
+    x = frames_to_tensor(frames)
+    ae.calibrate(x)
+    z = ae.encode(x)
+    assert z.shape == (2, 96, 5, 4, 4)
+    assert abs(z.mean().item()) < 1e-5 and z.std().item() == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_array_equal(tensor_to_frames(ae.decode(z, num_frames=9)), frames)
+    # Latent frame 0 is frame 0 alone; latent frame 1 is frames 1-2, pixel block by pixel block.
+    raw = (z / ae.scaling_factor + ae.shift_factor).reshape(2, 3, 2, 4, 4, 5, 4, 4)  # (B, 3, tc, s, s, T', h, w)
+    torch.testing.assert_close(raw[0, :, 1, 2, 3, 1, 0, 1], x[0, :, 2, 2, 4 + 3])
 
 
 def test_encode_condition_zero_pads_partial_group():

@@ -244,4 +244,5 @@ def open_shards(directory: str | Path, columns: list[str] | None = None):
     """The dataset as a Ray Dataset (streaming; nothing is materialised)."""
     import ray.data
 
-    return ray.data.read_parquet([str(p) for p in shard_paths(directory)], columns=columns)
+    ds = ray.data.read_parquet([str(p) for p in shard_paths(directory)])
+    return ds.select_columns(columns) if columns else ds

@@ -309,6 +309,27 @@ def evaluate_physics(
 ) -> list[dict[str, Any]]:
     """Score a rollout dataset against its reference dataset; returns the report rows.
 
+    The arguments are those of `evaluate_physics_records`, whose per-video records this
+    aggregates with `summarize`.
+    """
+    records = evaluate_physics_records(
+        rollouts_dir, reference_dir, parser, cond_frames, psnr, ssim, device, progress
+    )
+    return summarize(records, parser, cond_frames)
+
+
+def evaluate_physics_records(
+    rollouts_dir: str | Path,
+    reference_dir: str | Path,
+    parser: str = "subpixel",
+    cond_frames: int = COND_FRAMES,
+    psnr: bool = True,
+    ssim: bool = True,
+    device: str = "cpu",
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Per-video metrics of a rollout dataset against its reference dataset (`evaluate_videos`).
+
     Args:
         rollouts_dir: dataset directory of rollouts (shards + manifest, `frames` generated).
         reference_dir: the dataset the rollouts were conditioned on (ground truth + frames).
@@ -319,7 +340,7 @@ def evaluate_physics(
         progress: show a progress bar of videos scored.
 
     Returns:
-        The long-format rows of `summarize`.
+        One record per rollout video, in rollout order (see `evaluate_videos`).
     """
     from tqdm import tqdm
 
@@ -347,7 +368,7 @@ def evaluate_physics(
                 frames = [decode_frames(r) for r in rollout_rows]
                 records += evaluate_videos(reference_rows, frames, **options)
                 bar.update(len(rollout_rows))
-    return summarize(records, parser, cond_frames)
+    return records
 
 
 def write_report(rows: list[dict[str, Any]], out: str | Path) -> tuple[Path, Path]:

@@ -24,6 +24,7 @@ With tc = 1, or c = 1 + k*tc (c = 1 for PHYRE), touched = known.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -258,7 +259,7 @@ def rollout(
     cond_frames: np.ndarray | torch.Tensor,
     num_frames: int = 32,
     steps: int = 50,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     keep_cond_frames: bool = True,
 ) -> np.ndarray:
     """Generate videos continuing the conditioning frames: encode -> sample -> decode.
@@ -270,7 +271,9 @@ def rollout(
         cond_frames: uint8 (B, c, H, W, 3).
         num_frames: frames of the output video (T).
         steps: sampling steps.
-        seed: seed of the starting noise, drawn on the CPU: the same noise on every device.
+        seed: seed of the starting noise, drawn on the CPU: the same noise on every device. A
+            sequence gives each video its own seed, so a video's noise does not depend on which
+            batch it is rolled out in.
         keep_cond_frames: paste the given frames over the output's first c frames (default), so
             evaluation and side-by-side panels see the true conditioning. If False they are the
             decoder's output: the VAE reconstruction of the conditioning frames if c = 1 + k*tc.
@@ -285,9 +288,15 @@ def rollout(
         raise ValueError(f"{c} conditioning frames exceed num_frames={num_frames}")
     cond, mask = encode_condition(vae, cond_pixels, vae.latent_frames(num_frames))
     _, known = condition_latent_frames(c, vae.temporal_compression)
-    noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(seed)).to(
-        device, cond.dtype
-    )
+    if isinstance(seed, int):
+        noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(seed))
+    else:
+        if len(seed) != cond.shape[0]:
+            raise ValueError(f"{len(seed)} seeds for {cond.shape[0]} videos")
+        noise = torch.cat(
+            [torch.randn(1, *cond.shape[1:], generator=torch.Generator().manual_seed(s)) for s in seed]
+        )
+    noise = noise.to(device, cond.dtype)
     z = sample(dit, schedule, cond, mask, known, steps=steps, noise=noise)
     frames = tensor_to_frames(vae.decode(z, num_frames=num_frames))  # (B, T, H, W, 3)
     if keep_cond_frames:

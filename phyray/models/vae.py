@@ -384,6 +384,49 @@ class VideoVAE(LatentVAE):
         return self.decoder(z)
 
 
+class SpaceToDepthAE(LatentVAE):
+    """A lossless, parameter-free "VAE": each latent voxel is the stack of the pixels it covers.
+
+    Latent frame 0 is pixel frame 0 (repeated tc times to fill the channels, as a causal VAE
+    encodes frame 0 alone); latent frame j >= 1 stacks frames (j-1)*tc+1 .. j*tc, each an s x s
+    pixel block: (B, 3, 1 + tc*m, H, W) -> (B, 3*tc*s*s, 1 + m, H/s, W/s). Its reconstruction is
+    exact, so the physics error of a model on these latents is the DiT's alone (the paper's VAE
+    reconstruction sits at the parse floor, Table 3). For CPU studies, where a conv VAE good
+    enough to keep sub-pixel ball positions costs more CPU-hours than the DiTs; only its latent
+    scaling is fitted to data (`calibrate`).
+    """
+
+    def __init__(self, spatial_compression: int = 4, temporal_compression: int = 2):
+        s, tc = spatial_compression, temporal_compression
+        super().__init__(s, tc, latent_channels=3 * tc * s * s)
+
+    def _encode(
+        self, x: torch.Tensor, sample: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        s, tc = self.spatial_compression, self.temporal_compression
+        x = torch.cat([x[:, :, :1].expand(-1, -1, tc, -1, -1), x[:, :, 1:]], dim=2)
+        b, c, t, h, w = x.shape  # t = tc * T_lat
+        x = x.reshape(b, c, t // tc, tc, h // s, s, w // s, s)  # (B, 3, T', tc, h, s, w, s)
+        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # (B, 3, tc, s, s, T', h, w)
+        return x.reshape(b, c * tc * s * s, t // tc, h // s, w // s)  # (B, C, T', h, w)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        s, tc = self.spatial_compression, self.temporal_compression
+        b, _, t, h, w = z.shape
+        x = z.reshape(b, 3, tc, s, s, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)  # (B, 3, T', tc, h, s, w, s)
+        x = x.reshape(b, 3, t * tc, h * s, w * s)
+        return x[:, :, tc - 1 :]  # latent frame 0 holds frame 0 alone: keep one copy
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Fit shift and scale so the latents of pixels x (B, 3, T, H, W) have mean 0, std 1."""
+        self.shift_factor.fill_(0.0)
+        self.scaling_factor.fill_(1.0)
+        z = self.encode(x)
+        self.shift_factor.fill_(z.mean().item())
+        self.scaling_factor.fill_(1.0 / max(z.std().item(), 1e-6))
+
+
 def vae_loss(
     vae: VideoVAE,
     x: torch.Tensor,
@@ -523,6 +566,8 @@ VAE_PRESETS: dict[str, dict] = {
         temporal_compression=4,
         latent_channels=4,
     ),
+    # Lossless and parameter-free (SpaceToDepthAE): 32x32x32 -> 96 x 17 x 8 x 8. CPU studies.
+    "s2d-f4t2": dict(kind="space_to_depth", spatial_compression=4, temporal_compression=2, latent_channels=96),
     # CPU smoke runs and tests: ~0.6M parameters, 32x32x32 -> 4 x 17 x 8 x 8 latents.
     "vae-f4t2c4-tiny": dict(
         channels=(16, 32, 32),
@@ -535,8 +580,16 @@ VAE_PRESETS: dict[str, dict] = {
 DEFAULT_VAE = "vae-f8t4c4"
 
 
-def build_vae(name: str = DEFAULT_VAE) -> VideoVAE:
-    """A randomly initialised VideoVAE from VAE_PRESETS; ValueError naming them if unknown."""
+def is_trainable(name: str) -> bool:
+    """Whether a VAE preset has weights to train (SpaceToDepthAE presets have none)."""
+    return VAE_PRESETS[name].get("kind", "conv") == "conv"
+
+
+def build_vae(name: str = DEFAULT_VAE) -> LatentVAE:
+    """A randomly initialised VAE from VAE_PRESETS; ValueError naming them if unknown."""
     if name not in VAE_PRESETS:
         raise ValueError(f"unknown VAE {name!r}; choose from {', '.join(VAE_PRESETS)}")
-    return VideoVAE(**VAE_PRESETS[name])
+    spec = dict(VAE_PRESETS[name])
+    if spec.pop("kind", "conv") == "space_to_depth":
+        return SpaceToDepthAE(spec["spatial_compression"], spec["temporal_compression"])
+    return VideoVAE(**spec)

@@ -104,10 +104,10 @@ def build_dataset(cfg: TrainConfig):
     # coordinator with a fixed cost, so micro-batch-sized blocks would tax every step;
     # iter_torch_batches re-batches locally. The block stays around 64 MB of decoded frames.
     if cfg.task == "vae":
-        ds = ray.data.read_parquet(paths, columns=["frames", "frames_encoding", "frame_shape"])
+        ds = ray.data.read_parquet(paths).select_columns(["frames", "frames_encoding", "frame_shape"])
         frame_bytes = 3 * 32 * 256 * 256  # upper bound: 32 frames at 256²
         return ds.map_batches(decode_pixel_batch, batch_size=max(cfg.micro_batch, DECODE_BLOCK_BYTES // frame_bytes))
-    ds = ray.data.read_parquet(paths, columns=["latent", "cond", "latent_shape"])
+    ds = ray.data.read_parquet(paths).select_columns(["latent", "cond", "latent_shape"])
     return ds.map_batches(decode_latents, batch_size=max(cfg.micro_batch, 256))
 
 
@@ -150,8 +150,18 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(candidates, key=lambda p: json.loads((p / "state.json").read_text())["step"])
 
 
-def train(cfg: TrainConfig, resume: bool = False, tags: dict[str, str] | None = None) -> TrainRun:
-    """Run (or continue) one training run on Ray Train + DeepSpeed; returns what it left."""
+def train(
+    cfg: TrainConfig, resume: bool = False, tags: dict[str, str] | None = None, run_id: str | None = None
+) -> TrainRun:
+    """Run (or continue) one training run on Ray Train + DeepSpeed; returns what it left.
+
+    Args:
+        cfg: the run's config.
+        resume: continue <output_dir>/<name> from its last checkpoint.
+        tags: extra MLflow tags of the run this creates.
+        run_id: log into this existing MLflow run (in the config's store) instead of creating
+            one; its owner (e.g. a study trial, which evaluates after training) ends it.
+    """
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -173,14 +183,16 @@ def train(cfg: TrainConfig, resume: bool = False, tags: dict[str, str] | None = 
     init_ray()
     quiet_ray_data()
     uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
-    run_id = tracking.start_run(
-        uri,
-        cfg.tracking.experiment,
-        cfg.name,
-        to_flat_dict(cfg),
-        tags={"phyray.task": cfg.task, **({"phyray.resumed_from": str(resume_from)} if resume_from else {}), **(tags or {})},
-        artifact_root=tracking.artifact_root_for(uri, run_dir),
-    )
+    owns_run = run_id is None
+    if owns_run:
+        run_id = tracking.start_run(
+            uri,
+            cfg.tracking.experiment,
+            cfg.name,
+            to_flat_dict(cfg),
+            tags={"phyray.task": cfg.task, **({"phyray.resumed_from": str(resume_from)} if resume_from else {}), **(tags or {})},
+            artifact_root=tracking.artifact_root_for(uri, run_dir),
+        )
     loop = {
         "config": cfg.model_dump(mode="json"),
         "run_dir": str(run_dir),
@@ -211,9 +223,11 @@ def train(cfg: TrainConfig, resume: bool = False, tags: dict[str, str] | None = 
             raise RuntimeError(f"run {cfg.name!r} ended without a checkpoint")
         export = _export(cfg, result.checkpoint, run_dir, loop, save_export)
     except BaseException:
-        tracking.end_run(uri, run_id, "FAILED")
+        if owns_run:
+            tracking.end_run(uri, run_id, "FAILED")
         raise
-    tracking.end_run(uri, run_id, "FINISHED")
+    if owns_run:
+        tracking.end_run(uri, run_id, "FINISHED")
     return TrainRun(run_dir=run_dir, export=export, tracking_uri=uri, run_id=run_id, metrics=dict(result.metrics or {}))
 
 

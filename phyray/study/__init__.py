@@ -1,0 +1,1 @@
+"""Scaling studies: the grid (plan), its inputs (prepare), trials on Ray Tune (grid, trial), the report."""

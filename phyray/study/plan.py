@@ -1,0 +1,152 @@
+"""What a study will run, what each trial needs, and what it costs: no Ray, no data touched.
+
+    trials = expand_grid(cfg)                    # scenarios x models x data sizes, in order
+    check_fits(cfg, {"CPU": 16, "GPU": 8})       # ConfigError if one trial cannot be placed
+    print(format_plan(cost_plan(cfg)))           # tokens, FLOPs, GPU-hours per trial and total
+
+FLOPs come from `phyray model info` (forward + backward, attention included): a trial trains
+`steps * batch_size` videos and samples `eval videos * sample_steps` forward passes. GPU-hours
+are those FLOPs at the config's MFU of the named GPU's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from phyray.config import ConfigError, StudyConfig, load_data_config, parse_size
+
+# CPUs a trial asks for beside its workers: the Ray Data tasks that read and decode its batches
+# (a run whose workers hold every CPU waits forever for data; see phyray/runtime.py).
+DATA_CPUS_PER_TRIAL = 1
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One cell of the grid; `key` names it everywhere (directories, MLflow tags, Tune)."""
+
+    scenario: str
+    model: str
+    data_size: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.scenario}-{self.model}-{self.data_size}"
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def expand_grid(cfg: StudyConfig) -> list[Trial]:
+    """Every trial of the study: scenarios x models x data sizes, in config order."""
+    return [
+        Trial(scenario, model, size)
+        for scenario in cfg.scenarios
+        for model in cfg.models
+        for size in cfg.data_sizes
+    ]
+
+
+def nominal_videos(size: str) -> int:
+    """Videos a size names: a count, or a preset's nominal size (collision's grids drop ~5%)."""
+    label, count = parse_size(size)
+    return count if count is not None else {"30K": 30_000, "300K": 300_000, "3M": 3_000_000}[label]
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources
+# ---------------------------------------------------------------------------------------------
+
+
+def trial_resources(cfg: StudyConfig) -> dict[str, float]:
+    """Logical resources one trial holds while it trains: its workers plus its data tasks."""
+    run = cfg.train_config("dit", name="probe", train="probe", model=cfg.models[0])
+    resources = {"CPU": float(run.workers * run.cpus_per_worker + DATA_CPUS_PER_TRIAL)}
+    if run.use_gpu:
+        resources["GPU"] = float(run.workers)
+    return resources
+
+
+def check_fits(cfg: StudyConfig, cluster: dict[str, float]) -> None:
+    """ConfigError, naming the shortfall, if the cluster cannot hold even one trial."""
+    for name, needed in trial_resources(cfg).items():
+        have = cluster.get(name, 0.0)
+        if needed > have:
+            raise ConfigError(
+                f"dit: one trial needs {needed:g} {name} (workers x per-worker + data tasks) but the "
+                f"cluster has {have:g}; lower dit.workers / dit.cpus_per_worker or add nodes"
+            )
+
+
+def max_concurrent_trials(cfg: StudyConfig, cluster: dict[str, float], pending: int) -> int:
+    """How many trials run at once: as many as the cluster holds, capped by the config."""
+    check_fits(cfg, cluster)
+    fits = min(int(cluster.get(name, 0.0) // needed) for name, needed in trial_resources(cfg).items())
+    limit = cfg.resources.max_concurrent_trials or fits
+    return max(1, min(fits, limit, pending))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost
+# ---------------------------------------------------------------------------------------------
+
+
+def _eval_videos(cfg: StudyConfig, scenario: str) -> int:
+    sizes = load_data_config(scenario).eval_sizes
+    return (cfg.data.eval_id or sizes["eval_id"]) + (cfg.data.eval_ood or sizes["eval_ood"])
+
+
+def cost_plan(cfg: StudyConfig) -> dict[str, Any]:
+    """Per trial: parameters, tokens, FLOPs and GPU-hours; plus the totals and assumptions."""
+    from phyray.models.info import model_info, peak_flops
+
+    peak = peak_flops(cfg.plan.gpu)
+    if peak is None:
+        raise ConfigError(f"plan.gpu: no known bf16 peak for {cfg.plan.gpu!r} (see phyray/models/info.py)")
+    rows = []
+    for trial in expand_grid(cfg):
+        run = cfg.train_config("dit", name="probe", train="probe", model=trial.model)
+        frames = load_data_config(trial.scenario, cfg.data.overrides).physics.num_frames
+        info = model_info(trial.model, cfg.data.resolution, frames, vae=cfg.vae.preset, patch=run.model.patch)
+        train_flops = info["train_flops_per_video"] * run.steps * run.batch_size
+        eval_flops = info["forward_flops_per_video"] * cfg.eval.sample_steps * _eval_videos(cfg, trial.scenario)
+        rows.append({
+            "trial": trial.key,
+            **trial.as_dict(),
+            "videos": nominal_videos(trial.data_size),
+            "params": info["params"],
+            "tokens_per_video": info["tokens_per_video"],
+            "steps": run.steps,
+            "batch_size": run.batch_size,
+            "epochs": run.steps * run.batch_size / nominal_videos(trial.data_size),
+            "train_flops": train_flops,
+            "eval_flops": eval_flops,
+            "gpu_hours": (train_flops + eval_flops) / (cfg.plan.mfu * peak) / 3600,
+        })
+    return {
+        "gpu": cfg.plan.gpu,
+        "peak_flops": peak,
+        "mfu": cfg.plan.mfu,
+        "trials": rows,
+        "total_flops": sum(r["train_flops"] + r["eval_flops"] for r in rows),
+        "total_gpu_hours": sum(r["gpu_hours"] for r in rows),
+    }
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """The plan as a fixed-width table with a total line."""
+    header = (f"{'trial':<34} {'params':>8} {'tokens':>7} {'steps x batch':>15} {'epochs':>8} "
+              f"{'train FLOPs':>11} {'eval FLOPs':>10} {'GPU-h':>9}")
+    lines = [header]
+    for r in plan["trials"]:
+        lines.append(
+            f"{r['trial']:<34} {r['params'] / 1e6:>7.1f}M {r['tokens_per_video']:>7} "
+            f"{r['steps']:>7} x {r['batch_size']:<5} {r['epochs']:>8.3g} {r['train_flops']:>11.3e} "
+            f"{r['eval_flops']:>10.3e} {r['gpu_hours']:>9.2f}"
+        )
+    lines.append(
+        f"total: {len(plan['trials'])} trials, {plan['total_flops']:.3e} FLOPs, "
+        f"{plan['total_gpu_hours']:,.1f} GPU-hours on {plan['gpu']} at {100 * plan['mfu']:.0f}% MFU "
+        f"({plan['peak_flops'] / 1e12:.0f} TFLOP/s bf16 peak); data generation and VAE training not included"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,258 @@
+"""The study's answer, rebuilt from MLflow alone: scaling curves, a results table and a verdict.
+
+    report = publish_report(uri, "phyray-study-mini", "runs/studies/mini/report")
+
+reads every finished trial of the experiment (tags `phyray.role=trial`, `phyray.trial_done`),
+and writes, then logs onto the study's parent run:
+
+- `results.csv`: one row per trial, every `eval/...` metric as a column;
+- `results.md`: the headline table (ID and OOD error beside their ground-truth floors, their
+  ratio) and, per scenario and model, the paper's verdict checks (paper-facts §4.1: ID error
+  falls with data; OOD error stays far above ID and does not improve);
+- `scaling_curves.png`: error vs training videos on log axes, a line per model, ID solid and OOD
+  dashed, the GT floor dotted, one panel per scenario (the paper's Fig. 3).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from phyray.config import ConfigError
+from phyray.data.shards import atomic_write_bytes
+
+# The verdict's thresholds: "OOD stays >= 5x ID" (the paper's is ~10x), and "OOD does not
+# improve" = OOD error at the largest data size is at least this fraction of the smallest's.
+OOD_ID_MIN_RATIO = 5.0
+OOD_NO_IMPROVEMENT = 0.8
+REPORT_FILES = ("results.csv", "results.md", "scaling_curves.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading MLflow
+# ---------------------------------------------------------------------------------------------
+
+
+def _experiment_id(client, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ConfigError(f"--experiment: no MLflow experiment {experiment!r} in {client.tracking_uri}")
+    return found.experiment_id
+
+
+def find_study_run(client, experiment: str):
+    """The study's parent run (newest if several), or None."""
+    runs = client.search_runs(
+        [_experiment_id(client, experiment)],
+        filter_string="tags.`phyray.role` = 'study'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def collect_results(uri: str, experiment: str) -> list[dict[str, Any]]:
+    """One record per finished trial (newest run of each): its grid cell, size and eval metrics."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [_experiment_id(client, experiment)],
+        filter_string="tags.`phyray.role` = 'trial' and tags.`phyray.trial_done` = 'true'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50_000,
+    )
+    records: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        if tags["phyray.trial"] in records or run.info.status != "FINISHED":
+            continue
+        records[tags["phyray.trial"]] = {
+            "trial": tags["phyray.trial"],
+            "scenario": tags["phyray.scenario"],
+            "model": tags["phyray.model"],
+            "data_size": tags["phyray.data_size"],
+            "num_videos": int(params["trial.num_videos"]),
+            "run_id": run.info.run_id,
+            **{k: v for k, v in run.data.metrics.items() if k.startswith("eval/")},
+        }
+    return sorted(records.values(), key=lambda r: (r["scenario"], _model_order(r["model"]), r["num_videos"]))
+
+
+def _model_order(model: str) -> tuple[int, str]:
+    from phyray.models.dit import DIT_PRESETS
+
+    spec = DIT_PRESETS.get(model, {})
+    return (spec.get("depth", 0) * spec.get("hidden_size", 0) ** 2, model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdict, tables, plot
+# ---------------------------------------------------------------------------------------------
+
+
+def verdicts(records: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Per (scenario, model) with >= 2 data sizes: the paper's claims, checked on this grid."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[(record["scenario"], record["model"])].append(record)
+    out = []
+    for (scenario, model), members in groups.items():
+        members = sorted(members, key=lambda r: r["num_videos"])
+        ids = [r.get(f"eval/id/{metric}") for r in members]
+        oods = [r.get(f"eval/ood/{metric}") for r in members]
+        if len(members) < 2 or any(v is None for v in ids + oods):
+            continue
+        out.append({
+            "scenario": scenario,
+            "model": model,
+            "id_falls": ids[-1] < ids[0],
+            "id_monotone": all(b <= a for a, b in zip(ids, ids[1:])),
+            "id_gain": ids[0] / ids[-1],
+            "min_ood_id_ratio": min(o / i for o, i in zip(oods, ids)),
+            "ood_gain": oods[0] / oods[-1],
+            "ood_does_not_improve": oods[-1] >= OOD_NO_IMPROVEMENT * oods[0],
+        })
+    return out
+
+
+def results_csv(records: list[dict[str, Any]]) -> str:
+    metrics = sorted({k for r in records for k in r if k.startswith("eval/")})
+    fields = ["trial", "scenario", "model", "data_size", "num_videos", "run_id", *metrics]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def results_markdown(records: list[dict[str, Any]], metric: str, experiment: str) -> str:
+    other = "vel_err_per_frame" if metric == "vel_err_mean_velocity" else "vel_err_mean_velocity"
+    lines = [
+        f"# {experiment}",
+        "",
+        f"Headline metric: `{metric}` (world units / s); `{other}` beside it. "
+        "Floors (`gt_floor_*`) are the same metric on the ground-truth frames.",
+        "",
+        "| scenario | model | data | videos | ID | ID floor | OOD | OOD floor | OOD / ID "
+        f"| ID ({other}) | OOD ({other}) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        id_err, ood_err = r.get(f"eval/id/{metric}"), r.get(f"eval/ood/{metric}")
+        ratio = ood_err / id_err if id_err and ood_err is not None else None
+        lines.append(
+            f"| {r['scenario']} | {r['model']} | {r['data_size']} | {r['num_videos']:,} | {_fmt(id_err)} "
+            f"| {_fmt(r.get(f'eval/id/gt_floor_{metric}'))} | {_fmt(ood_err)} "
+            f"| {_fmt(r.get(f'eval/ood/gt_floor_{metric}'))} | {_fmt(ratio, 1)} "
+            f"| {_fmt(r.get(f'eval/id/{other}'))} | {_fmt(r.get(f'eval/ood/{other}'))} |"
+        )
+    checks = verdicts(records, metric)
+    if checks:
+        lines += [
+            "",
+            "## Verdict (paper-facts §4.1)",
+            "",
+            f"| scenario | model | ID falls with data | ID gain (smallest / largest) | min OOD / ID "
+            f"(>= {OOD_ID_MIN_RATIO:g}) | OOD gain | OOD does not improve (largest >= "
+            f"{OOD_NO_IMPROVEMENT:g} x smallest) |",
+            "|---|---|---|---:|---:|---:|---|",
+        ]
+        for c in checks:
+            falls = ("yes" if c["id_falls"] else "no") + ("" if c["id_monotone"] or not c["id_falls"] else " (not monotone)")
+            lines.append(
+                f"| {c['scenario']} | {c['model']} | {falls} | {c['id_gain']:.2f}x | {c['min_ood_id_ratio']:.1f} "
+                f"| {c['ood_gain']:.2f}x | {'yes' if c['ood_does_not_improve'] else 'no'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def scaling_curves_png(records: list[dict[str, Any]], metric: str) -> bytes:
+    """The paper's Fig. 3 for this grid, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(r["scenario"] for r in records))
+    fig, axes = plt.subplots(1, max(1, len(scenarios)), figsize=(5.2 * max(1, len(scenarios)), 4.2), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, scenario in zip(axes[0], scenarios):
+        members = [r for r in records if r["scenario"] == scenario]
+        models = sorted({r["model"] for r in members}, key=_model_order)
+        for i, model in enumerate(models):
+            rows = sorted((r for r in members if r["model"] == model), key=lambda r: r["num_videos"])
+            x = [r["num_videos"] for r in rows]
+            color = colors[i % len(colors)]
+            for split, style, marker in (("id", "-", "o"), ("ood", "--", "s")):
+                y = [r.get(f"eval/{split}/{metric}", math.nan) for r in rows]
+                ax.plot(x, y, style, marker=marker, color=color, label=f"{model} {split.upper()}")
+        for split, style in (("id", ":"), ("ood", "-.")):
+            floors = [r[f"eval/{split}/gt_floor_{metric}"] for r in members if f"eval/{split}/gt_floor_{metric}" in r]
+            if floors:
+                ax.axhline(sum(floors) / len(floors), color="gray", linestyle=style, linewidth=1,
+                           label=f"GT floor {split.upper()}")
+        ax.set(xscale="log", yscale="log", title=scenario.replace("_", " "), xlabel="training videos",
+               ylabel=f"velocity error ({metric})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing
+# ---------------------------------------------------------------------------------------------
+
+
+def publish_report(uri: str, experiment: str, out: str | Path, metric: str | None = None) -> dict[str, Any]:
+    """Write results.csv/.md and scaling_curves.png to `out` and log them onto the parent run.
+
+    Args:
+        uri: MLflow tracking URI.
+        experiment: the study's experiment.
+        out: directory for the files (created).
+        metric: headline velocity-error variant; None = the study's own (`eval.headline_metric`
+            param of its parent run), else vel_err_mean_velocity.
+
+    Returns:
+        {"records", "verdicts", "files": {name: path}, "parent_run_id"}.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = find_study_run(client, experiment)
+    if metric is None:
+        metric = parent.data.params.get("eval.headline_metric") if parent else None
+        metric = metric or "vel_err_mean_velocity"
+    records = collect_results(uri, experiment)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    contents = {
+        "results.csv": results_csv(records).encode(),
+        "results.md": results_markdown(records, metric, experiment).encode(),
+        "scaling_curves.png": scaling_curves_png(records, metric),
+    }
+    files = {}
+    for name in REPORT_FILES:
+        atomic_write_bytes(out / name, contents[name])
+        files[name] = out / name
+        if parent is not None:
+            client.log_artifact(parent.info.run_id, str(out / name))
+    return {
+        "records": records,
+        "verdicts": verdicts(records, metric),
+        "files": files,
+        "parent_run_id": parent.info.run_id if parent else None,
+    }
