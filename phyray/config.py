@@ -381,8 +381,8 @@ class TrainConfig(Strict):
     grad_clip: float = Field(1.0, ge=0)
     ema_decay: float = Field(0.9999, ge=0, lt=1)
     vae_beta: float = Field(1e-4, ge=0)  # KL weight of the VAE loss
-    # VAE: train on random windows of this many frames (1 + k * temporal compression); None =
-    # whole videos. See phyray/train/loop.py VAEObjective.
+    # VAE: train on a random window of this many frames of each video; None = whole videos.
+    # Only for frame-local VAEs (temporal_kernel 1): see phyray/models/vae.py VideoVAE.
     vae_clip_frames: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
@@ -406,10 +406,16 @@ class TrainConfig(Strict):
         if self.model.vae not in VAE_PRESETS:
             raise ValueError(f"model.vae: unknown preset {self.model.vae!r}; choose from {', '.join(VAE_PRESETS)}")
         if self.vae_clip_frames is not None:
-            tc = VAE_PRESETS[self.model.vae]["temporal_compression"]
-            if (self.vae_clip_frames - 1) % tc:
+            spec = VAE_PRESETS[self.model.vae]
+            if spec.get("temporal_kernel", 3) != 1:
                 raise ValueError(
-                    f"vae_clip_frames: {self.vae_clip_frames} is not 1 + k * {tc} (the VAE's temporal compression)"
+                    f"vae_clip_frames: {self.model.vae!r} mixes frames over a long causal window and must "
+                    "train on whole videos; clips are for frame-local VAEs (temporal_kernel 1)"
+                )
+            if (self.vae_clip_frames - 1) % spec["temporal_compression"]:
+                raise ValueError(
+                    f"vae_clip_frames: {self.vae_clip_frames} is not 1 + k * {spec['temporal_compression']} "
+                    "(the VAE's temporal compression)"
                 )
         if self.task == "vae" and not is_trainable(self.model.vae):
             raise ValueError(f"model.vae: {self.model.vae!r} has no weights to train (a study only calibrates its latent scale)")

@@ -114,7 +114,10 @@ def test_vae_shapes_32_frames(name, size, latent):
         vae.decode(z, num_frames=20)
 
 
-@pytest.mark.parametrize("name, size", [("vae-f8t4c4", 8), ("vae-f4t2c4-tiny", 8), ("s2d-f4t2", 8)])
+@pytest.mark.parametrize(
+    "name, size",
+    [("vae-f8t4c4", 8), ("vae-f4t2c4-tiny", 8), ("vae-f4t2c4-local", 8), ("s2d-f4t2", 8)],
+)
 def test_vae_is_causal(name, size):
     vae = build_vae(name).eval()
     tc = vae.temporal_compression
@@ -273,6 +276,27 @@ def test_rollout_noise_is_per_video_whatever_the_batch():
     assert np.abs(pair[1:].astype(int) - alone.astype(int)).max() <= 1  # float reassociation only
     with pytest.raises(ValueError, match="1 seeds for 2 videos"):
         rollout(vae, dit, sched, cond, num_frames=9, steps=3, seed=[11])
+
+
+def test_frame_local_vae_latents_see_only_their_group():
+    vae = build_vae("vae-f4t2c4-local").eval()
+    tc = vae.temporal_compression
+    x = torch.rand(1, 3, 1 + 4 * tc, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x)
+        for f in range(x.shape[2]):
+            x2 = x.clone()
+            x2[:, :, f] = -x2[:, :, f]
+            changed = (vae.encode(x2) - z).abs().amax(dim=(0, 1, 3, 4)) > 0  # per latent frame
+            group = 0 if f == 0 else 1 + (f - 1) // tc  # frame 0 alone, then groups of tc
+            assert changed.tolist() == [j == group for j in range(z.shape[2])]
+        y = vae.decode(z, num_frames=x.shape[2])
+        for j in range(z.shape[2]):
+            z2 = z.clone()
+            z2[:, :, j] = torch.randn_like(z2[:, :, j])
+            changed = (vae.decode(z2, num_frames=x.shape[2]) - y).abs().amax(dim=(0, 1, 3, 4)) > 0
+            frames = {0} if j == 0 else set(range(1 + (j - 1) * tc, 1 + j * tc))
+            assert changed.tolist() == [f in frames for f in range(x.shape[2])]
 
 
 def test_space_to_depth_ae_is_lossless_and_calibrates():

@@ -48,7 +48,6 @@ def base_config(data: Path, out: Path, **fields) -> dict:
         "batch_size": 4,
         "micro_batch": 2,
         "ema_decay": 0.5,
-        "vae_clip_frames": 9,  # the VAE trains on 9-frame windows of the 32-frame videos
         "log_every": 3,
         "checkpoint_every": 6,
         "workers": 2,
@@ -130,7 +129,8 @@ def test_resume_continues_from_the_checkpoint_step(dit_run):
         ({"model": {"vae": "vae-huge"}}, "model.vae: unknown preset 'vae-huge'"),
         ({"task": "dit", "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-Q"}}, "model.dit"),
         ({"batch_size": 6}, "batch_size: 6 is not divisible by micro_batch x workers = 2 x 2"),
-        ({"vae_clip_frames": 8}, "vae_clip_frames: 8 is not 1 + k * 2"),
+        ({"vae_clip_frames": 9}, "vae_clip_frames: 'vae-f4t2c4-tiny' mixes frames over a long causal window"),
+        ({"model": {"vae": "vae-f4t2c4-local"}, "vae_clip_frames": 4}, "vae_clip_frames: 4 is not 1 + k * 2"),
         ({"model": {"vae": "s2d-f4t2"}}, "model.vae: 's2d-f4t2' has no weights to train"),
     ],
 )

@@ -17,7 +17,6 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from phyray import __version__
 from phyray.config import ConfigError, DataConfig
 from phyray.data.plan import DatasetPlan, plan_dataset
 from phyray.data.shards import (
@@ -30,6 +29,7 @@ from phyray.data.shards import (
     sha256_file,
     shard_name,
     shard_rows,
+    write_manifest,
     write_shard,
 )
 from phyray.render import ball_colors, render_videos
@@ -255,20 +255,8 @@ def write_dataset(
                     timings[stage] = timings.get(stage, 0.0) + seconds
                 bar.update(json.loads(result["entry"])["num_videos"])
 
-    entries = []
-    for s, size in enumerate(shard_sizes):
-        path = out / shard_name(s)
-        entries.append({"file": path.name, "num_videos": size, "sha256": sha256_file(path), "bytes": path.stat().st_size})
-    manifest = {
-        "phyray_version": __version__,
-        "fingerprint": fingerprint,
-        "num_videos": sum(shard_sizes),
-        "num_shards": len(shard_sizes),
-        **manifest_extra,
-        "shards": entries,
-        "bytes": sum(e["bytes"] for e in entries),
-    }
-    atomic_write_json(out / MANIFEST, manifest)
+    sizes = {shard_name(s): size for s, size in enumerate(shard_sizes)}
+    manifest = write_manifest(out, sizes, fingerprint=fingerprint, **manifest_extra)
     (out / PLAN_FILE).unlink(missing_ok=True)
     return manifest | {"timings": timings}
 

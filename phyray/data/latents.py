@@ -16,16 +16,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from phyray import __version__
 from phyray.config import ConfigError
 from phyray.data.shards import (
     MANIFEST,
-    atomic_write_json,
     read_manifest,
     read_shard,
     sha256_file,
     shard_paths,
     shard_rows,
+    write_manifest,
     write_shard,
 )
 
@@ -135,18 +134,4 @@ def encode_dataset(
         )
         for _ in ds.iter_rows():
             pass
-    entries = [
-        {"file": p.name, "num_videos": expected[p.name], "sha256": sha256_file(out / p.name), "bytes": (out / p.name).stat().st_size}
-        for p in sources
-    ]
-    manifest = {
-        "phyray_version": __version__,
-        "kind": "latents",
-        "fingerprint": fingerprint,
-        "num_videos": sum(e["num_videos"] for e in entries),
-        "num_shards": len(entries),
-        "shards": entries,
-        "bytes": sum(e["bytes"] for e in entries),
-    }
-    atomic_write_json(out / MANIFEST, manifest)
-    return manifest
+    return write_manifest(out, {p.name: expected[p.name] for p in sources}, kind="latents", fingerprint=fingerprint)

@@ -183,6 +183,32 @@ def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
     }
 
 
+def write_manifest(out: Path, shard_sizes: dict[str, int], **fields: Any) -> dict[str, Any]:
+    """Checksum a finished dataset's shards and write its manifest atomically; returns it.
+
+    Args:
+        out: the dataset directory.
+        shard_sizes: shard file name -> videos, in shard order (every file must exist).
+        **fields: what else the manifest records (fingerprint, kind, counts, resolution, ...).
+    """
+    from phyray import __version__
+
+    entries = [
+        {"file": name, "num_videos": n, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}
+        for name, n in shard_sizes.items()
+    ]
+    manifest = {
+        "phyray_version": __version__,
+        **fields,
+        "num_videos": sum(shard_sizes.values()),
+        "num_shards": len(entries),
+        "shards": entries,
+        "bytes": sum(e["bytes"] for e in entries),
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
 def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
     """Read one shard, turning a missing or corrupt file into a ShardError naming it."""
     path = Path(path)

@@ -302,19 +302,14 @@ def evaluate_physics(
     reference_dir: str | Path,
     parser: str = "subpixel",
     cond_frames: int = COND_FRAMES,
-    psnr: bool = True,
-    ssim: bool = True,
-    device: str = "cpu",
-    progress: bool = False,
+    **options: Any,
 ) -> list[dict[str, Any]]:
     """Score a rollout dataset against its reference dataset; returns the report rows.
 
-    The arguments are those of `evaluate_physics_records`, whose per-video records this
-    aggregates with `summarize`.
+    The per-video records of `evaluate_physics_records` (same arguments; `options` are its psnr,
+    ssim, device, progress) aggregated by `summarize`.
     """
-    records = evaluate_physics_records(
-        rollouts_dir, reference_dir, parser, cond_frames, psnr, ssim, device, progress
-    )
+    records = evaluate_physics_records(rollouts_dir, reference_dir, parser, cond_frames, **options)
     return summarize(records, parser, cond_frames)
 
 

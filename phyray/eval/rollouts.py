@@ -19,13 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from phyray import __version__
 from phyray.config import ConfigError
 from phyray.data.shards import (
     MANIFEST,
     PLANAR_RGB,
     SCHEMA,
-    atomic_write_json,
     decode_frames,
     encode_frames,
     read_manifest,
@@ -33,6 +31,7 @@ from phyray.data.shards import (
     sha256_file,
     shard_paths,
     shard_rows,
+    write_manifest,
     write_shard,
 )
 
@@ -111,23 +110,10 @@ def rollout_dataset(
                 generated += list(rollout(vae, dit, schedule, frames[:, :c], frames.shape[1], steps, seeds))
             write_shard(_rollout_table(rows, generated), out / source.name)
 
-    entries = [
-        {"file": p.name, "num_videos": expected[p.name], "sha256": sha256_file(out / p.name), "bytes": (out / p.name).stat().st_size}
-        for p in sources
-    ]
-    manifest = {
-        "phyray_version": __version__,
-        "kind": "rollouts",
-        "fingerprint": fingerprint,
-        "resolution": reference.get("resolution"),
-        "counts": reference.get("counts"),
-        "num_videos": sum(e["num_videos"] for e in entries),
-        "num_shards": len(entries),
-        "shards": entries,
-        "bytes": sum(e["bytes"] for e in entries),
-    }
-    atomic_write_json(out / MANIFEST, manifest)
-    return manifest
+    return write_manifest(
+        out, {p.name: expected[p.name] for p in sources}, kind="rollouts", fingerprint=fingerprint,
+        resolution=reference.get("resolution"), counts=reference.get("counts"),
+    )
 
 
 def _rollout_table(rows: list[dict[str, Any]], generated: list[np.ndarray]):

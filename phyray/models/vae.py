@@ -184,11 +184,13 @@ class CausalConv3d(nn.Module):
         out_channels: int,
         kernel: int = 3,
         stride: tuple[int, int, int] = (1, 1, 1),
+        temporal_kernel: int | None = None,
     ):
         super().__init__()
-        self.time_pad = kernel - 1
+        kt = kernel if temporal_kernel is None else temporal_kernel
+        self.time_pad = kt - 1
         self.conv = nn.Conv3d(
-            in_channels, out_channels, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2)
+            in_channels, out_channels, (kt, kernel, kernel), stride=stride, padding=(0, kernel // 2, kernel // 2)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,12 +213,12 @@ class FrameGroupNorm(nn.GroupNorm):
 
 
 class ResBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, kt: int = 3):
         super().__init__()
         self.norm1 = FrameGroupNorm(in_channels)
-        self.conv1 = CausalConv3d(in_channels, out_channels)
+        self.conv1 = CausalConv3d(in_channels, out_channels, temporal_kernel=kt)
         self.norm2 = FrameGroupNorm(out_channels)
-        self.conv2 = CausalConv3d(out_channels, out_channels)
+        self.conv2 = CausalConv3d(out_channels, out_channels, temporal_kernel=kt)
         self.skip = (
             nn.Conv3d(in_channels, out_channels, 1)
             if in_channels != out_channels
@@ -232,12 +234,14 @@ class ResBlock(nn.Module):
 class Downsample(nn.Module):
     """Strided causal conv: halves H, W (spatial) and/or maps 1 + 2m frames to 1 + m (temporal)."""
 
-    def __init__(self, channels: int, spatial: bool, temporal: bool):
+    def __init__(self, channels: int, spatial: bool, temporal: bool, kt: int = 3):
         super().__init__()
         self.conv = CausalConv3d(
             channels,
             channels,
             stride=(2 if temporal else 1, 2 if spatial else 1, 2 if spatial else 1),
+            # A frame-local VAE (kt = 1) still merges each pair of frames here: (f0, f0), (f1, f2), ...
+            temporal_kernel=2 if temporal and kt == 1 else kt,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,11 +251,11 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest x2 in space; in time a causal conv to 2C channels moved into time (1+m -> 1+2m)."""
 
-    def __init__(self, channels: int, spatial: bool, temporal: bool):
+    def __init__(self, channels: int, spatial: bool, temporal: bool, kt: int = 3):
         super().__init__()
         self.spatial = spatial
-        self.time_conv = CausalConv3d(channels, 2 * channels) if temporal else None
-        self.conv = CausalConv3d(channels, channels)
+        self.time_conv = CausalConv3d(channels, 2 * channels, temporal_kernel=kt) if temporal else None
+        self.conv = CausalConv3d(channels, channels, temporal_kernel=kt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spatial:
@@ -293,21 +297,22 @@ class Encoder(nn.Module):
         num_res_blocks: int,
         plan: list[tuple[bool, bool]],
         latent_channels: int,
+        kt: int = 3,
     ):
         super().__init__()
-        self.conv_in = CausalConv3d(3, channels[0])
+        self.conv_in = CausalConv3d(3, channels[0], temporal_kernel=kt)
         layers: list[nn.Module] = []
         prev = channels[0]
         for i, ch in enumerate(channels):
             for _ in range(num_res_blocks):
-                layers.append(ResBlock(prev, ch))
+                layers.append(ResBlock(prev, ch, kt))
                 prev = ch
             if i < len(plan):
-                layers.append(Downsample(ch, *plan[i]))
-        layers += [ResBlock(prev, prev), ResBlock(prev, prev)]
+                layers.append(Downsample(ch, *plan[i], kt=kt))
+        layers += [ResBlock(prev, prev, kt), ResBlock(prev, prev, kt)]
         self.layers = nn.Sequential(*layers)
         self.norm_out = FrameGroupNorm(prev)
-        self.conv_out = CausalConv3d(prev, 2 * latent_channels)  # mean and log-variance
+        self.conv_out = CausalConv3d(prev, 2 * latent_channels, temporal_kernel=kt)  # mean and log-variance
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.layers(self.conv_in(x))
@@ -321,22 +326,23 @@ class Decoder(nn.Module):
         num_res_blocks: int,
         plan: list[tuple[bool, bool]],
         latent_channels: int,
+        kt: int = 3,
     ):
         super().__init__()
         prev = channels[-1]
-        self.conv_in = CausalConv3d(latent_channels, prev)
-        layers: list[nn.Module] = [ResBlock(prev, prev), ResBlock(prev, prev)]
+        self.conv_in = CausalConv3d(latent_channels, prev, temporal_kernel=kt)
+        layers: list[nn.Module] = [ResBlock(prev, prev, kt), ResBlock(prev, prev, kt)]
         for j, ch in enumerate(reversed(channels)):
             for _ in range(num_res_blocks):
-                layers.append(ResBlock(prev, ch))
+                layers.append(ResBlock(prev, ch, kt))
                 prev = ch
             if j < len(plan):
                 layers.append(
-                    Upsample(ch, *plan[len(plan) - 1 - j])
+                    Upsample(ch, *plan[len(plan) - 1 - j], kt=kt)
                 )  # undoes encoder stage len-1-j
         self.layers = nn.Sequential(*layers)
         self.norm_out = FrameGroupNorm(prev)
-        self.conv_out = CausalConv3d(prev, 3)
+        self.conv_out = CausalConv3d(prev, 3, temporal_kernel=kt)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.layers(self.conv_in(z))
@@ -351,6 +357,13 @@ class VideoVAE(LatentVAE):
         num_res_blocks: ResBlocks per stage.
         spatial_compression, temporal_compression: powers of 2, at most 2**(len(channels) - 1).
         latent_channels: channels of the latent.
+        temporal_kernel: frames every conv sees (3). 1 makes a frame-local autoencoder: its
+            convs are per frame except the temporal down/upsampling, which merge and split each
+            group of tc frames, so a latent frame depends on its own group only and short clips
+            (1 + k * tc frames) teach it exactly what whole videos would. A causal 3-D VAE
+            cannot learn from clips: its temporal receptive field spans tens of frames, so
+            clips shorter than the videos train it on contexts it never meets (each clip starts
+            at a padded boundary), and it fails on whole videos.
     """
 
     def __init__(
@@ -360,11 +373,13 @@ class VideoVAE(LatentVAE):
         spatial_compression: int = 8,
         temporal_compression: int = 4,
         latent_channels: int = 4,
+        temporal_kernel: int = 3,
     ):
         super().__init__(spatial_compression, temporal_compression, latent_channels)
+        self.temporal_kernel = temporal_kernel
         plan = _stage_plan(len(channels) - 1, spatial_compression, temporal_compression)
-        self.encoder = Encoder(tuple(channels), num_res_blocks, plan, latent_channels)
-        self.decoder = Decoder(tuple(channels), num_res_blocks, plan, latent_channels)
+        self.encoder = Encoder(tuple(channels), num_res_blocks, plan, latent_channels, temporal_kernel)
+        self.decoder = Decoder(tuple(channels), num_res_blocks, plan, latent_channels, temporal_kernel)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unscaled posterior (mean, logvar), each (B, C, T_lat, h, w) of pixels (B, 3, T, H, W)."""
@@ -568,6 +583,16 @@ VAE_PRESETS: dict[str, dict] = {
     ),
     # Lossless and parameter-free (SpaceToDepthAE): 32x32x32 -> 96 x 17 x 8 x 8. CPU studies.
     "s2d-f4t2": dict(kind="space_to_depth", spatial_compression=4, temporal_compression=2, latent_channels=96),
+    # CPU studies (configs/studies/{smoke,mini}.yaml): frame-local (temporal_kernel 1, see
+    # VideoVAE), ~0.2M parameters, trainable on 5-frame clips; 32x32x16 -> 4 x 9 x 8 x 8 latents.
+    "vae-f4t2c4-local": dict(
+        channels=(16, 32, 32),
+        num_res_blocks=1,
+        spatial_compression=4,
+        temporal_compression=2,
+        latent_channels=4,
+        temporal_kernel=1,
+    ),
     # CPU smoke runs and tests: ~0.6M parameters, 32x32x32 -> 4 x 17 x 8 x 8 latents.
     "vae-f4t2c4-tiny": dict(
         channels=(16, 32, 32),
