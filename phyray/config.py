@@ -609,6 +609,11 @@ class StudyConfig(Strict):
         }
         return validate(TrainConfig, fields)
 
+    def dit_settings(self, model: str | None = None) -> TrainConfig:
+        """What every DiT trial's TrainConfig shares (workers, steps, diffusion, ...), with a
+        placeholder name and data; `model` defaults to the study's first."""
+        return self.train_config("dit", name="probe", train="probe", model=model or self.models[0])
+
 
 def _unique(items: list[str]) -> list[str]:
     duplicates = sorted({item for item in items if items.count(item) > 1})

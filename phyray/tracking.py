@@ -46,6 +46,14 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     return client.create_experiment(name, artifact_location=artifact_root)
 
 
+def newest_run(client: MlflowClient, experiment_id: str, filter_string: str):
+    """The most recently started run of the experiment that matches the filter, or None."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return runs[0] if runs else None
+
+
 def start_run(
     uri: str,
     experiment: str,

@@ -51,15 +51,12 @@ def ensure_parent_run(cfg: StudyConfig, uri: str) -> str:
 
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(client, cfg.experiment_name, tracking.artifact_root_for(uri, cfg.study_dir))
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`phyray.study` = '{cfg.name}' and tags.`phyray.role` = 'study'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+    previous = tracking.newest_run(
+        client, experiment_id, f"tags.`phyray.study` = '{cfg.name}' and tags.`phyray.role` = 'study'"
     )
-    if runs:
-        client.update_run(runs[0].info.run_id, status="RUNNING")
-        return runs[0].info.run_id
+    if previous is not None:
+        client.update_run(previous.info.run_id, status="RUNNING")
+        return previous.info.run_id
     return tracking.start_run(
         uri, cfg.experiment_name, cfg.name, to_flat_dict(cfg),
         tags={"phyray.study": cfg.name, "phyray.role": "study"},

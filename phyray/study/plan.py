@@ -60,7 +60,7 @@ def nominal_videos(size: str) -> int:
 
 def trial_resources(cfg: StudyConfig) -> dict[str, float]:
     """Logical resources one trial holds while it trains: its workers plus its data tasks."""
-    run = cfg.train_config("dit", name="probe", train="probe", model=cfg.models[0])
+    run = cfg.dit_settings()
     resources = {"CPU": float(run.workers * run.cpus_per_worker + DATA_CPUS_PER_TRIAL)}
     if run.use_gpu:
         resources["GPU"] = float(run.workers)
@@ -105,7 +105,7 @@ def cost_plan(cfg: StudyConfig) -> dict[str, Any]:
         raise ConfigError(f"plan.gpu: no known bf16 peak for {cfg.plan.gpu!r} (see phyray/models/info.py)")
     rows = []
     for trial in expand_grid(cfg):
-        run = cfg.train_config("dit", name="probe", train="probe", model=trial.model)
+        run = cfg.dit_settings(trial.model)
         frames = load_data_config(trial.scenario, cfg.data.overrides).physics.num_frames
         info = model_info(trial.model, cfg.data.resolution, frames, vae=cfg.vae.preset, patch=run.model.patch)
         train_flops = info["train_flops_per_video"] * run.steps * run.batch_size

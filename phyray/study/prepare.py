@@ -151,7 +151,7 @@ def prepare_latents(cfg: StudyConfig, inputs: ScenarioInputs, log=print) -> None
     """Step 3 for one scenario: latents of every training size with its VAE (reused if there)."""
     from phyray.data.latents import encode_dataset
 
-    cond_frames = cfg.train_config("dit", name="probe", train="probe", model=cfg.models[0]).diffusion.cond_frames
+    cond_frames = cfg.dit_settings().diffusion.cond_frames
     vae_name = Path(inputs.vae).parent.parent.name  # <run dir>/export/model.pt
     for size in cfg.data_sizes:
         out = scenario_root(cfg, inputs.scenario) / "latents" / vae_name / Path(inputs.train[size]).name

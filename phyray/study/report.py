@@ -46,13 +46,9 @@ def _experiment_id(client, experiment: str) -> str:
 
 def find_study_run(client, experiment: str):
     """The study's parent run (newest if several), or None."""
-    runs = client.search_runs(
-        [_experiment_id(client, experiment)],
-        filter_string="tags.`phyray.role` = 'study'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    from phyray.tracking import newest_run
+
+    return newest_run(client, _experiment_id(client, experiment), "tags.`phyray.role` = 'study'")
 
 
 def collect_results(uri: str, experiment: str) -> list[dict[str, Any]]:

@@ -44,13 +44,11 @@ def trial_tags(study: StudyConfig, trial: Trial) -> dict[str, str]:
 
 def find_trial_run(client, experiment_id: str, study: StudyConfig, trial: Trial):
     """The newest MLflow run of this trial in the experiment, or None."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`phyray.study` = '{study.name}' and tags.`phyray.trial` = '{trial.key}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+    from phyray.tracking import newest_run
+
+    return newest_run(
+        client, experiment_id, f"tags.`phyray.study` = '{study.name}' and tags.`phyray.trial` = '{trial.key}'"
     )
-    return runs[0] if runs else None
 
 
 def is_done(run) -> bool:
@@ -63,12 +61,10 @@ def is_done(run) -> bool:
 
 
 def _gif_of(record: dict[str, Any], rollout_dir: Path, reference_dir: str, path: Path) -> Path:
-    from phyray.data.shards import iter_rows
+    from phyray.data.shards import decode_frames, iter_rows
     from phyray.train.evaluate import side_by_side_gif
 
     def frames_of(directory) -> np.ndarray:
-        from phyray.data.shards import decode_frames
-
         row = next(r for r in iter_rows(directory) if r["video_id"] == record["video_id"])
         return decode_frames(row)
 
@@ -87,7 +83,7 @@ def evaluate_trial(
     from phyray.train.evaluate import report_metrics
 
     directory = Path(trial_dir)
-    cond_frames = study.train_config("dit", name="probe", train="probe", model=study.models[0]).diffusion.cond_frames
+    cond_frames = study.dit_settings().diffusion.cond_frames
     records, gifs = [], []
     for split in EVAL_SPLITS:
         rollout_dir = directory / "rollouts" / split
