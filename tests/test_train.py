@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from phyray.config import ConfigError, TrainConfig, load_data_config, validate
@@ -121,6 +122,19 @@ def test_resume_continues_from_the_checkpoint_step(dit_run):
     assert [step for step, _ in metric_history(resumed, "train/loss")] == [8]
     run = MlflowClient(resumed.tracking_uri).get_run(resumed.run_id)
     assert run.info.status == "FINISHED" and "phyray.resumed_from" in run.data.tags
+
+
+def test_same_config_gives_the_same_weights(data, latents, vae_run):
+    # Two workers, two shards: without order-preserving ingest the shards' read order (and so
+    # every batch) depends on which read task finishes first.
+    weights = []
+    for name in ("twin-a", "twin-b"):
+        config = base_config(data, vae_run.run_dir.parent, task="dit", name=name, steps=3, checkpoint_every=3)
+        config["data"]["train"] = str(latents)
+        run = train(validate(TrainConfig, config))
+        weights.append(torch.load(run.export, map_location="cpu", weights_only=True)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
 @pytest.mark.parametrize(
