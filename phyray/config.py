@@ -407,7 +407,7 @@ class TrainConfig(Strict):
             raise ValueError(f"model.vae: unknown preset {self.model.vae!r}; choose from {', '.join(VAE_PRESETS)}")
         if self.vae_clip_frames is not None:
             spec = VAE_PRESETS[self.model.vae]
-            if spec.get("temporal_kernel", 3) != 1:
+            if spec.get("temporal_kernel") != 1:  # frame-local presets set it to 1
                 raise ValueError(
                     f"vae_clip_frames: {self.model.vae!r} mixes frames over a long causal window and must "
                     "train on whole videos; clips are for frame-local VAEs (temporal_kernel 1)"

@@ -376,7 +376,6 @@ class VideoVAE(LatentVAE):
         temporal_kernel: int = 3,
     ):
         super().__init__(spatial_compression, temporal_compression, latent_channels)
-        self.temporal_kernel = temporal_kernel
         plan = _stage_plan(len(channels) - 1, spatial_compression, temporal_compression)
         self.encoder = Encoder(tuple(channels), num_res_blocks, plan, latent_channels, temporal_kernel)
         self.decoder = Decoder(tuple(channels), num_res_blocks, plan, latent_channels, temporal_kernel)
