@@ -18,6 +18,7 @@ from phyray.config import ConfigError, TrainConfig, load_data_config, validate
 from phyray.data.generate import generate_dataset
 from phyray.data.latents import encode_dataset
 from phyray.data.shards import read_manifest
+from phyray.train.checkpoint import load_dit
 from phyray.train.trainer import train
 
 pytestmark = pytest.mark.slow
@@ -132,7 +133,7 @@ def test_same_config_gives_the_same_weights(data, latents, vae_run):
         config = base_config(data, vae_run.run_dir.parent, task="dit", name=name, steps=3, checkpoint_every=3)
         config["data"]["train"] = str(latents)
         run = train(validate(TrainConfig, config))
-        weights.append(torch.load(run.export, map_location="cpu", weights_only=True)["state_dict"])
+        weights.append(load_dit(run.export)[0].state_dict())
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
