@@ -378,11 +378,11 @@ class TrainConfig(Strict):
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)  # global batch per optimiser step
     micro_batch: int = Field(ge=1)  # per worker per forward pass
-    grad_clip: float = Field(1.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)  # max global gradient norm; 0 = no clipping
     ema_decay: float = Field(0.9999, ge=0, lt=1)
     vae_beta: float = Field(1e-4, ge=0)  # KL weight of the VAE loss
     # VAE: train on a random window of this many frames of each video; None = whole videos.
-    # Only for frame-local VAEs (temporal_kernel 1): see phyray/models/vae.py VideoVAE.
+    # Exact for frame-local VAEs, an approximation for causal ones (phyray/models/vae.py VideoVAE).
     vae_clip_frames: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
@@ -407,11 +407,6 @@ class TrainConfig(Strict):
             raise ValueError(f"model.vae: unknown preset {self.model.vae!r}; choose from {', '.join(VAE_PRESETS)}")
         if self.vae_clip_frames is not None:
             spec = VAE_PRESETS[self.model.vae]
-            if spec.get("temporal_kernel") != 1:  # frame-local presets set it to 1
-                raise ValueError(
-                    f"vae_clip_frames: {self.model.vae!r} mixes frames over a long causal window and must "
-                    "train on whole videos; clips are for frame-local VAEs (temporal_kernel 1)"
-                )
             if (self.vae_clip_frames - 1) % spec["temporal_compression"]:
                 raise ValueError(
                     f"vae_clip_frames: {self.vae_clip_frames} is not 1 + k * {spec['temporal_compression']} "

@@ -116,7 +116,13 @@ def test_vae_shapes_32_frames(name, size, latent):
 
 @pytest.mark.parametrize(
     "name, size",
-    [("vae-f8t4c4", 8), ("vae-f4t2c4-tiny", 8), ("vae-f4t2c4-local", 8), ("s2d-f4t2", 8)],
+    [
+        ("vae-f8t4c4", 8),
+        ("vae-f4t2c4-tiny", 8),
+        ("vae-f4t2c4-slim", 8),
+        ("vae-f4t2c4-local", 8),
+        ("s2d-f4t2", 8),
+    ],
 )
 def test_vae_is_causal(name, size):
     vae = build_vae(name).eval()

@@ -285,8 +285,10 @@ DIT_PRESETS: dict[str, dict] = {
     "DiT-B": dict(depth=12, hidden_size=768, num_heads=12),
     "DiT-L": dict(depth=24, hidden_size=1024, num_heads=16),
     "DiT-XL": dict(depth=28, hidden_size=1152, num_heads=16),
-    # CPU sizes for smoke runs and tests: T(iny) ~0.25M, M(ini) ~1.3M parameters.
+    # CPU sizes for smoke runs, tests and the mini study: T(iny) ~0.25M, W(ide: DiT-T at 1.5x the
+    # width, as DiT-B is DiT-S at 2x) ~0.54M, M(ini) ~1.3M parameters.
     "DiT-T": dict(depth=4, hidden_size=64, num_heads=4),
+    "DiT-W": dict(depth=4, hidden_size=96, num_heads=4),
     "DiT-M": dict(depth=6, hidden_size=128, num_heads=4),
 }
 

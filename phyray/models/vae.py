@@ -361,9 +361,11 @@ class VideoVAE(LatentVAE):
             convs are per frame except the temporal down/upsampling, which merge and split each
             group of tc frames, so a latent frame depends on its own group only and short clips
             (1 + k * tc frames) teach it exactly what whole videos would. A causal 3-D VAE
-            cannot learn from clips: its temporal receptive field spans tens of frames, so
-            clips shorter than the videos train it on contexts it never meets (each clip starts
-            at a padded boundary), and it fails on whole videos.
+            trained on clips learns an approximation: each clip starts at a padded boundary,
+            as only frame 0 of a whole video does, and its receptive field spans tens of
+            frames. Clips of about half the video length still transfer: the mini study's
+            vae-f4t2c4-slim, trained on 9-frame clips of 16-frame videos, reconstructs whole ID
+            videos at vel_err_mean_velocity 0.075 (PSNR 31).
     """
 
     def __init__(
@@ -591,6 +593,15 @@ VAE_PRESETS: dict[str, dict] = {
         temporal_compression=2,
         latent_channels=4,
         temporal_kernel=1,
+    ),
+    # Causal, half the full-resolution width of vae-f4t2c4-tiny (~0.5M parameters): as cheap per
+    # frame on CPU as the frame-local preset, trainable on clips (see VideoVAE).
+    "vae-f4t2c4-slim": dict(
+        channels=(8, 16, 32),
+        num_res_blocks=1,
+        spatial_compression=4,
+        temporal_compression=2,
+        latent_channels=4,
     ),
     # CPU smoke runs and tests: ~0.6M parameters, 32x32x32 -> 4 x 17 x 8 x 8 latents.
     "vae-f4t2c4-tiny": dict(

@@ -35,9 +35,9 @@ from phyray.config import TrainConfig
 class VAEObjective(nn.Module):
     """Reconstruction + beta * KL of a VideoVAE on uint8 frames (B, T, H, W, 3).
 
-    With `clip_frames` (frame-local VAEs only, whose latent frames see their own group of frames
-    alone), each micro-batch is cut to one random window of that many frames: the same maps at a
-    fraction of the cost.
+    With `clip_frames`, each micro-batch is cut to one random window of that many frames: for a
+    frame-local VAE (each latent frame sees its own group of frames alone) the same maps at a
+    fraction of the cost; for a causal one an approximation (see VideoVAE).
     """
 
     def __init__(self, vae: nn.Module, beta: float, clip_frames: int | None = None):
