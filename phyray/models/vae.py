@@ -584,7 +584,7 @@ VAE_PRESETS: dict[str, dict] = {
     ),
     # Lossless and parameter-free (SpaceToDepthAE): 32x32x32 -> 96 x 17 x 8 x 8. CPU studies.
     "s2d-f4t2": dict(kind="space_to_depth", spatial_compression=4, temporal_compression=2, latent_channels=96),
-    # CPU studies (configs/studies/{smoke,mini}.yaml): frame-local (temporal_kernel 1, see
+    # CPU smoke study (configs/studies/smoke.yaml): frame-local (temporal_kernel 1, see
     # VideoVAE), ~0.2M parameters, trainable on 5-frame clips; 32x32x16 -> 4 x 9 x 8 x 8 latents.
     "vae-f4t2c4-local": dict(
         channels=(16, 32, 32),
@@ -594,8 +594,9 @@ VAE_PRESETS: dict[str, dict] = {
         latent_channels=4,
         temporal_kernel=1,
     ),
-    # Causal, half the full-resolution width of vae-f4t2c4-tiny (~0.5M parameters): as cheap per
-    # frame on CPU as the frame-local preset, trainable on clips (see VideoVAE).
+    # CPU mini study (configs/studies/mini.yaml): causal, half the full-resolution width of
+    # vae-f4t2c4-tiny, ~0.5M parameters, as cheap per frame on CPU as the frame-local preset and
+    # trained on clips (see VideoVAE); 32x32x16 -> 4 x 9 x 8 x 8 latents.
     "vae-f4t2c4-slim": dict(
         channels=(8, 16, 32),
         num_res_blocks=1,
