@@ -14,7 +14,7 @@ BLAS and torch limited to one thread) and prints videos/s per core for:
 Each figure is the best of `--repeats` runs, as wall time and as this process's CPU time (the
 machine may be shared). Baseline: the paper's
 evaluator, 0.16 s per stored 256² video on one core (MP4 decode 0.14 s + parse/metrics 0.02 s,
-paper-facts §7), i.e. 6.25 videos/s; the target is >= 50x per core at 256² (>= 312 videos/s).
+docs/paper.md §13), i.e. 6.25 videos/s; the target is >= 50x per core at 256² (>= 312 videos/s).
 
     .venv/bin/python bench/evaluate.py
     .venv/bin/python bench/evaluate.py --videos 200 --resolutions 128 --scenarios collision
@@ -69,7 +69,8 @@ def decode_all(directory: Path) -> None:
 
 def subset(directory: Path, videos: int, root: Path) -> Path:
     """A dataset of the first `videos` videos of `directory` (same manifest format)."""
-    from phyray.data.shards import MANIFEST, atomic_write_json, shard_name, write_shard
+    from phyray.artifacts import MANIFEST, atomic_write_json
+    from phyray.data.shards import shard_name, write_shard
 
     out = root / f"{directory.name}-first{videos}"
     out.mkdir()

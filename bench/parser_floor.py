@@ -7,7 +7,7 @@ mean over videos of vel_err_per_frame (norm, and its x component, the paper's 1-
 vel_err_mean_velocity, plus how many videos had no valid interval.
 
 For context, the paper's reported floors (0.0099 / 0.0117 / 0.0210, mean-velocity variant, 256²)
-are a unit mismatch in the released evaluator, not rasterisation (paper-facts §7).
+are a unit mismatch in the released evaluator, not rasterisation (docs/paper.md §13).
 
     .venv/bin/python bench/parser_floor.py
     .venv/bin/python bench/parser_floor.py --videos 50 --resolutions 64 128

@@ -32,8 +32,8 @@ def make_latents(root: Path, resolution: int, frames: int, videos: int, vae: str
     from phyray.config import load_data_config
     from phyray.data.generate import generate_dataset
     from phyray.data.latents import encode_dataset
+    from phyray.models.export import save_export
     from phyray.models.vae import build_vae
-    from phyray.train.checkpoint import save_export
 
     cfg = load_data_config("uniform_motion", [f"render.resolution={resolution}", f"physics.num_frames={frames}"])
     generate_dataset(cfg, "train", str(videos), root / "pixels", progress=False)

@@ -16,10 +16,22 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a worker count of 0 would silently mean 'all')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 # ---- data ----------------------------------------------------------------------------------
 
 
 def _data_generate(args: argparse.Namespace) -> int:
+    from phyray.artifacts import ProductError
     from phyray.config import BALL_SCENARIOS, ConfigError, load_data_config
     from phyray.data.generate import generate_dataset
 
@@ -40,6 +52,8 @@ def _data_generate(args: argparse.Namespace) -> int:
             raise CliError(f"--scenario: unknown {args.scenario!r}; choose from {choices}")
     except ConfigError as err:
         raise CliError(str(err)) from None
+    except ProductError as err:
+        raise CliError(f"--out {err}") from None
     counts = ", ".join(f"{k}: {v}" for k, v in manifest["counts"].items())
     print(
         f"{args.out}: {manifest['num_videos']} videos in {manifest['num_shards']} shards "
@@ -81,7 +95,7 @@ def _add_data_commands(groups) -> None:
     gen.add_argument("--out", required=True, help="output directory")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--resolution", type=int, default=None, help="frame side in pixels (default: the config's, 128)")
-    gen.add_argument("--num-workers", type=int, default=None, help="concurrent shard tasks (default: all CPUs)")
+    gen.add_argument("--num-workers", type=positive_int, default=None, help="concurrent shard tasks (default: all CPUs)")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a data-config field")
     gen.add_argument("--templates", help="combinatorial: 6, 30, 60, heldout, or ids/ranges (10003,10060-10069)")
     gen.add_argument("--seeds", type=int, help="combinatorial: task seeds per template")
@@ -93,7 +107,7 @@ def _add_data_commands(groups) -> None:
     enc.add_argument("--vae", required=True, help="trained VAE: its run directory or export/model.pt")
     enc.add_argument("--out", required=True, help="latent dataset directory")
     enc.add_argument("--cond-frames", type=int, default=3, help="conditioning frames c (3; PHYRE: 1)")
-    enc.add_argument("--num-workers", type=int, default=None, help="encoder actors (default: GPUs, else CPUs)")
+    enc.add_argument("--num-workers", type=positive_int, default=None, help="encoder actors (default: GPUs, else CPUs)")
     enc.set_defaults(handler=_data_encode)
 
 
@@ -177,13 +191,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _data_encode(args: argparse.Namespace) -> int:
+    from phyray.artifacts import ProductError
     from phyray.config import ConfigError
     from phyray.data.latents import encode_dataset
-    from phyray.data.shards import ShardError
 
     try:
         manifest = encode_dataset(args.shards, args.vae, args.out, args.cond_frames, args.num_workers)
-    except (ConfigError, ShardError, FileNotFoundError) as err:
+    except (ConfigError, ProductError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     print(f"{args.out}: latents of {manifest['num_videos']} videos in {manifest['num_shards']} shards")
     return 0
@@ -202,7 +216,7 @@ def _add_train_commands(groups) -> None:
 
 
 def _eval_physics(args: argparse.Namespace) -> int:
-    from phyray.data.shards import ShardError
+    from phyray.artifacts import ProductError
     from phyray.eval.report import evaluate_physics, format_summary, write_report
 
     try:
@@ -211,7 +225,7 @@ def _eval_physics(args: argparse.Namespace) -> int:
             ssim=not args.no_ssim, device=args.device, progress=not args.quiet,
         )
         json_path, csv_path = write_report(rows, args.out)
-    except (ShardError, ValueError) as err:
+    except (ProductError, ValueError) as err:
         raise CliError(str(err)) from None
     print(format_summary(rows))
     print(f"report: {json_path} and {csv_path}")
@@ -219,17 +233,17 @@ def _eval_physics(args: argparse.Namespace) -> int:
 
 
 def _eval_rollout(args: argparse.Namespace) -> int:
+    from phyray.artifacts import ProductError
     from phyray.config import ConfigError
-    from phyray.data.shards import ShardError
     from phyray.eval.rollouts import rollout_dataset
 
     try:
         manifest = rollout_dataset(
             args.model, args.reference, args.out, args.sample_steps, args.batch_size, args.seed, args.device
         )
-    except (ConfigError, ShardError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, ProductError, FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
-    print(f"{args.out}: {manifest['num_videos']} rollouts ({manifest['fingerprint']['sample_steps']} DDIM steps); "
+    print(f"{args.out}: {manifest['num_videos']} rollouts ({manifest['identity']['settings']['sample_steps']} DDIM steps); "
           f"score them with: phyray eval physics --rollouts {args.out} --reference {args.reference} --out report.json")
     return 0
 
@@ -266,7 +280,7 @@ def _study_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from phyray.config import ConfigError
-    from phyray.study.report import publish_report
+    from phyray.study.report import publish_report, study_runs
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:
@@ -276,16 +290,20 @@ def _study_report(args: argparse.Namespace) -> int:
         if not default.is_file():
             raise CliError(f"--tracking-uri: not given, MLFLOW_TRACKING_URI unset, and no {default}")
         uri = f"sqlite:///{default.resolve()}"
-    out = Path(args.out or Path("runs/reports") / args.experiment)
     try:
-        report = publish_report(uri, args.experiment, out, args.metric)
+        if args.list:
+            for run in study_runs(uri, args.experiment):
+                print(" ".join(run.values()))
+            return 0
+        out = Path(args.out or Path("runs/reports") / args.experiment)
+        report = publish_report(uri, args.experiment, out, args.metric, args.run_id)
     except ConfigError as err:
         raise CliError(str(err)) from None
     if not report["records"]:
-        raise CliError(f"--experiment: {args.experiment!r} has no finished trials in {uri}")
+        raise CliError(f"--experiment: study run {report['parent_run_id']} of {args.experiment!r} has no finished trials in {uri}")
     print(report["files"]["results.md"].read_text())
-    where = f"parent run {report['parent_run_id']}" if report["parent_run_id"] else "no parent run found"
-    print(f"report: {out} (logged to {where})")
+    print(f"report of study {report['study']} (study id {report['study_id']}): {out} "
+          f"(logged to parent run {report['parent_run_id']}; `--list` shows the others)")
     return 0
 
 
@@ -298,6 +316,8 @@ def _add_study_commands(groups) -> None:
     report.add_argument("--out", help="directory for the files (default runs/reports/<experiment>)")
     report.add_argument("--metric", choices=["vel_err_mean_velocity", "vel_err_per_frame"],
                         help="headline velocity error (default: the study's eval.headline_metric)")
+    report.add_argument("--run-id", help="the study run (one per study config) to report (default: the newest)")
+    report.add_argument("--list", action="store_true", help="list the experiment's study runs, newest first, and stop")
     report.set_defaults(handler=_study_report)
 
 
@@ -306,8 +326,16 @@ def _add_study_commands(groups) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments get one line naming the argument (not the usage block), exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="phyray", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="phyray", description=__doc__.splitlines()[0])
     groups = parser.add_subparsers(dest="group", required=True)
     _add_data_commands(groups)
     _add_model_commands(groups)
@@ -318,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad argument already reported in one line
+        return int(stop.code or 0)
     try:
         return int(args.handler(args) or 0)
     except CliError as err:

@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from phyray.presets import DIT_PRESETS, VAE_PRESETS, is_trainable
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 
@@ -41,7 +43,7 @@ class Strict(BaseModel):
 
 
 class PhysicsConfig(Strict):
-    """The simulated world (paper-facts §1, "Simulator and world").
+    """The simulated world (docs/paper.md §1 "Simulator and world").
 
     Frame k is the state after k * stride steps, so frames are `dt * stride` seconds apart and
     frame 0 is the initial state. (The released Box2D code records after 10k+1 steps; starting
@@ -63,7 +65,7 @@ class PhysicsConfig(Strict):
 
 
 class RenderConfig(Strict):
-    """How states become frames (paper-facts §1, "Rendering")."""
+    """How states become frames (docs/paper.md §2 "Rendering and storage")."""
 
     resolution: int = Field(128, ge=16, le=1024)
     # Width of the anti-aliased edge in pixels: coverage ramps from 1 to 0 over this band.
@@ -400,9 +402,6 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        from phyray.models.dit import DIT_PRESETS
-        from phyray.models.vae import VAE_PRESETS, is_trainable
-
         if self.model.vae not in VAE_PRESETS:
             raise ValueError(f"model.vae: unknown preset {self.model.vae!r}; choose from {', '.join(VAE_PRESETS)}")
         if self.vae_clip_frames is not None:
@@ -461,8 +460,6 @@ class StudyVAE(Strict):
     @field_validator("preset")
     @classmethod
     def _known(cls, preset: str) -> str:
-        from phyray.models.vae import VAE_PRESETS
-
         if preset not in VAE_PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(VAE_PRESETS)}")
         return preset
@@ -473,7 +470,7 @@ class StudyEval(Strict):
 
     parser: Literal["subpixel", "threshold"] = "subpixel"
     # The velocity-error variant of the headline numbers (curves, table, Tune's metric).
-    # vel_err_mean_velocity is what the paper's Fig. 3 shows (paper-facts §7); per-frame is
+    # vel_err_mean_velocity is what the paper's Fig. 3 shows (docs/paper.md §13); per-frame is
     # the formula its text gives. Both are always logged.
     headline_metric: Literal["vel_err_per_frame", "vel_err_mean_velocity"] = "vel_err_mean_velocity"
     sample_steps: int = Field(50, ge=1)
@@ -532,8 +529,6 @@ class StudyConfig(Strict):
     @field_validator("models")
     @classmethod
     def _models(cls, models: list[str]) -> list[str]:
-        from phyray.models.dit import DIT_PRESETS
-
         for model in models:
             if model not in DIT_PRESETS:
                 raise ValueError(f"unknown model preset {model!r}; choose from {', '.join(DIT_PRESETS)}")
@@ -553,30 +548,21 @@ class StudyConfig(Strict):
         return sizes
 
     @model_validator(mode="after")
-    def _runs_validate(self) -> StudyConfig:
-        # Build one VAE and one DiT run config now, so a bad training field fails at load time
-        # with the study field's name, not inside a trial minutes later.
+    def _owned_fields(self) -> StudyConfig:
+        # What the study sets itself may not come from the config. Whether the rest makes valid
+        # runs is checked by phyray.study.settings.check_study (load_study_config calls it).
         if self.vae.train_size is not None:
             try:
                 parse_size(self.vae.train_size)
             except ConfigError as err:
                 raise ValueError("vae.train_" + str(err)) from None
-        from phyray.models.vae import is_trainable
-
-        for section, task in (("vae.train", "vae"), ("dit", "dit")):
-            fields = self.vae.train if task == "vae" else self.dit
-            if task == "vae" and not is_trainable(self.vae.preset):
-                if fields:
-                    raise ValueError(f"vae.train: {self.vae.preset!r} has no weights to train; remove vae.train")
-                continue
+        if not is_trainable(self.vae.preset) and self.vae.train:
+            raise ValueError(f"vae.train: {self.vae.preset!r} has no weights to train; remove vae.train")
+        for section, fields in (("vae.train", self.vae.train), ("dit", self.dit)):
             given = set(fields) | {f"data.{key}" for key in fields.get("data") or {}}
             owned = sorted(given & set(STUDY_OWNED_TRAIN_FIELDS))
             if owned:
                 raise ValueError(f"{section}: {', '.join(owned)} are set by the study, not the config")
-            try:
-                self.train_config(task, name="probe", train="probe", model=self.models[0])
-            except ConfigError as err:
-                raise ValueError(f"{section}." + str(err).removeprefix("config: ")) from None
         return self
 
     @property
@@ -585,29 +571,10 @@ class StudyConfig(Strict):
 
     @property
     def study_dir(self) -> Path:
-        return Path(self.output_dir).resolve() / self.name
-
-    def train_config(
-        self, task: Literal["vae", "dit"], name: str, train: str, model: str | None = None,
-        eval: str | None = None, output_dir: str | None = None, tracking_uri: str | None = None,
-    ) -> TrainConfig:
-        """The TrainConfig of one VAE run or DiT trial of this study."""
-        fields = apply_overrides(self.vae.train if task == "vae" else self.dit, [])
-        model_fields = fields.setdefault("model", {})
-        model_fields["vae"] = self.vae.preset
-        if model is not None:
-            model_fields["dit"] = model
-        fields |= {
-            "task": task, "name": name, "output_dir": output_dir or str(self.study_dir / "trials"),
-            "data": {**fields.get("data", {}), "train": train, **({"eval": eval} if eval else {})},
-            "tracking": {"tracking_uri": tracking_uri, "experiment": self.experiment_name},
-        }
-        return validate(TrainConfig, fields)
-
-    def dit_settings(self, model: str | None = None) -> TrainConfig:
-        """What every DiT trial's TrainConfig shares (workers, steps, diffusion, ...), with a
-        placeholder name and data; `model` defaults to the study's first."""
-        return self.train_config("dit", name="probe", train="probe", model=model or self.models[0])
+        """<output_dir>/<name>, as given; the study driver makes both paths absolute first
+        (phyray.study.settings.resolve_paths), so trials never read them relative to Ray's
+        working directory."""
+        return Path(self.output_dir) / self.name
 
 
 def _unique(items: list[str]) -> list[str]:
@@ -615,8 +582,3 @@ def _unique(items: list[str]) -> list[str]:
     if duplicates:
         raise ValueError(f"listed twice: {', '.join(duplicates)}")
     return items
-
-
-def load_study_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """A study config from YAML with dotted overrides (e.g. `dit.steps=10`)."""
-    return load_config(StudyConfig, path, overrides)

@@ -8,6 +8,9 @@ its temporary files under RAY_TMPDIR when set.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from typing import Callable
 
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 
@@ -52,3 +55,50 @@ def cluster_cpus() -> int:
     import ray
 
     return int(ray.cluster_resources().get("CPU", 1))
+
+
+class ResourceWatch:
+    """While a stage runs, say what it waits for once a placement group has been pending a while.
+
+    Ray Train's workers and Tune's trials hold their resources through placement groups; one
+    that stays PENDING means the cluster has not got what it asks for (or another stage holds
+    it). Ray itself says nothing to the driver then, so without this a study just sits there.
+
+        with ResourceWatch("VAE training", log):
+            train(...)
+    """
+
+    def __init__(self, stage: str, log: Callable[[str], None], after_s: float = 60.0):
+        self.stage, self.log, self.after_s = stage, log, after_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"resource-watch-{stage}", daemon=True)
+
+    def __enter__(self) -> ResourceWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        import ray
+
+        pending_since: dict[str, float] = {}
+        told: dict[str, float] = {}
+        while not self._stop.wait(min(self.after_s, 5.0)):
+            now = time.monotonic()
+            table = ray.util.placement_group_table()
+            for group_id, group in table.items():
+                if group["state"] != "PENDING":
+                    pending_since.pop(group_id, None)
+                    continue
+                since = pending_since.setdefault(group_id, now)
+                if now - since >= self.after_s and now - told.get(group_id, since) >= self.after_s:
+                    told[group_id] = now
+                    needs = [{k: v for k, v in bundle.items() if v} for bundle in group["bundles"].values()]
+                    free = {k: round(v, 2) for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+                    self.log(
+                        f"{self.stage}: waiting {now - since:.0f} s for resources: {needs} "
+                        f"(placement group {group.get('name') or group_id}); free now: {free}"
+                    )

@@ -82,6 +82,12 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float | None], step: i
         MlflowClient(uri).log_batch(run_id, metrics=batch[start : start + 1000])
 
 
+def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    client = MlflowClient(uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
 def end_run(uri: str, run_id: str, status: str) -> None:
     """Mark a run FINISHED, FAILED or KILLED."""
     MlflowClient(uri).set_terminated(run_id, status=status)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from phyray.config import ConfigError, load_study_config
+from phyray.config import ConfigError
+from phyray.study.settings import load_study_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

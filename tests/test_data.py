@@ -12,7 +12,14 @@ import pytest
 
 from phyray.cli import main
 from phyray.config import ConfigError, load_data_config, parse_size
-from phyray.data import ShardError, decode_frames, iter_rows, open_shards, read_manifest, verify_dataset
+from phyray.data import (
+    ShardError,
+    decode_frames,
+    iter_rows,
+    open_shards,
+    read_manifest,
+    verify_dataset,
+)
 from phyray.data.plan import plan_dataset
 from phyray.data.shards import MANIFEST, SCHEMA, shard_name
 
@@ -131,7 +138,7 @@ def test_resume_restores_a_deleted_shard_byte_identically(tmp_path, ray_local):
     assert not list(out.glob(".*tmp"))
 
 
-def test_a_corrupt_shard_is_detected_and_regenerated(tmp_path, ray_local):
+def test_a_corrupt_shard_is_detected_and_regenerated_saying_so(tmp_path, ray_local, capsys):
     out = tmp_path / "ds"
     assert generate(out, size="40") == 0
     before = shard_bytes(out)
@@ -139,7 +146,10 @@ def test_a_corrupt_shard_is_detected_and_regenerated(tmp_path, ray_local):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ShardError, match=shard_name(0)):
         verify_dataset(out)
+    capsys.readouterr()
     assert generate(out, size="40") == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "remaking" in line]
+    assert len(said) == 1 and shard_name(0) in said[0]
     assert shard_bytes(out) == before
 
 
@@ -167,6 +177,7 @@ def test_eval_splits_record_ood_levels(tmp_path, ray_local):
         (["--scenario", "collision", "--set", "ood.radius=[[0.3, 0.6]]"], "overlaps the ID range"),
         (["--scenario", "uniform_motion", "--set", "shard_sizes=3"], "shard_sizes"),
         (["--scenario", "uniform_motion", "--seed", "-1"], "seed"),
+        (["--scenario", "uniform_motion", "--num-workers", "0"], "--num-workers: must be >= 1"),
     ],
 )
 def test_bad_input_fails_with_one_clear_line(tmp_path, capsys, argv_extra, message):
@@ -199,6 +210,8 @@ def test_out_holding_another_dataset_is_refused(tmp_path, ray_local, capsys):
     out = tmp_path / "ds"
     assert generate(out, size="40") == 0
     before = shard_bytes(out)
+    first = read_manifest(out)["identity"]["id"]
     assert generate(out, size="40", extra=["--seed", "5"]) == 2
-    assert "holds a different dataset" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"holds dataset {first}, not dataset " in err and len(err.strip().splitlines()) == 1
     assert shard_bytes(out) == before

@@ -9,21 +9,27 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from phyray.artifacts import Identity, write_product
 from phyray.cli import main
 from phyray.config import load_data_config
 from phyray.data import ShardError, decode_frames, iter_rows, row_states
 from phyray.data.generate import generate_dataset
 from phyray.data.shards import (
-    MANIFEST,
     PLANAR_RGB,
     SCHEMA,
     area_downsample,
-    atomic_write_json,
     encode_frames,
     shard_name,
     write_shard,
 )
-from phyray.eval import ParsedStates, evaluate_physics, evaluate_videos, fill_missing, parse_states, summarize
+from phyray.eval import (
+    ParsedStates,
+    evaluate_physics,
+    evaluate_videos,
+    fill_missing,
+    parse_states,
+    summarize,
+)
 from phyray.eval.physics import collision_frames, in_view
 from phyray.eval.report import POOLED_LEVEL, ROW_FIELDS
 from phyray.eval.video import PSNR_CAP_DB
@@ -56,13 +62,15 @@ def rows_of(directory):
 
 def write_rollouts(directory, rows, videos):
     """A rollout dataset: the reference rows with their frames replaced by `videos`."""
-    directory.mkdir(parents=True, exist_ok=True)
     rollout_rows = [
         dict(row, frames=encode_frames(np.ascontiguousarray(v)), frame_shape=list(v.shape), frames_encoding=PLANAR_RGB)
         for row, v in zip(rows, videos)
     ]
-    entry = write_shard(pa.Table.from_pylist(rollout_rows, schema=SCHEMA), directory / shard_name(0))
-    atomic_write_json(directory / MANIFEST, {"num_videos": len(rows), "shards": [entry]})
+
+    def write(missing):
+        yield write_shard(pa.Table.from_pylist(rollout_rows, schema=SCHEMA), directory / shard_name(0))
+
+    write_product(directory, Identity("rollouts", {"test": directory.name}), [shard_name(0)], [len(rows)], write)
     return directory
 
 
@@ -243,6 +251,21 @@ def test_a_rollout_missing_from_the_reference_is_a_clear_error(datasets, tmp_pat
                  "--out", str(tmp_path / "never.json"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "0000099" in err
+    assert not (tmp_path / "never.json").exists()
+
+
+def test_flipped_bytes_in_a_rollout_shard_are_an_error_naming_it(datasets, tmp_path, capsys):
+    rows = rows_of(datasets["uniform"])
+    rollouts = write_rollouts(tmp_path / "flipped", rows, [decode_frames(r) for r in rows])
+    shard = rollouts / shard_name(0)
+    data = bytearray(shard.read_bytes())
+    for offset in range(8):  # 8 bytes inside the frames' data: still a readable Parquet file
+        data[len(data) // 3 + offset] ^= 0x01
+    shard.write_bytes(bytes(data))
+    code = main(["eval", "physics", "--rollouts", str(rollouts), "--reference", str(datasets["uniform"]),
+                 "--out", str(tmp_path / "never.json"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and f"{shard}: checksum does not match" in err
     assert not (tmp_path / "never.json").exists()
 
 

@@ -30,7 +30,7 @@ from phyray.models import (
     vae_loss,
 )
 from phyray.models.diffusion import sampling_timesteps
-from phyray.models.vae import is_trainable
+from phyray.presets import is_trainable
 
 
 @pytest.fixture(autouse=True)

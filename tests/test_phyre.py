@@ -28,7 +28,7 @@ from phyray.sim.phyre import (
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The 8 object types in the facts sheet's order (paper-facts.md section 5).
+# The 8 object types in the released code's order (docs/paper.md §12 "Object types and templates").
 OBJECTS = [
     "dynamic_ball_1",
     "dynamic_ball_2",

@@ -11,10 +11,12 @@ videos) and share one data cache, so data and the VAE are made once:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,9 +28,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from phyray.config import ConfigError, load_study_config
+from phyray.config import ConfigError
 from phyray.study.plan import check_fits, cost_plan, expand_grid
 from phyray.study.prepare import scenario_root
+from phyray.study.settings import load_study_config
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "studies" / "smoke.yaml"
@@ -79,6 +82,10 @@ def wait_for_http(url: str, seconds: float = 90, token: str | None = None) -> No
         ("dit.name=mine", "dit: name are set by the study"),
         ("dit.data.train=/elsewhere", "dit: data.train are set by the study"),
         ("dit.stepz=3", "dit.stepz: Extra inputs are not permitted"),
+        ("data.resolution=33", "data.resolution: 33 is not a multiple of 8"),
+        ("dit.model.patch=[1, 3, 3]", "data.resolution: 32 is not a multiple of 12"),
+        ("dit.diffusion.cond_frames=16", "dit.diffusion.cond_frames: 16 leaves nothing to predict of 16 frames"),
+        ("vae.train.vae_clip_frames=17", "vae.train.vae_clip_frames: 17 is longer than the 16-frame videos"),
     ],
 )
 def test_bad_study_configs_fail_at_load_naming_the_field(override, message):
@@ -94,8 +101,20 @@ def test_grid_order_and_resource_fit():
     trials = expand_grid(cfg)
     assert len(trials) == 27 and trials[0].key == "uniform_motion-DiT-S-30K" and trials[-1].key == "parabola-DiT-L-3M"
     check_fits(cfg, {"CPU": 64, "GPU": 8})  # one 8-GPU node holds a trial
-    with pytest.raises(ConfigError, match="one trial needs 8 GPU .* the cluster has 4"):
+    with pytest.raises(ConfigError, match="VAE training: needs 8 GPU at once .* the cluster has 4"):
         check_fits(cfg, {"CPU": 64, "GPU": 4})
+    # Every stage, not only the trials: the smoke VAE's 2 workers + a data task on a 2-CPU head.
+    with pytest.raises(ConfigError, match=r"VAE training: needs 3 CPU at once .*vae.train.workers.* the cluster has 2"):
+        check_fits(load_study_config(SMOKE), {"CPU": 2})
+
+
+def test_a_setting_a_later_stage_rejects_fails_the_plan_in_one_line(capsys):
+    sys.path.insert(0, str(REPO / "studies"))
+    import scaling_law
+
+    assert scaling_law.main(["--config", str(SMOKE), "--plan", "--set", "data.resolution=33"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data.resolution: 33 is not a multiple of 8" in err
 
 
 def test_plan_counts_tokens_flops_and_gpu_hours(capsys):
@@ -148,20 +167,37 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def http_study(ray_local, shared_data, mlflow_server, tmp_path_factory):
+def study_cwd(tmp_path_factory):
+    """The working directory the studies below are started from: their `output_dir` is the
+    relative "studies", which must be resolved here, not in Tune trials' own directories."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    before = os.getcwd()
+    os.chdir(cwd)
+    yield cwd
+    os.chdir(before)
+
+
+@pytest.fixture(scope="module")
+def http_study(ray_local, shared_data, mlflow_server, study_cwd):
     from phyray.study.grid import run_study
 
-    out = tmp_path_factory.mktemp("studies")
-    cfg = load_study_config(SMOKE, [*TINY, f"output_dir={out}", f"data_dir={shared_data}", f"tracking_uri={mlflow_server}"])
+    cfg = load_study_config(SMOKE, [*TINY, "output_dir=studies", f"data_dir={shared_data}", f"tracking_uri={mlflow_server}"])
     return cfg, run_study(cfg)
 
 
-def trial_runs(client: MlflowClient, experiment: str):
+def trial_runs(client: MlflowClient, experiment: str, filter_string: str = ""):
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    return client.search_runs([experiment_id], filter_string="tags.`phyray.role` = 'trial'")
+    return client.search_runs(
+        [experiment_id], filter_string=" and ".join(["tags.`phyray.role` = 'trial'", *filter(None, [filter_string])])
+    )
 
 
-def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server):
+def trial_dir_of(run) -> Path:
+    """A trial's run directory, from its MLflow params (output_dir is the resolved study path)."""
+    return Path(run.data.params["output_dir"]) / run.data.params["name"]
+
+
+def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server, study_cwd):
     cfg, result = http_study
     assert result.failed == {}
     client = MlflowClient(mlflow_server)
@@ -169,13 +205,20 @@ def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server):
     assert parent.info.status == "FINISHED" and parent.data.tags["phyray.role"] == "study"
     assert parent.data.params["models"] == "[DiT-T]"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv", "results.md", "scaling_curves.png"}
+    grid = json.loads(parent.data.tags["phyray.grid"])
 
     runs = trial_runs(client, cfg.experiment_name)
     assert sorted(r.data.tags["phyray.trial"] for r in runs) == ["uniform_motion-DiT-T-16", "uniform_motion-DiT-T-32"]
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["phyray.trial_done"] == "true"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert grid[run.data.tags["phyray.trial"]] == run.data.tags["phyray.trial_id"]
         assert run.data.params["model.dit"] == "DiT-T" and run.data.params["steps"] == "6"
+        # Products land where the user said, named by identity: <cwd>/studies/smoke/trials/<key>-<dit id>.
+        directory = trial_dir_of(run)
+        assert directory == study_cwd / "studies" / "smoke" / "trials" / f"{run.data.tags['phyray.trial']}-{run.data.tags['phyray.dit_id']}"
+        assert (directory / "export" / "model.pt").is_file() and len(list(directory.glob("reports/*/report.json"))) == 1
+        assert len(list(directory.glob("rollouts/eval_*-*/manifest.json"))) == 2
         metrics = run.data.metrics
         for key in ("train/loss", "eval/id/vel_err_per_frame", "eval/id/vel_err_mean_velocity",
                     "eval/id/gt_floor_vel_err_per_frame", "eval/ood/vel_err_per_frame",
@@ -190,18 +233,21 @@ def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server):
         assert gifs == {f"rollouts/{s}_{w}.gif" for s in ("eval_id", "eval_ood") for w in ("best", "worst")}
     vae_runs = client.search_runs([parent.info.experiment_id], filter_string="tags.`phyray.role` = 'vae'")
     assert len(vae_runs) == 1 and "eval/id/vel_err_per_frame" in vae_runs[0].data.metrics
+    assert vae_runs[0].data.tags["phyray.vae_id"] in vae_runs[0].data.params["name"]
 
 
-def test_rollouts_are_shards_that_the_cli_scores_the_same(http_study, tmp_path):
+def test_rollouts_are_shards_that_the_cli_scores_the_same(http_study, mlflow_server, tmp_path):
     from phyray.cli import main
 
     cfg, result = http_study
-    trial_dir = cfg.study_dir / "trials" / "uniform_motion-DiT-T-32"
-    logged = {(r["split"], r["ood_level"], r["metric"]): r["value"] for r in json.loads((trial_dir / "report.json").read_text())}
-    reference = scenario_root(cfg, "uniform_motion") / f"eval_ood-{cfg.data.eval_ood}-s{cfg.data.seed}"
+    (run,) = trial_runs(MlflowClient(mlflow_server), cfg.experiment_name, "tags.`phyray.data_size` = '32'")
+    trial_dir = trial_dir_of(run)
+    (report_json,) = trial_dir.glob("reports/*/report.json")
+    logged = {(r["split"], r["ood_level"], r["metric"]): r["value"] for r in json.loads(report_json.read_text())}
+    (reference,) = scenario_root(cfg, "uniform_motion").glob(f"eval_ood-{cfg.data.eval_ood}-*")
+    (rollouts,) = trial_dir.glob("rollouts/eval_ood-*")
     report = tmp_path / "ood.json"
-    assert main(["eval", "physics", "--rollouts", str(trial_dir / "rollouts" / "eval_ood"),
-                 "--reference", str(reference), "--out", str(report), "--quiet"]) == 0
+    assert main(["eval", "physics", "--rollouts", str(rollouts), "--reference", str(reference), "--out", str(report), "--quiet"]) == 0
     for row in json.loads(report.read_text()):
         assert row["value"] == pytest.approx(logged[("eval_ood", row["ood_level"], row["metric"])], nan_ok=True)
 
@@ -216,9 +262,10 @@ def test_rerun_skips_finished_trials_and_finishes_an_interrupted_one(http_study,
     killed = before["uniform_motion-DiT-T-16"]
     client.delete_tag(killed.info.run_id, "phyray.trial_done")
     client.update_run(killed.info.run_id, status="RUNNING")
-    trial_dir = cfg.study_dir / "trials" / "uniform_motion-DiT-T-16"
-    (trial_dir / "report.json").unlink()
-    shutil.rmtree(trial_dir / "rollouts" / "eval_ood")
+    trial_dir = trial_dir_of(killed)
+    shutil.rmtree(trial_dir / "reports")
+    (ood,) = trial_dir.glob("rollouts/eval_ood-*")
+    shutil.rmtree(ood)
     checkpoints = sorted(p.name for p in trial_dir.rglob("checkpoint_*"))
 
     second = run_study(cfg)
@@ -229,7 +276,7 @@ def test_rerun_skips_finished_trials_and_finishes_an_interrupted_one(http_study,
     assert done.info.end_time == before["uniform_motion-DiT-T-32"].info.end_time  # untouched
     resumed = after["uniform_motion-DiT-T-16"]
     assert resumed.info.status == "FINISHED" and resumed.data.tags["phyray.trial_done"] == "true"
-    assert (trial_dir / "report.json").is_file()
+    assert len(list(trial_dir.glob("reports/*/report.json"))) == 1 and ood.is_dir()
     assert sorted(p.name for p in trial_dir.rglob("checkpoint_*")) == checkpoints  # not retrained
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "train/loss")]
     assert steps == [3, 6]
@@ -240,25 +287,167 @@ def test_study_report_rebuilds_from_mlflow_alone(http_study, mlflow_server, tmp_
 
     cfg, result = http_study
     out = tmp_path / "report"
-    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", mlflow_server, "--out", str(out)]) == 0
+    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", mlflow_server,
+                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    assert f"parent run {result.parent_run_id}" in printed
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("trial,scenario,model,data_size,num_videos,run_id,eval/")
     client = MlflowClient(mlflow_server)
+    grid = json.loads(client.get_run(result.parent_run_id).data.tags["phyray.grid"])
     for run in trial_runs(client, cfg.experiment_name):
-        value = run.data.metrics["eval/id/vel_err_mean_velocity"]
-        assert f"| {run.data.tags['phyray.data_size']} | {run.data.params['trial.num_videos']} | {value:.4f} |" in printed
+        if run.data.tags["phyray.trial_id"] in grid.values():
+            value = run.data.metrics["eval/id/vel_err_mean_velocity"]
+            assert f"| {run.data.tags['phyray.data_size']} | {run.data.params['trial.num_videos']} | {value:.4f} |" in printed
     assert (out / "scaling_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", mlflow_server, "--list"]) == 0
+    assert result.parent_run_id in capsys.readouterr().out
     assert main(["study", "report", "--experiment", "no-such-study", "--tracking-uri", mlflow_server]) == 2
+    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", mlflow_server,
+                 "--run-id", "0" * 32]) == 2
+
+
+def _study_process(overrides: list[str], log: Path) -> subprocess.Popen:
+    """The study entrypoint in its own process group (its own embedded Ray), as a user runs it."""
+    command = [sys.executable, str(REPO / "studies" / "scaling_law.py"), "--config", str(SMOKE)]
+    return subprocess.Popen(
+        command + [f"--set={o}" for o in overrides], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        start_new_session=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )
+
+
+def _in_training(trials: Path) -> dict[str, int]:
+    """Trial directories with a checkpoint and no export yet -> their last checkpoint's step."""
+    steps = {}
+    for directory in trials.glob("*"):
+        checkpoints = []
+        for path in directory.glob("ray/**/state.json"):
+            try:
+                checkpoints.append(json.loads(path.read_text())["step"])
+            except json.JSONDecodeError:  # being copied into place right now
+                continue
+        if checkpoints and not (directory / "export").exists():
+            steps[directory.name] = max(checkpoints)
+    return steps
+
+
+def test_a_changed_setting_trains_new_trials_and_a_killed_one_resumes(http_study, mlflow_server, study_cwd):
+    """Rerun with another dit.steps: new trials under a new parent run, the old ones untouched.
+    Killed mid-training (the whole process group, as a kill -9 of the job would), the rerun
+    resumes each trial from its checkpoint in the study directory."""
+    from phyray.study.grid import run_study
+
+    cfg, first = http_study
+    client = MlflowClient(mlflow_server)
+    old = {r.info.run_id: r.info.end_time for r in trial_runs(client, cfg.experiment_name)}
+    # One cell (the 16-video one, on the same VAE) keeps the test short; 300 steps leave time to
+    # kill it between its step-100 checkpoint and its end.
+    changed = [*TINY, "output_dir=studies", f"data_dir={cfg.data_dir}", f"tracking_uri={mlflow_server}",
+               "data_sizes=['16']", "vae.train_size='32'", "dit.steps=300", "dit.checkpoint_every=100", "dit.log_every=10"]
+    process = _study_process(changed, study_cwd / "killed.log")
+    trials = study_cwd / "studies" / "smoke" / "trials"
+    deadline = time.monotonic() + 600
+    try:
+        while not _in_training(trials):
+            assert process.poll() is None, (study_cwd / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the whole group, Ray's processes included
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    interrupted = _in_training(trials)
+    assert interrupted
+
+    result = run_study(load_study_config(SMOKE, changed))
+    assert result.failed == {} and result.parent_run_id != first.parent_run_id
+    runs = trial_runs(client, cfg.experiment_name)
+    for run in runs:
+        if run.info.run_id in old:
+            assert run.info.end_time == old[run.info.run_id]  # the first config's trials: untouched
+    new = [r for r in runs if r.info.run_id not in old]
+    assert [r.data.tags["phyray.trial"] for r in new] == ["uniform_motion-DiT-T-16"]
+    assert all(r.data.params["steps"] == "300" and r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in new)
+    for run in new:
+        name = run.data.params["name"]
+        history = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert history[-1] == 300
+        if name in interrupted:
+            # Resumed from its checkpoint, not retrained: steps up to it were logged once.
+            assert run.data.tags["phyray.resumed_from"].startswith(str(trials / name))
+            upto = [step for step in history if step <= interrupted[name]]
+            assert upto == sorted(set(upto)) == list(range(10, interrupted[name] + 1, 10))
+    # The new table is the new trials' numbers, not the old ones'.
+    new_values = sorted(r.data.metrics["eval/id/vel_err_mean_velocity"] for r in new)
+    assert sorted(r["eval/id/vel_err_mean_velocity"] for r in result.report["records"]) == new_values
+    assert {r["run_id"] for r in result.report["records"]} == {r.info.run_id for r in new}
+
+
+def test_two_studies_in_one_experiment_report_separately(http_study, mlflow_server):
+    from phyray.study.grid import run_study
+
+    cfg, first = http_study
+    client = MlflowClient(mlflow_server)
+    before = {r.info.run_id for r in trial_runs(client, cfg.experiment_name)}
+    # Another study (its own name, one data size, the same VAE) logging into the smoke study's
+    # experiment: its one cell is the smoke study's 16-video trial (same identity), reused.
+    other = load_study_config(SMOKE, [
+        *TINY, "name=smoke-16", f"experiment={cfg.experiment_name}", "data_sizes=['16']", "vae.train_size='32'",
+        "output_dir=studies",
+        f"data_dir={cfg.data_dir}", f"tracking_uri={mlflow_server}",
+    ])
+    result = run_study(other)
+    assert result.parent_run_id != first.parent_run_id
+    assert {r.info.run_id for r in trial_runs(client, cfg.experiment_name)} == before
+    assert [r["data_size"] for r in result.report["records"]] == ["16"]
+    mine = publish_smoke_report(mlflow_server, cfg, first.parent_run_id)
+    assert [r["data_size"] for r in mine["records"]] == ["16", "32"]
+
+
+def publish_smoke_report(uri: str, cfg, parent_run_id: str):
+    from phyray.study.report import publish_report
+
+    return publish_report(uri, cfg.experiment_name, cfg.study_dir.resolve() / "rebuilt", None, parent_run_id)
+
+
+def test_a_moved_data_dir_is_reused_without_recomputation(http_study, mlflow_server, tmp_path):
+    from phyray.study.grid import run_study
+
+    cfg, first = http_study
+    moved = tmp_path / "mounted-elsewhere"
+    shutil.copytree(cfg.data_dir, moved, symlinks=True)
+    mtimes = {p: p.stat().st_mtime_ns for p in moved.rglob("*")}
+    client = MlflowClient(mlflow_server)
+    runs_before = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name(cfg.experiment_name).experiment_id])}
+    result = run_study(load_study_config(SMOKE, [*TINY, "output_dir=studies", f"data_dir={moved}", f"tracking_uri={mlflow_server}"]))
+    assert result.failed == {} and result.parent_run_id == first.parent_run_id  # the same study config
+    # Nothing was generated, trained or encoded again: no new file, no file rewritten, no new run.
+    assert {p: p.stat().st_mtime_ns for p in moved.rglob("*")} == mtimes
+    runs_after = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name(cfg.experiment_name).experiment_id])}
+    assert runs_after == runs_before
 
 
 def test_a_grid_too_big_for_the_cluster_fails_before_running(ray_local, tmp_path):
     from phyray.study.grid import run_study
 
     cfg = load_study_config(SMOKE, [*TINY, f"output_dir={tmp_path}", f"data_dir={tmp_path / 'data'}", "dit.use_gpu=true"])
-    with pytest.raises(ConfigError, match="one trial needs 1 GPU .* the cluster has 0"):
+    with pytest.raises(ConfigError, match="DiT trials: needs 1 GPU at once .* the cluster has 0"):
         run_study(cfg)
     assert not (tmp_path / "data").exists() and not cfg.study_dir.exists()
+
+
+def test_a_stage_waiting_for_resources_says_what_it_waits_for(ray_local):
+    from phyray.runtime import ResourceWatch
+
+    lines: list[str] = []
+    group = ray_local.util.placement_group([{"CPU": 64}])  # more than the 4-CPU local Ray has
+    try:
+        with ResourceWatch("VAE training", lines.append, after_s=1.0):
+            time.sleep(3.5)
+    finally:
+        ray_local.util.remove_placement_group(group)
+    assert lines and all(line.startswith("VAE training: waiting") for line in lines)
+    assert "{'CPU': 64.0}" in lines[0] and "free now: {'CPU'" in lines[0]
 
 
 @pytest.fixture
@@ -305,4 +494,4 @@ def test_job_submit_to_a_local_head_runs_the_smoke_study(ray_head, shared_data, 
     runs = trial_runs(client, "phyray-study-smoke")
     assert len(runs) == 2 and all(r.data.tags["phyray.trial_done"] == "true" for r in runs)
     assert all("eval/ood/vel_err_mean_velocity" in r.data.metrics for r in runs)
-    assert (out / "smoke" / "report" / "scaling_curves.png").is_file()
+    assert len(list((out / "smoke" / "reports").glob("*/scaling_curves.png"))) == 1

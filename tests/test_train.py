@@ -18,7 +18,7 @@ from phyray.config import ConfigError, TrainConfig, load_data_config, validate
 from phyray.data.generate import generate_dataset
 from phyray.data.latents import encode_dataset
 from phyray.data.shards import read_manifest
-from phyray.train.checkpoint import load_dit
+from phyray.models.export import load_dit, load_vae
 from phyray.train.trainer import train
 
 pytestmark = pytest.mark.slow
@@ -26,6 +26,12 @@ pytestmark = pytest.mark.slow
 
 def metric_history(run, key):
     return [(m.step, m.value) for m in MlflowClient(run.tracking_uri).get_metric_history(run.run_id, key)]
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    a, b = a.state_dict(), b.state_dict()
+    assert a.keys() == b.keys()
+    assert [key for key in a if not torch.equal(a[key], b[key])] == []
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +103,18 @@ def test_vae_loss_falls_and_mlflow_holds_metrics_and_gif(vae_run):
     assert vae_run.export.is_file()
 
 
+def read_vae_id(run) -> str:
+    return MlflowClient(run.tracking_uri).get_run(run.run_id).data.tags["phyray.vae_id"]
+
+
 def test_latent_manifest_records_the_vae(latents, vae_run):
+    from phyray.models.export import export_id
+
     manifest = read_manifest(latents)
-    assert manifest["kind"] == "latents" and manifest["num_videos"] == 32
-    assert manifest["fingerprint"]["vae_checkpoint"] == str(vae_run.export.resolve())
-    assert manifest["fingerprint"]["cond_frames"] == 3
+    assert manifest["identity"]["kind"] == "latents" and manifest["num_videos"] == 32
+    assert manifest["identity"]["inputs"]["vae"] == export_id(vae_run.export) == read_vae_id(vae_run)
+    assert manifest["identity"]["settings"]["cond_frames"] == 3
+    assert manifest["sources"]["vae"] == str(vae_run.export.resolve())  # for people; not in the identity
 
 
 def test_dit_recovers_from_a_worker_failure_with_the_right_step_count(dit_run):
@@ -111,6 +124,42 @@ def test_dit_recovers_from_a_worker_failure_with_the_right_step_count(dit_run):
     # The failure at step 4 rolled back to the step-3 checkpoint, so step 6 is logged after it.
     assert losses[-1][0] == 6
     assert MlflowClient(dit_run.tracking_uri).get_run(dit_run.run_id).info.status == "FINISHED"
+
+
+def test_dit_resumed_after_a_failure_ends_as_if_never_interrupted(data, latents, vae_run, dit_run):
+    # dit_run failed at step 4 and Ray resumed it from its step-3 checkpoint. Its twin without
+    # the failure must end bit-identical: the same batches and noise after the restart. (Runs
+    # before test_resume_continues_from_the_checkpoint_step, which moves dit_run's export on.)
+    config = base_config(
+        data, vae_run.run_dir.parent, task="dit", name="dit-straight", steps=6, checkpoint_every=3,
+        max_failures=1,
+    )
+    config["data"]["train"] = str(latents)
+    straight = train(validate(TrainConfig, config))
+    assert not (straight.run_dir / "injected-failure").exists()
+    assert_same_weights(load_dit(dit_run.export)[0], load_dit(straight.export)[0])
+    # Each step's loss logged once and equal: a restart from step 0 would log step 3 twice.
+    assert metric_history(dit_run, "train/loss") == metric_history(straight, "train/loss")
+
+
+def test_vae_killed_and_resumed_ends_as_if_never_interrupted(data, vae_run):
+    # vae_run's config killed at step 8 with no retries, then resumed as `--resume` does from its
+    # step-6 checkpoint: mid first epoch (8 micro-batches per worker), so the resumed run must
+    # re-read the epoch's first 6 batches to skip them and draw the same VAE samples after.
+    config = base_config(data, vae_run.run_dir.parent, name="vae-killed", fail_once_at_step=8)
+    cfg = validate(TrainConfig, config)
+    with pytest.raises(Exception, match="injected failure at step 8"):
+        train(cfg)
+    resumed = train(cfg, resume=True)
+    assert_same_weights(load_vae(resumed.export), load_vae(vae_run.export))
+    # The resumed run starts at the checkpoint's step, and with the killed run logs each step once.
+    client = MlflowClient(resumed.tracking_uri)
+    experiment = client.get_run(resumed.run_id).info.experiment_id
+    (killed,) = client.search_runs([experiment], "run_name = 'vae-killed' and status = 'FAILED'")
+    killed_losses = [(m.step, m.value) for m in client.get_metric_history(killed.info.run_id, "train/loss")]
+    resumed_losses = metric_history(resumed, "train/loss")
+    assert [step for step, _ in resumed_losses] == [9, 12]
+    assert killed_losses + resumed_losses == metric_history(vae_run, "train/loss")
 
 
 def test_resume_continues_from_the_checkpoint_step(dit_run):

@@ -1,8 +1,8 @@
 """Combinatorial PHYRE datasets: (template, seed, trial) videos from the Python 3.9 sidecar.
 
-The same shard/manifest machinery as the ball scenes (`write_dataset`), with an actor pool in
-place of stateless tasks: each actor keeps one long-lived PHYRE sidecar (PHYRE takes seconds to
-start) and writes whole shards. Splits (paper-facts §5):
+The same shard/manifest machinery as the ball scenes (`phyray.artifacts.write_product` driven
+by `RayShards`), with an actor pool in place of stateless tasks: each actor keeps one long-lived PHYRE sidecar (PHYRE takes seconds to
+start) and writes whole shards. Splits (docs/paper.md §12 "Data volume and splits"):
 
 - train: the chosen training templates, trials 0..M-1 of seeds 0..N-1 (trials < 990);
 - eval_in_template: the same templates, trials 990..990+M-1 (never in train);
@@ -22,9 +22,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from phyray.artifacts import Identity, write_product
 from phyray.config import ConfigError
-from phyray.data.generate import prepare_out, write_dataset
-from phyray.data.shards import FORMAT_VERSION, PALETTE8, encode_palette_frames, shard_name, write_shard
+from phyray.data.generate import RayShards
+from phyray.data.shards import (
+    FORMAT_VERSION,
+    PALETTE8,
+    encode_palette_frames,
+    shard_name,
+    write_shard,
+)
 
 COMBINATORIAL_SPLITS = ("train", "eval_in_template", "eval_out_of_template")
 FIRST_EVAL_TRIAL = 990  # trials 990-999 of each seed are the in-template evaluation set
@@ -152,36 +159,34 @@ def generate_combinatorial(
     shard_size: int = 1000,
     num_workers: int | None = None,
     progress: bool = True,
+    log=print,
 ) -> dict[str, Any]:
-    """Generate (or finish) a combinatorial dataset; returns its manifest."""
+    """Generate (or finish, or verify and repair) a combinatorial dataset; returns its manifest."""
     from phyray.sim.phyre import SCENE_SIZE, find_phyre_python
 
     items = plan_items(templates, seeds, trials, split)
     find_phyre_python()  # fail now, in one line, if there is no PHYRE environment
     out = Path(out)
-    prepare_out(out)
     shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
-    fingerprint = {
+    sizes = [len(s) for s in shards]
+    identity = Identity("dataset", {
         "format_version": FORMAT_VERSION,
         "scenario": "combinatorial",
         "split": split,
-        "size": len(items),
-        "seed": f"{seeds} seeds x {trials} trials",
         "templates": templates,
+        "seeds": seeds,
+        "trials": trials,
         "shard_size": shard_size,
-    }
-    return write_dataset(
-        out,
-        fingerprint,
-        [len(s) for s in shards],
+    })
+    runner = RayShards(
         lambda missing: [{"shard": i, "out": str(out), "split": split, "items": shards[i]} for i in missing],
-        PhyreShardWriter,
-        num_workers,
-        progress,
-        f"combinatorial/{split}",
-        {
-            "resolution": SCENE_SIZE,
-            "frames_encoding": PALETTE8,
-            "counts": {str(t): sum(1 for item in items if item[0] == t) for t in templates},
-        },
+        PhyreShardWriter, sizes, num_workers, progress, f"combinatorial/{split}",
     )
+    manifest = write_product(
+        out, identity, [shard_name(i) for i in range(len(shards))], sizes, runner, log=log,
+        scenario="combinatorial",
+        resolution=SCENE_SIZE,
+        frames_encoding=PALETTE8,
+        counts={str(t): sum(1 for item in items if item[0] == t) for t in templates},
+    )
+    return manifest | {"timings": runner.timings}

@@ -1,41 +1,36 @@
 """Dataset generation with Ray Data: plan -> (simulate -> render -> encode -> write) per shard.
 
 The driver computes the plan (every video's parameters and seed), then one Ray Data map task
-per missing shard simulates, renders, encodes and writes that shard atomically. A shard's bytes
-depend only on its slice of the plan, so the dataset is byte-identical whatever the number of
-workers, and a rerun after a kill regenerates exactly the shards that are missing.
+per missing shard simulates, renders, encodes and writes that shard atomically, all through
+`phyray.artifacts.write_product` (plan file, checksummed shards, manifest last). A shard's
+bytes depend only on its slice of the plan, so the dataset is byte-identical whatever the number
+of workers, and a rerun after a kill regenerates exactly the shards that are missing.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from phyray.config import ConfigError, DataConfig
+from phyray.artifacts import Identity, write_product
+from phyray.config import DataConfig
 from phyray.data.plan import DatasetPlan, plan_dataset
 from phyray.data.shards import (
     FORMAT_VERSION,
-    MANIFEST,
     PLANAR_RGB,
     SCHEMA,
-    atomic_write_json,
     encode_frames,
-    sha256_file,
     shard_name,
-    shard_rows,
-    write_manifest,
     write_shard,
 )
 from phyray.render import ball_colors, render_videos
 from phyray.sim.balls import impact_frame, place_collision, place_single_ball, simulate
 
-PLAN_FILE = ".plan.json"
 # Frames rendered together: enough videos to amortise numpy's per-call overhead, but a frame
 # buffer under glibc's 32 MiB mmap ceiling, so it is reused from the heap instead of being
 # page-faulted in afresh for every batch (that alone cost ~1 ms per 256² video).
@@ -125,53 +120,17 @@ def generate_shard(row: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fingerprint(cfg: DataConfig, plan: DatasetPlan) -> dict[str, Any]:
-    """What makes two generation runs the same dataset (a rerun must match it to resume)."""
-    return {
+def dataset_identity(cfg: DataConfig, plan: DatasetPlan) -> Identity:
+    """What makes a ball dataset itself: the whole data config (physics, rendering, ranges,
+    levels, grids, shard size), the split, size and seed. No path enters it."""
+    return Identity("dataset", {
         "format_version": FORMAT_VERSION,
-        "scenario": plan.scenario,
         "split": plan.split,
         "size": plan.size_label,
         "seed": plan.seed,
         "num_videos": plan.num_videos,
         "config": cfg.model_dump(mode="json"),
-    }
-
-
-def prepare_out(out: Path) -> None:
-    """Create the output directory, failing with one line naming it if that is impossible."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"--out {out}: cannot create directory ({err.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: directory is not writable")
-
-
-def _check_resumable(out: Path, fingerprint: dict[str, Any]) -> dict[str, str]:
-    """Refuse an output directory holding another dataset; return known shard checksums."""
-    for name in (MANIFEST, PLAN_FILE):
-        path = out / name
-        if path.is_file():
-            stored = json.loads(path.read_text())
-            stored_fp = stored.get("fingerprint", stored)
-            if stored_fp != fingerprint:
-                raise ConfigError(
-                    f"--out {out}: holds a different dataset ({stored_fp.get('scenario')}/"
-                    f"{stored_fp.get('split')}/{stored_fp.get('size')}/seed {stored_fp.get('seed')}); "
-                    "choose another directory or delete it"
-                )
-            if name == MANIFEST:
-                return {e["file"]: e["sha256"] for e in stored["shards"]}
-    return {}
-
-
-def _shard_is_complete(path: Path, expected_rows: int, known_sha: str | None) -> bool:
-    if shard_rows(path) != expected_rows:
-        return False
-    return known_sha is None or sha256_file(path) == known_sha
+    })
 
 
 def shard_tasks(cfg: DataConfig, plan: DatasetPlan, out: Path, shards: list[int]) -> list[dict[str, Any]]:
@@ -197,68 +156,64 @@ def shard_tasks(cfg: DataConfig, plan: DatasetPlan, out: Path, shards: list[int]
     return tasks
 
 
-def write_dataset(
-    out: Path,
-    fingerprint: dict[str, Any],
-    shard_sizes: list[int],
-    make_tasks: Callable[[list[int]], list[dict[str, Any]]],
-    shard_writer: Callable | type,
-    num_workers: int | None,
-    progress: bool,
-    desc: str,
-    manifest_extra: dict[str, Any],
-) -> dict[str, Any]:
-    """The driver of every shard-writing job: resume, run the missing shards, write the manifest.
+class RayShards:
+    """Runs shard tasks on Ray Data for `phyray.artifacts.write_product`, with a progress bar.
 
     Args:
-        out: output directory (already created).
-        fingerprint: what makes this dataset itself; a directory holding another is refused.
-        shard_sizes: videos per shard, in shard order.
         make_tasks: shard indices -> self-contained task dicts (JSON-able).
         shard_writer: a function (run as Ray tasks) or a class (run as an actor pool, for
             stateful writers such as the PHYRE sidecar) taking {"task": json} rows and
             returning {"entry": json, "timings": json}.
+        shard_sizes: videos per shard (for the progress bar).
         num_workers: concurrent tasks or actors (default: the CPUs Ray has).
         progress: show a bar of videos done, rate and time left.
         desc: the bar's label.
-        manifest_extra: fields added to the manifest.
+        constructor_kwargs: arguments of the writer class's constructor (actor pools).
+        use_gpus: one GPU per actor (and as many actors as GPUs by default) when the cluster
+            has GPUs; else one CPU each.
 
-    Returns:
-        The manifest, plus this run's per-stage CPU-seconds under "timings" (not stored).
+    After a run, `timings` holds the per-stage CPU-seconds of the shards it wrote.
     """
-    import ray
-    from tqdm import tqdm
 
-    from phyray.runtime import cluster_cpus, init_ray, quiet_ray_data
+    def __init__(
+        self, make_tasks: Callable[[list[int]], list[dict[str, Any]]], shard_writer: Callable | type,
+        shard_sizes: list[int], num_workers: int | None, progress: bool, desc: str,
+        constructor_kwargs: dict[str, Any] | None = None, use_gpus: bool = False,
+    ):
+        self.make_tasks, self.shard_writer, self.shard_sizes = make_tasks, shard_writer, shard_sizes
+        self.num_workers, self.progress, self.desc = num_workers, progress, desc
+        self.constructor_kwargs, self.use_gpus = constructor_kwargs or {}, use_gpus
+        self.timings: dict[str, float] = {}
 
-    known = _check_resumable(out, fingerprint)
-    atomic_write_json(out / PLAN_FILE, fingerprint)
-    missing = [
-        s for s, size in enumerate(shard_sizes)
-        if not _shard_is_complete(out / shard_name(s), size, known.get(shard_name(s)))
-    ]
-    timings: dict[str, float] = {}
-    if missing:
-        init_ray(num_workers)
+    def __call__(self, missing: list[int]) -> Iterator[dict[str, Any]]:
+        import ray
+        from tqdm import tqdm
+
+        from phyray.runtime import cluster_cpus, init_ray, quiet_ray_data
+
+        init_ray(self.num_workers)
         quiet_ray_data()
-        workers = max(1, min(num_workers or cluster_cpus(), len(missing)))
-        rows = [{"task": json.dumps(task)} for task in make_tasks(missing)]
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if self.use_gpus else 0
+        resources = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
+        workers = max(1, min(self.num_workers or gpus or cluster_cpus(), len(missing)))
+        rows = [{"task": json.dumps(task)} for task in self.make_tasks(missing)]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        if isinstance(shard_writer, type):
-            ds = ds.map_batches(shard_writer, batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=workers))
+        if isinstance(self.shard_writer, type):
+            ds = ds.map_batches(
+                self.shard_writer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+                fn_constructor_kwargs=self.constructor_kwargs, **resources,
+            )
         else:
-            ds = ds.map(shard_writer, num_cpus=1, compute=ray.data.TaskPoolStrategy(size=workers))
-        done = sum(shard_sizes) - sum(shard_sizes[s] for s in missing)
-        with tqdm(total=sum(shard_sizes), initial=done, unit="video", disable=not progress, desc=desc) as bar:
+            ds = ds.map(self.shard_writer, compute=ray.data.TaskPoolStrategy(size=workers), **resources)
+        total = sum(self.shard_sizes)
+        done = total - sum(self.shard_sizes[s] for s in missing)
+        with tqdm(total=total, initial=done, unit="video", disable=not self.progress, desc=self.desc) as bar:
             for result in ds.iter_rows():
                 for stage, seconds in json.loads(result["timings"]).items():
-                    timings[stage] = timings.get(stage, 0.0) + seconds
-                bar.update(json.loads(result["entry"])["num_videos"])
-
-    sizes = {shard_name(s): size for s, size in enumerate(shard_sizes)}
-    manifest = write_manifest(out, sizes, fingerprint=fingerprint, **manifest_extra)
-    (out / PLAN_FILE).unlink(missing_ok=True)
-    return manifest | {"timings": timings}
+                    self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+                entry = json.loads(result["entry"])
+                bar.update(entry["num_videos"])
+                yield entry
 
 
 def generate_dataset(
@@ -269,34 +224,39 @@ def generate_dataset(
     seed: int = 0,
     num_workers: int | None = None,
     progress: bool = True,
+    log: Callable[[str], None] = print,
+    plan: DatasetPlan | None = None,
 ) -> dict[str, Any]:
-    """Generate (or finish generating) a ball dataset; returns its manifest.
+    """Generate (or finish, or verify and repair) a ball dataset; returns its manifest.
 
     Args:
         cfg: the scenario's data config (resolution etc. already applied).
         split: "train", "eval_id" or "eval_ood".
         size: a named preset ("30K"...) or a count ("200", "2K"); None for the eval default.
-        out: output directory (created; must be empty of other datasets).
+        out: output directory (created; must not hold another product).
         seed: dataset seed.
         num_workers: concurrent shard tasks (default: all CPUs Ray has).
         progress: show a progress bar of videos done, rate and time left.
+        log: where a repaired shard is reported.
+        plan: the dataset's plan if the caller already made it (`plan_dataset` of the above).
+
+    Returns:
+        The manifest, plus this run's per-stage CPU-seconds under "timings" (not stored).
     """
-    plan = plan_dataset(cfg, split, size, seed)
+    plan = plan or plan_dataset(cfg, split, size, seed)
+    sizes = [plan.shard_slice(s).stop - plan.shard_slice(s).start for s in range(plan.num_shards)]
     out = Path(out)
-    prepare_out(out)
     levels = [level or "id" for level in plan.ood_levels]
-    return write_dataset(
-        out,
-        _fingerprint(cfg, plan),
-        [plan.shard_slice(s).stop - plan.shard_slice(s).start for s in range(plan.num_shards)],
-        lambda shards: shard_tasks(cfg, plan, out, shards),
-        generate_shard,
-        num_workers,
-        progress,
+    shards = RayShards(
+        lambda missing: shard_tasks(cfg, plan, out, missing), generate_shard, sizes, num_workers, progress,
         f"{cfg.scenario}/{split}",
-        {
-            "resolution": cfg.render.resolution,
-            "frames_encoding": PLANAR_RGB,
-            "counts": {level: levels.count(level) for level in sorted(set(levels))},
-        },
     )
+    manifest = write_product(
+        out, dataset_identity(cfg, plan), [shard_name(s) for s in range(len(sizes))], sizes, shards, log=log,
+        scenario=cfg.scenario,
+        resolution=cfg.render.resolution,
+        num_frames=cfg.physics.num_frames,
+        frames_encoding=PLANAR_RGB,
+        counts={level: levels.count(level) for level in sorted(set(levels))},
+    )
+    return manifest | {"timings": shards.timings}

@@ -1,33 +1,29 @@
 """Latent caching: encode a pixel shard set once with a trained VAE; DiT training reads these.
 
-One latent shard per pixel shard (same index), written atomically by an actor pool (the VAE is
-loaded once per actor, one GPU per actor when the cluster has GPUs). Each row holds the video's
-latent and its conditioning latent (the first c frames zero-padded, see
-`phyray.models.diffusion.encode_condition`), so training never touches the VAE. The manifest
-records the VAE export (path and sha256) and c, and a rerun with another VAE or c is refused.
+One latent shard per pixel shard (same file name), written through
+`phyray.artifacts.write_product` by an actor pool (the VAE is loaded once per actor, one GPU per
+actor when the cluster has GPUs). Each row holds the video's latent and its conditioning latent
+(the first c frames zero-padded, see `phyray.models.diffusion.encode_condition`), so training
+never touches the VAE. The latents' identity is c and the latent format plus the identities of
+the dataset and the VAE (`phyray.models.export.export_id`); the manifest also records, for
+people and for the DiT export, where the dataset and VAE were (`sources`), and the frame count
+and resolution of the videos.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
-from phyray.config import ConfigError
-from phyray.data.shards import (
-    MANIFEST,
-    read_manifest,
-    read_shard,
-    sha256_file,
-    shard_paths,
-    shard_rows,
-    write_manifest,
-    write_shard,
-)
+from phyray.artifacts import Identity, identity_of, write_product
+from phyray.data.shards import read_manifest, read_shard, shard_paths, write_shard
 
+LATENT_FORMAT_VERSION = 1
 LATENT_SCHEMA = pa.schema(
     [
         ("video_id", pa.string()),
@@ -49,15 +45,14 @@ def decode_latents(batch: dict[str, Any]) -> dict[str, np.ndarray]:
 class ShardEncoder:
     """Ray Data actor: encodes whole pixel shards into latent shards with one loaded VAE."""
 
-    def __init__(self, vae_path: str, cond_frames: int, out: str, batch_size: int = 8):
+    def __init__(self, vae_path: str, cond_frames: int, batch_size: int = 8):
         import torch
 
-        from phyray.train.checkpoint import load_vae
+        from phyray.models.export import load_vae
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.vae = load_vae(vae_path).to(self.device)
         self.cond_frames = cond_frames
-        self.out = Path(out)
         self.batch_size = batch_size
 
     def encode_shard(self, source: Path) -> pa.Table:
@@ -82,56 +77,46 @@ class ShardEncoder:
                     columns["latent_shape"].append(list(z.shape))
         return pa.Table.from_pydict(columns, schema=LATENT_SCHEMA)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        entries = []
-        for source in batch["source"]:
-            table = self.encode_shard(Path(source))
-            entries.append(json.dumps(write_shard(table, self.out / Path(source).name)))
-        return {"entry": entries}
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        entries, timings = [], []
+        for task_json in batch["task"]:
+            task = json.loads(task_json)
+            tick = time.perf_counter()
+            table = self.encode_shard(Path(task["source"]))
+            entries.append(json.dumps(write_shard(table, Path(task["out"]) / Path(task["source"]).name)))
+            timings.append(json.dumps({"encode": time.perf_counter() - tick}))
+        return {"entry": entries, "timings": timings}
+
+
+def latents_identity(dataset_id: str, vae_id: str, cond_frames: int) -> Identity:
+    """What makes a latent set itself: c and the format, on a dataset, with a VAE."""
+    return Identity(
+        "latents", {"format_version": LATENT_FORMAT_VERSION, "cond_frames": cond_frames},
+        {"dataset": dataset_id, "vae": vae_id},
+    )
 
 
 def encode_dataset(
-    shards: str | Path, vae_path: str | Path, out: str | Path, cond_frames: int, num_workers: int | None = None
+    shards: str | Path, vae_path: str | Path, out: str | Path, cond_frames: int, num_workers: int | None = None,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Encode a pixel dataset into latent shards (resumable); returns the latent manifest."""
-    import ray
-
-    from phyray.runtime import cluster_cpus, init_ray, quiet_ray_data
-    from phyray.train.checkpoint import export_path
+    """Encode a pixel dataset into latent shards (resumable, verified); returns the manifest."""
+    from phyray.data.generate import RayShards
+    from phyray.models.export import export_id, export_path
 
     source_manifest = read_manifest(shards)
     sources = shard_paths(shards)
     vae_file = export_path(vae_path)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint = {
-        "source": str(Path(shards).resolve()),
-        "source_fingerprint": source_manifest.get("fingerprint"),
-        "vae_checkpoint": str(vae_file.resolve()),
-        "vae_sha256": sha256_file(vae_file),
-        "cond_frames": cond_frames,
-    }
-    if (out / MANIFEST).is_file():
-        stored = read_manifest(out)["fingerprint"]
-        if stored != fingerprint:
-            raise ConfigError(f"{out}: holds latents of another VAE, dataset or cond_frames; choose another directory")
-    expected = {p.name: entry["num_videos"] for p, entry in zip(sources, source_manifest["shards"])}
-    missing = [str(p) for p in sources if shard_rows(out / p.name) != expected[p.name]]
-    if missing:
-        init_ray(num_workers)
-        quiet_ray_data()
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        actors = max(1, min(num_workers or (gpus or cluster_cpus()), len(missing)))
-        encoder_args = {"vae_path": str(vae_file), "cond_frames": cond_frames, "out": str(out)}
-        ds = ray.data.from_items([{"source": s} for s in missing], override_num_blocks=len(missing))
-        ds = ds.map_batches(
-            ShardEncoder,
-            fn_constructor_kwargs=encoder_args,
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=1 if gpus else 0,
-            num_cpus=0 if gpus else 1,
-        )
-        for _ in ds.iter_rows():
-            pass
-    return write_manifest(out, {p.name: expected[p.name] for p in sources}, kind="latents", fingerprint=fingerprint)
+    identity = latents_identity(identity_of(source_manifest, shards)["id"], export_id(vae_file), cond_frames)
+    sizes = [e["num_videos"] for e in source_manifest["shards"]]
+    encoders = RayShards(
+        lambda missing: [{"source": str(sources[i]), "out": str(out)} for i in missing], ShardEncoder, sizes,
+        num_workers, progress=False, desc="latents",
+        constructor_kwargs={"vae_path": str(vae_file), "cond_frames": cond_frames}, use_gpus=True,
+    )
+    return write_product(
+        Path(out), identity, [p.name for p in sources], sizes, encoders, log=log,
+        num_frames=source_manifest.get("num_frames"),
+        resolution=source_manifest.get("resolution"),
+        sources={"dataset": str(Path(shards).resolve()), "vae": str(vae_file.resolve())},
+    )

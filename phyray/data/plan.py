@@ -3,7 +3,7 @@
 A plan is pure arithmetic on the config and seed; it is computed once on the driver and each
 shard task receives only its slice, so shard contents never depend on how many workers run.
 
-Training sets (paper-facts §1): the Cartesian product of per-parameter value lists, shuffled.
+Training sets (docs/paper.md §4): the Cartesian product of per-parameter value lists, shuffled.
 - Named sizes ("30K", "300K", "3M") use the paper's value counts (`grids` in the config).
 - Any other count N keeps the aspect of the 30K grid: every value count is scaled by the same
   factor s (rounded up) until the grid has at least N usable points; the first N points of the

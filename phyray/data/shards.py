@@ -16,10 +16,7 @@ either complete or absent.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MANIFEST = "manifest.json"
+from phyray.artifacts import MANIFEST, ProductError, read_json, shard_entry, temp_path, verify_shard
+
 FORMAT_VERSION = 1
 PLANAR_RGB = "zstd-planar-rgb"
 PALETTE8 = "zstd-palette8"
@@ -53,7 +51,7 @@ SCHEMA = pa.schema(
 )
 
 
-class ShardError(ValueError):
+class ShardError(ProductError):
     """A missing, corrupt or mismatched shard or dataset; the message names the file."""
 
 
@@ -128,39 +126,6 @@ def row_states(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 # ---------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _temp_path(path: Path) -> Path:
-    """A fresh temporary name beside `path` with the permissions a plain open() would give."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-    return Path(tmp)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename over `path`."""
-    tmp = _temp_path(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
     """Write a shard atomically; returns its manifest entry (file, num_videos, sha256, bytes).
 
@@ -168,45 +133,14 @@ def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
     give the same bytes.
     """
     path = Path(path)
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     try:
         pq.write_table(table, tmp, compression="zstd", use_dictionary=False, write_statistics=False)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {
-        "file": path.name,
-        "num_videos": table.num_rows,
-        "sha256": sha256_file(path),
-        "bytes": path.stat().st_size,
-    }
-
-
-def write_manifest(out: Path, shard_sizes: dict[str, int], **fields: Any) -> dict[str, Any]:
-    """Checksum a finished dataset's shards and write its manifest atomically; returns it.
-
-    Args:
-        out: the dataset directory.
-        shard_sizes: shard file name -> videos, in shard order (every file must exist).
-        **fields: what else the manifest records (fingerprint, kind, counts, resolution, ...).
-    """
-    from phyray import __version__
-
-    entries = [
-        {"file": name, "num_videos": n, "sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}
-        for name, n in shard_sizes.items()
-    ]
-    manifest = {
-        "phyray_version": __version__,
-        **fields,
-        "num_videos": sum(shard_sizes.values()),
-        "num_shards": len(entries),
-        "shards": entries,
-        "bytes": sum(e["bytes"] for e in entries),
-    }
-    atomic_write_json(out / MANIFEST, manifest)
-    return manifest
+    return shard_entry(path, table.num_rows)
 
 
 def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -220,44 +154,35 @@ def read_shard(path: Path, columns: list[str] | None = None) -> pa.Table:
         raise ShardError(f"{path}: corrupt shard ({err})") from None
 
 
-def shard_rows(path: Path) -> int | None:
-    """Row count from a shard's footer, or None if the file is missing or unreadable."""
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except (pa.ArrowException, OSError):
-        return None
-
-
 def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """A finished product's manifest, or a ShardError naming the directory."""
     directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
+    if not (directory / MANIFEST).is_file():
         raise ShardError(f"{directory}: no {MANIFEST}; not a phyray dataset, or its generation has not finished")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ShardError(f"{path}: corrupt manifest ({err})") from None
+        return read_json(directory / MANIFEST)
+    except ProductError as err:
+        raise ShardError(str(err)) from None
 
 
 def shard_paths(directory: str | Path) -> list[Path]:
-    """The dataset's shard files in manifest order, each checked to exist."""
+    """The product's shard files in manifest order, each checked against its manifest checksum
+    (once per process and file version; see `phyray.artifacts.verify_shard`)."""
     directory = Path(directory)
-    paths = [directory / entry["file"] for entry in read_manifest(directory)["shards"]]
-    for path in paths:
-        if not path.is_file():
-            raise ShardError(f"{path}: listed in {MANIFEST} but missing")
+    paths = []
+    for entry in read_manifest(directory)["shards"]:
+        path = directory / entry["file"]
+        try:
+            verify_shard(path, entry["sha256"])
+        except ProductError as err:
+            raise ShardError(str(err)) from None
+        paths.append(path)
     return paths
 
 
 def verify_dataset(directory: str | Path) -> None:
-    """Check every shard against its manifest checksum."""
-    directory = Path(directory)
-    for entry in read_manifest(directory)["shards"]:
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise ShardError(f"{path}: listed in {MANIFEST} but missing")
-        if sha256_file(path) != entry["sha256"]:
-            raise ShardError(f"{path}: checksum does not match {MANIFEST}; the shard is corrupt")
+    """Check every shard against its manifest checksum (ShardError naming the first bad one)."""
+    shard_paths(directory)
 
 
 def iter_rows(directory: str | Path, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:

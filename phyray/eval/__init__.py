@@ -9,8 +9,15 @@ from phyray.eval.physics import (
     valid_frames,
     velocity_errors,
 )
-from phyray.eval.report import evaluate_physics, evaluate_videos, score_rollouts, summarize, write_report
-from phyray.eval.video import pixel_metrics
+from phyray.eval.report import (
+    evaluate_physics,
+    evaluate_videos,
+    report_metrics,
+    score_rollouts,
+    summarize,
+    write_report,
+)
+from phyray.eval.video import pixel_metrics, side_by_side_gif
 
 __all__ = [
     "PARSERS",
@@ -21,7 +28,9 @@ __all__ = [
     "parse_states",
     "physics_metrics",
     "pixel_metrics",
+    "report_metrics",
     "score_rollouts",
+    "side_by_side_gif",
     "summarize",
     "valid_frames",
     "velocity_errors",

@@ -1,6 +1,6 @@
 """Physics evaluation: ball states parsed from frames, and velocity error against the simulator.
 
-Parsing (paper-facts §3). A ball is found by its colour mask, the paper's thresholds: red
+Parsing (docs/paper.md §9). A ball is found by its colour mask, the paper's thresholds: red
 R > 127, G < 127, B < 127; blue R < 127, G < 127, B > 127 (in general, channels the colour
 saturates above 127 and channels it empties below 127). Two parsers:
 
@@ -13,7 +13,7 @@ saturates above 127 and channels it empties below 127). Two parsers:
 Pixels map to world units with the renderer's convention (phyray/render.py): pixel (i, j) has its
 centre at ((j + 0.5)·s, world − (i + 0.5)·s), s = world / W. (The released evaluator converted
 with 10/W against a renderer that put pixels at 10·i/(W − 1), so every parsed velocity came out
-v·(W − 1)/W: that is the paper's ground-truth floor, paper-facts §7. It is not reproduced.)
+v·(W − 1)/W: that is the paper's ground-truth floor, docs/paper.md §13. It is not reproduced.)
 
 Velocity error (all velocities in world units per second, frames `frame_dt` = 0.1 s apart):
 
@@ -35,7 +35,7 @@ Velocity error (all velocities in world units per second, frames `frame_dt` = 0.
   the ground-truth v_y is 0, so the norm adds only the vertical drift a generated ball should
   not have (on ground-truth frames it equals `_x` up to parser noise).
 - `vel_err_mean_velocity` (the released code's variant, which the paper's Fig. 3 reports,
-  paper-facts §7): per ball ‖mean_t v_t − mean_t v̂_t‖ over its valid intervals (post-collision
+  docs/paper.md §13): per ball ‖mean_t v_t − mean_t v̂_t‖ over its valid intervals (post-collision
   intervals for collision), averaged over the balls that have any; `_x`, `_y` per component.
 - A video with no valid interval gets NaN (callers exclude and count it). Records the released
   code drops (r < 0.6) are kept: the renderer draws every ball, however small.

@@ -32,11 +32,11 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from phyray.artifacts import atomic_write_bytes
 from phyray.config import PhysicsConfig
 from phyray.data.shards import (
     ShardError,
     area_downsample,
-    atomic_write_bytes,
     decode_frames,
     read_manifest,
     read_shard,
@@ -237,6 +237,24 @@ def score_rollouts(
     return summarize(records, parser, cond_frames)
 
 
+def report_metrics(report: list[dict[str, Any]]) -> dict[str, float]:
+    """Physics report rows -> MLflow metrics: eval/id/<metric>, eval/ood/<metric> (pooled over
+    levels) and eval/ood_<level>/<metric>."""
+    metrics = {}
+    for row in report:
+        if row["value"] is None:
+            continue
+        level = row["ood_level"]
+        if level == "id":
+            group = "id" if row["split"] in ("eval_id", "eval_in_template") else row["split"]
+        elif level == "pooled":
+            group = "ood"
+        else:
+            group = f"ood_{level}"
+        metrics[f"eval/{group}/{row['metric']}"] = row["value"]
+    return metrics
+
+
 # ---------------------------------------------------------------------------------------------
 # Shards on disk
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +262,8 @@ def score_rollouts(
 
 def _physics_of(reference_dir: Path) -> PhysicsConfig:
     """The physics the reference set was generated with (frame interval, world size)."""
-    physics = read_manifest(reference_dir).get("fingerprint", {}).get("config", {}).get("physics")
+    settings = (read_manifest(reference_dir).get("identity") or {}).get("settings", {})
+    physics = settings.get("config", {}).get("physics")
     return PhysicsConfig.model_validate(physics) if physics else PhysicsConfig()
 
 

@@ -5,8 +5,8 @@
 
 The output is a dataset in the shard schema: each row is its reference row (video_id, states,
 params, ...) with `frames` replaced by the generated video, one rollout shard per reference shard
-(same file name), written atomically, so `phyray eval physics` joins them by video_id and a rerun
-after a kill only rolls out the missing shards. Each video's starting noise is seeded by its own
+(same file name), written through `phyray.artifacts.write_product`, so `phyray eval physics`
+joins them by video_id and a rerun after a kill only rolls out the missing shards. Each video's starting noise is seeded by its own
 `seed` and the rollout seed, so a video's rollout does not depend on the batch it lands in.
 Plain torch: it runs wherever it is called (a study runs it as a Ray task on the trial's
 resources).
@@ -19,19 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from phyray.config import ConfigError
+from phyray.artifacts import Identity, ProductError, identity_of, write_product
 from phyray.data.shards import (
-    MANIFEST,
     PLANAR_RGB,
     SCHEMA,
     decode_frames,
     encode_frames,
     read_manifest,
     read_shard,
-    sha256_file,
     shard_paths,
-    shard_rows,
-    write_manifest,
     write_shard,
 )
 
@@ -44,6 +40,26 @@ def video_noise_seed(video_seed: int, rollout_seed: int) -> int:
     return (int(video_seed) * 1_000_003 + rollout_seed) % 2**63
 
 
+def rollouts_identity(dit_id: str, reference_id: str, sample_steps: int, cond_frames: int, seed: int) -> Identity:
+    """What makes a rollout set itself. The batch size does not enter: each video's noise is
+    seeded on its own (`video_noise_seed`)."""
+    return Identity(
+        "rollouts", {"sample_steps": sample_steps, "cond_frames": cond_frames, "seed": seed},
+        {"dit": dit_id, "reference": reference_id},
+    )
+
+
+def dit_vae(meta: dict[str, Any], vae_path: str | Path | None) -> Path:
+    """The VAE a DiT was trained on: `vae_path` if given (e.g. after `data_dir` moved), else the
+    path its export recorded; either way it must be the VAE of the DiT's identity."""
+    from phyray.models.export import export_id, export_path
+
+    path = export_path(vae_path or meta["vae_checkpoint"])
+    if meta.get("vae_id") and export_id(path) != meta["vae_id"]:
+        raise ProductError(f"{path}: is VAE {export_id(path)}, but the DiT was trained on the latents of VAE {meta['vae_id']}")
+    return path
+
+
 def rollout_dataset(
     dit_path: str | Path,
     reference_dir: str | Path,
@@ -52,67 +68,56 @@ def rollout_dataset(
     batch_size: int = 16,
     seed: int = 0,
     device: str | None = None,
+    vae_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Roll out every video of `reference_dir` with a trained DiT; returns the rollout manifest.
 
     Args:
         dit_path: a DiT run directory or its export/model.pt (it names its VAE and schedule).
         reference_dir: the dataset to continue (pixel shards with ground truth).
-        out: the rollout dataset directory (a rerun finishes it; another model's is refused).
+        out: the rollout dataset directory (a rerun finishes it; another product's is refused).
         sample_steps: DDIM steps; None = the DiT run's `diffusion.sample_steps`.
         batch_size: videos sampled together.
         seed: rollout seed, mixed with each video's own seed.
         device: torch device; None = CUDA if available, else CPU.
+        vae_path: the DiT's VAE; None = where the DiT's export says it was.
 
     Returns:
-        The manifest (kind "rollouts", fingerprint naming the model, reference and sampler).
+        The manifest (identity naming the model, reference and sampler).
     """
     import torch
 
     from phyray.models.diffusion import NoiseSchedule, rollout
-    from phyray.train.checkpoint import export_path, load_dit, load_vae
+    from phyray.models.export import export_id, export_path, load_dit, load_vae
 
     dit_file = export_path(dit_path)
     dit, meta = load_dit(dit_file)
     diffusion = meta["diffusion"]
     steps = sample_steps or diffusion["sample_steps"]
+    c = diffusion["cond_frames"]
     reference = read_manifest(reference_dir)
     sources = shard_paths(reference_dir)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint = {
-        "dit_checkpoint": str(dit_file.resolve()),
-        "dit_sha256": sha256_file(dit_file),
-        "reference": str(Path(reference_dir).resolve()),
-        "reference_fingerprint": reference.get("fingerprint"),
-        "sample_steps": steps,
-        "cond_frames": diffusion["cond_frames"],
-        "seed": seed,
-    }
-    if (out / MANIFEST).is_file() and read_manifest(out).get("fingerprint") != fingerprint:
-        raise ConfigError(f"{out}: holds rollouts of another model, reference set or sampler; choose another directory")
+    identity = rollouts_identity(export_id(dit_file), identity_of(reference, reference_dir)["id"], steps, c, seed)
 
-    expected = {entry["file"]: entry["num_videos"] for entry in reference["shards"]}
-    missing = [p for p in sources if shard_rows(out / p.name) != expected[p.name]]
-    if missing:
+    def roll_out(missing: list[int]):
         torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dit = dit.to(torch_device)
-        vae = load_vae(meta["vae_checkpoint"]).to(torch_device)
+        model = dit.to(torch_device)
+        vae = load_vae(dit_vae(meta, vae_path)).to(torch_device)
         schedule = NoiseSchedule(diffusion["timesteps"], diffusion["beta_schedule"])
-        c = diffusion["cond_frames"]
-        for source in missing:
-            rows = read_shard(source).to_pylist()
+        for index in missing:
+            rows = read_shard(sources[index]).to_pylist()
             generated: list[np.ndarray] = []
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
                 frames = np.stack([decode_frames(r) for r in chunk])  # (B, T, H, W, 3)
                 seeds = [video_noise_seed(r["seed"], seed) for r in chunk]
-                generated += list(rollout(vae, dit, schedule, frames[:, :c], frames.shape[1], steps, seeds))
-            write_shard(_rollout_table(rows, generated), out / source.name)
+                generated += list(rollout(vae, model, schedule, frames[:, :c], frames.shape[1], steps, seeds))
+            yield write_shard(_rollout_table(rows, generated), Path(out) / sources[index].name)
 
-    return write_manifest(
-        out, {p.name: expected[p.name] for p in sources}, kind="rollouts", fingerprint=fingerprint,
-        resolution=reference.get("resolution"), counts=reference.get("counts"),
+    return write_product(
+        Path(out), identity, [p.name for p in sources], [e["num_videos"] for e in reference["shards"]], roll_out,
+        resolution=reference.get("resolution"), num_frames=reference.get("num_frames"), counts=reference.get("counts"),
+        sources={"dit": str(dit_file.resolve()), "reference": str(Path(reference_dir).resolve())},
     )
 
 

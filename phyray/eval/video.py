@@ -16,11 +16,15 @@ window 11, σ = 1.5, k1 = 0.01, k2 = 0.03). No network weights are involved.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 
 from phyray.eval.physics import COND_FRAMES
 
@@ -86,3 +90,15 @@ def pixel_metrics(
     frames = np.array([max(len(r) - cond_frames, 0) for r in rollouts])
     with np.errstate(invalid="ignore", divide="ignore"):
         return {name: np.where(frames > 0, sums[name] / np.maximum(frames, 1), np.nan) for name in wanted}
+
+
+def side_by_side_gif(reference: np.ndarray, rollout: np.ndarray, path: Path, fps: int = 5) -> Path:
+    """[ground truth | rollout] panels of one video, (T, H, W, 3) each, upscaled to >= 128 px."""
+    import imageio.v3 as iio
+
+    scale = max(1, 128 // reference.shape[1])
+    gap = np.full((reference.shape[0], reference.shape[1], 2, 3), 128, dtype=np.uint8)
+    panel = np.concatenate([reference, gap, rollout], axis=2)  # (T, H, 2W + 2, 3)
+    panel = panel.repeat(scale, axis=1).repeat(scale, axis=2)
+    iio.imwrite(path, panel, extension=".gif", duration=1000 / fps, loop=0)
+    return path

@@ -1,6 +1,6 @@
 """v-prediction diffusion with a zero-terminal-SNR schedule, a DDIM sampler and video rollout.
 
-Objective (paper-facts §2, "Diffusion objective"): x_t = a_t * x0 + s_t * eps with
+Objective (docs/paper.md §7 "Diffusion objective"): x_t = a_t * x0 + s_t * eps with
 a_t = sqrt(alpha_bar_t), s_t = sqrt(1 - alpha_bar_t), and the model predicts
 v = a_t * eps - s_t * x0 (Salimans & Ho). The paper's text writes the target with a_t and s_t
 swapped; that target would be pure noise at the last step, so phyray uses the standard one.

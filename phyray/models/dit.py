@@ -1,4 +1,4 @@
-"""Frame-conditioned video DiT (paper-facts §2, "DiT" and "Frame conditioning").
+"""Frame-conditioned video DiT (docs/paper.md §6 "DiT", "Frame conditioning").
 
 Spacetime patches of the latent video form one token sequence with full self-attention over all
 of them and 3-D RoPE on queries and keys. The input is the channel concatenation
@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phyray.presets import DEFAULT_PATCH, DIT_PRESETS
+
 # Patch size is not stated in the paper; (1, 2, 2) keeps every latent frame (9 for 32 frames)
 # and gives DiT's usual 2x2 spatial patches: 128x128x32 -> 9 * 8 * 8 = 576 tokens.
-DEFAULT_PATCH = (1, 2, 2)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -273,24 +274,6 @@ class DiT(nn.Module):
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (works on the meta device)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-# ---------------------------------------------------------------------------------------------
-# Presets
-# ---------------------------------------------------------------------------------------------
-
-DIT_PRESETS: dict[str, dict] = {
-    # Paper Table 1 (MLP ratio 4): 22.5M / 89.5M / 310M / 456M parameters.
-    "DiT-S": dict(depth=12, hidden_size=384, num_heads=6),
-    "DiT-B": dict(depth=12, hidden_size=768, num_heads=12),
-    "DiT-L": dict(depth=24, hidden_size=1024, num_heads=16),
-    "DiT-XL": dict(depth=28, hidden_size=1152, num_heads=16),
-    # CPU sizes for smoke runs, tests and the mini study: T(iny) ~0.25M, W(ide: DiT-T at 1.5x the
-    # width, as DiT-B is DiT-S at 2x) ~0.54M, M(ini) ~1.3M parameters.
-    "DiT-T": dict(depth=4, hidden_size=64, num_heads=4),
-    "DiT-W": dict(depth=4, hidden_size=96, num_heads=4),
-    "DiT-M": dict(depth=6, hidden_size=128, num_heads=4),
-}
 
 
 def build_dit(

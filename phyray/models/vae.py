@@ -1,6 +1,6 @@
 """Video VAE: a causal 3-D convolutional autoencoder with a KL bottleneck, plus pretrained loaders.
 
-The paper's (2+1)D-VAE (paper-facts §2, "VAE") is not released and its compression is not
+The paper's (2+1)D-VAE (docs/paper.md §5 "VAE") is not released and its compression is not
 stated, so phyray trains its own from scratch (`VideoVAE`, presets at the bottom) and can wrap a
 pretrained diffusers VAE from a local directory (`load_diffusers_vae`) behind the same interface.
 
@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from phyray.presets import DEFAULT_VAE, VAE_PRESETS, latent_frames
 
 # ---------------------------------------------------------------------------------------------
 # Pixel conversion and frame bookkeeping
@@ -64,13 +66,6 @@ def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
     x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     # (B, 3, T, H, W) -> (B, T, H, W, 3)
     return x.permute(0, 2, 3, 4, 1).cpu().numpy()
-
-
-def latent_frames(num_frames: int, temporal_compression: int) -> int:
-    """Latent frames for `num_frames` pixel frames: frame 0 alone, then groups of tc."""
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    return 1 + math.ceil((num_frames - 1) / temporal_compression)
 
 
 class LatentVAE(nn.Module):
@@ -565,60 +560,6 @@ def load_diffusers_vae(path: str | Path, dtype: torch.dtype = torch.float32) -> 
         path, local_files_only=True, torch_dtype=dtype
     )
     return DiffusersVAE(model)
-
-
-# ---------------------------------------------------------------------------------------------
-# Presets
-# ---------------------------------------------------------------------------------------------
-
-# "vae-f{spatial}t{temporal}c{latent channels}". The paper does not state its VAE's compression;
-# 8x spatial / 4 channels is its SD1.5 base, 4x temporal the common video choice (paper-facts §2).
-VAE_PRESETS: dict[str, dict] = {
-    # Default: 128x128x32 -> 4 x 9 x 16 x 16 latents.
-    "vae-f8t4c4": dict(
-        channels=(64, 128, 256, 256),
-        num_res_blocks=2,
-        spatial_compression=8,
-        temporal_compression=4,
-        latent_channels=4,
-    ),
-    # Lossless and parameter-free (SpaceToDepthAE): 32x32x32 -> 96 x 17 x 8 x 8. CPU studies.
-    "s2d-f4t2": dict(kind="space_to_depth", spatial_compression=4, temporal_compression=2, latent_channels=96),
-    # CPU smoke study (configs/studies/smoke.yaml): frame-local (temporal_kernel 1, see
-    # VideoVAE), ~0.2M parameters, trainable on 5-frame clips; 32x32x16 -> 4 x 9 x 8 x 8 latents.
-    "vae-f4t2c4-local": dict(
-        channels=(16, 32, 32),
-        num_res_blocks=1,
-        spatial_compression=4,
-        temporal_compression=2,
-        latent_channels=4,
-        temporal_kernel=1,
-    ),
-    # CPU mini study (configs/studies/mini.yaml): causal, half the full-resolution width of
-    # vae-f4t2c4-tiny, ~0.5M parameters, as cheap per frame on CPU as the frame-local preset and
-    # trained on clips (see VideoVAE); 32x32x16 -> 4 x 9 x 8 x 8 latents.
-    "vae-f4t2c4-slim": dict(
-        channels=(8, 16, 32),
-        num_res_blocks=1,
-        spatial_compression=4,
-        temporal_compression=2,
-        latent_channels=4,
-    ),
-    # CPU smoke runs and tests: ~0.6M parameters, 32x32x32 -> 4 x 17 x 8 x 8 latents.
-    "vae-f4t2c4-tiny": dict(
-        channels=(16, 32, 32),
-        num_res_blocks=1,
-        spatial_compression=4,
-        temporal_compression=2,
-        latent_channels=4,
-    ),
-}
-DEFAULT_VAE = "vae-f8t4c4"
-
-
-def is_trainable(name: str) -> bool:
-    """Whether a VAE preset has weights to train (SpaceToDepthAE presets have none)."""
-    return VAE_PRESETS[name].get("kind", "conv") == "conv"
 
 
 def build_vae(name: str = DEFAULT_VAE) -> LatentVAE:

@@ -57,7 +57,7 @@ def elastic_velocities(m1, m2, v1, v2):
 def place_single_ball(
     rng: np.random.Generator, radius: float, speed: float, cfg: DataConfig
 ) -> BallScene:
-    """Uniform motion / parabola: a ball at the left moving right (paper-facts §1 placement).
+    """Uniform motion / parabola: a ball at the left moving right (docs/paper.md §3).
 
     x0 ~ U[r, W - (n·v·Δ + r)] keeps the ball in view for `min_frames_in_view` frames; at OOD
     speeds where no such x0 exists (e.g. v = 6 crosses the world in 17 frames) it starts at the

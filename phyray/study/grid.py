@@ -3,15 +3,18 @@
     result = run_study(load_study_config("configs/studies/smoke.yaml"))
 
 Runs wherever Ray is: joined to a cluster under `ray job submit` (or RAY_ADDRESS), else on an
-embedded local Ray. MLflow holds the study as one experiment with a parent run (tags
-`phyray.study`, `phyray.role=study`) whose children are the VAE runs and the trials (see
-`phyray.study.trial`); the parent carries the report (`phyray.study.report`). Rerunning the
-same study reuses the parent run, the data, VAEs and latents, skips finished trials and
-resumes the rest.
+embedded local Ray. MLflow holds the study as one experiment; each distinct study config has
+its own parent run (tags `phyray.study`, `phyray.role=study`, `phyray.study_id`, and
+`phyray.grid`: the identity of every trial of its grid), whose children are the VAE runs and
+the trials it started (see `phyray.study.trial`). The report is built from exactly the trials
+of that grid. Rerunning the same config reuses its parent run, the data, VAEs and latents,
+skips finished trials (whichever run finished them) and resumes the rest; a changed setting gets
+a new parent run and new trials for the cells it changes, and leaves the old ones untouched.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +22,19 @@ from typing import Any
 
 import yaml
 
+from phyray.artifacts import Identity
 from phyray.config import StudyConfig, to_flat_dict
-from phyray.study.plan import Trial, check_fits, cost_plan, expand_grid, max_concurrent_trials
+from phyray.study.plan import check_fits, cost_plan, expand_grid, max_concurrent_trials
 from phyray.study.prepare import ScenarioInputs, generate_inputs, prepare_latents, prepare_vae
+from phyray.study.settings import check_study, resolve_paths
+from phyray.study.trial import TrialSpec, plan_trial
 
 # Logical CPU of a trial's own process: it only drives a TorchTrainer and waits, so it should not
 # hold a CPU that the trial's workers or data tasks need.
 TRIAL_DRIVER_CPU = 0.01
+# Study-config fields that change no result: where things are stored and logged, how the
+# cluster is used, the cost-plan assumptions.
+NON_RESULT_STUDY_FIELDS = ("experiment", "output_dir", "data_dir", "tracking_uri", "resources", "plan")
 
 
 @dataclass
@@ -39,32 +48,40 @@ class StudyResult:
     failed: dict[str, str]  # trial key -> error
 
 
+def study_identity(cfg: StudyConfig) -> Identity:
+    """A study config's identity: every field but NON_RESULT_STUDY_FIELDS (its name included,
+    so two studies never share a parent run)."""
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_RESULT_STUDY_FIELDS}
+    return Identity("study", settings)
+
+
 def log(message: str) -> None:
     print(f"[phyray study] {message}", file=sys.stderr, flush=True)
 
 
 def ensure_parent_run(cfg: StudyConfig, uri: str) -> str:
-    """The study's parent run: the existing one of this study (set RUNNING again) or a new one."""
+    """The parent run of this study config: the existing one (set RUNNING again) or a new one."""
     from mlflow.tracking import MlflowClient
 
     from phyray import tracking
 
+    identity = study_identity(cfg)
     client = MlflowClient(uri)
     experiment_id = tracking.ensure_experiment(client, cfg.experiment_name, tracking.artifact_root_for(uri, cfg.study_dir))
     previous = tracking.newest_run(
-        client, experiment_id, f"tags.`phyray.study` = '{cfg.name}' and tags.`phyray.role` = 'study'"
+        client, experiment_id, f"tags.`phyray.study_id` = '{identity.id}' and tags.`phyray.role` = 'study'"
     )
     if previous is not None:
         client.update_run(previous.info.run_id, status="RUNNING")
         return previous.info.run_id
     return tracking.start_run(
         uri, cfg.experiment_name, cfg.name, to_flat_dict(cfg),
-        tags={"phyray.study": cfg.name, "phyray.role": "study"},
+        tags={"phyray.study": cfg.name, "phyray.role": "study", "phyray.study_id": identity.id},
     )
 
 
-def pending_trials(cfg: StudyConfig, uri: str) -> tuple[list[Trial], list[Trial]]:
-    """(pending, done) trials of the grid, by their MLflow runs."""
+def pending_trials(cfg: StudyConfig, specs: list[TrialSpec], uri: str) -> tuple[list[TrialSpec], list[TrialSpec]]:
+    """(pending, done) trials of the grid, by the MLflow runs of their identities."""
     from mlflow.tracking import MlflowClient
 
     from phyray.study.trial import find_trial_run, is_done
@@ -72,39 +89,44 @@ def pending_trials(cfg: StudyConfig, uri: str) -> tuple[list[Trial], list[Trial]
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(cfg.experiment_name).experiment_id
     pending, done = [], []
-    for trial in expand_grid(cfg):
-        (done if is_done(find_trial_run(client, experiment_id, cfg, trial)) else pending).append(trial)
+    for spec in specs:
+        (done if is_done(find_trial_run(client, experiment_id, spec.identity.id)) else pending).append(spec)
     return pending, done
 
 
-def run_grid(cfg: StudyConfig, trials: list[Trial], inputs: dict[str, ScenarioInputs], uri: str, parent: str) -> dict[str, str]:
+def run_grid(
+    cfg: StudyConfig, specs: list[TrialSpec], inputs: dict[str, ScenarioInputs], uri: str, parent: str
+) -> dict[str, str]:
     """Run trials on Ray Tune (one TorchTrainer per trial); returns {trial key: error} of failures."""
     import ray
     import ray.tune as tune
 
+    from phyray.runtime import ResourceWatch
     from phyray.study.trial import run_trial
 
-    concurrent = max_concurrent_trials(cfg, ray.cluster_resources(), len(trials))
-    log(f"[4] Tune grid: {len(trials)} trials, {concurrent} at a time")
+    concurrent = max_concurrent_trials(cfg, ray.cluster_resources(), len(specs))
+    log(f"[4] Tune grid: {len(specs)} trials, {concurrent} at a time")
+    by_key = {spec.trial.key: spec for spec in specs}
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, study=cfg, inputs=inputs, tracking_uri=uri, parent_run_id=parent),
+        tune.with_parameters(run_trial, study=cfg, specs=by_key, inputs=inputs, tracking_uri=uri, parent_run_id=parent),
         {"CPU": TRIAL_DRIVER_CPU},
     )
 
-    def trial_key(trial) -> str:
-        return Trial(**trial.config["trial"]).key
+    def trial_name(trial) -> str:
+        return by_key[trial.config["trial"]].run_cfg.name
 
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search([t.as_dict() for t in trials])},
+        param_space={"trial": tune.grid_search(list(by_key))},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=concurrent, trial_name_creator=trial_key, trial_dirname_creator=trial_key
+            max_concurrent_trials=concurrent, trial_name_creator=trial_name, trial_dirname_creator=trial_name
         ),
         run_config=tune.RunConfig(name="tune", storage_path=str(cfg.study_dir / "tune"), verbose=0),
     )
-    results = tuner.fit()
+    with ResourceWatch("Tune grid", log):
+        results = tuner.fit()
     return {
-        Trial(**result.config["trial"]).key: f"{type(result.error).__name__}: {result.error}"
+        result.config["trial"]: f"{type(result.error).__name__}: {result.error}"
         for result in results
         if result.error is not None
     }
@@ -118,7 +140,10 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     from phyray.runtime import init_ray, quiet_ray_data
     from phyray.study.report import publish_report
 
-    # [1] Ray (cluster or embedded), and a trial must fit on it before anything runs.
+    # [1] Paths resolved here, in the driver (Tune trials run in other working directories);
+    # Ray (cluster or embedded), and every stage must fit on it before anything runs.
+    cfg = resolve_paths(cfg)
+    check_study(cfg)
     init_ray(cfg.resources.local_cpus)
     quiet_ray_data()
     check_fits(cfg, ray.cluster_resources())
@@ -126,10 +151,11 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
-    # [2] MLflow: the study's experiment and parent run.
+    # [2] MLflow: the study's experiment and this config's parent run.
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri, study_dir)
     parent = ensure_parent_run(cfg, uri)
-    log(f"study {cfg.name}: {study_dir}; MLflow {uri} (experiment {cfg.experiment_name}, run {parent})")
+    log(f"study {cfg.name} ({study_identity(cfg).id}): {study_dir}; MLflow {uri} "
+        f"(experiment {cfg.experiment_name}, run {parent})")
     failed: dict[str, str] = {}
     try:
         # [3] Per scenario: datasets, its VAE, latents of every training size (cached, reused).
@@ -141,18 +167,21 @@ def run_study(cfg: StudyConfig) -> StudyResult:
             prepare_vae(cfg, inputs[scenario], uri, child_tags, log=log)
             prepare_latents(cfg, inputs[scenario], log=log)
 
-        # [4] The grid: every trial not finished yet, the most expensive first, so the long
-        # trials do not start last and leave the cluster idle at the end.
-        pending, done = pending_trials(cfg, uri)
+        # [4] The grid, every trial named by its identity: those not finished yet, the most
+        # expensive first, so the long trials do not start last and leave the cluster idle.
+        specs = [plan_trial(cfg, trial, inputs[trial.scenario], uri) for trial in expand_grid(cfg)]
+        tracking.set_tags(uri, parent, {"phyray.grid": json.dumps({s.trial.key: s.identity.id for s in specs})})
+        pending, done = pending_trials(cfg, specs, uri)
         flops = {row["trial"]: row["train_flops"] + row["eval_flops"] for row in cost_plan(cfg)["trials"]}
-        pending.sort(key=lambda trial: -flops[trial.key])
+        pending.sort(key=lambda spec: -flops[spec.trial.key])
         if done:
-            log(f"[4] skipping {len(done)} finished trials: {', '.join(t.key for t in done)}")
+            log(f"[4] {len(done)} trials already done: {', '.join(s.run_cfg.name for s in done)}")
         if pending:
             failed = run_grid(cfg, pending, inputs, uri, parent)
 
-        # [5] The report, from MLflow alone, onto the parent run.
-        report = publish_report(uri, cfg.experiment_name, study_dir / "report", cfg.eval.headline_metric)
+        # [5] The report of this config's grid, from MLflow alone, onto the parent run.
+        report_dir = study_dir / "reports" / study_identity(cfg).id
+        report = publish_report(uri, cfg.experiment_name, report_dir, cfg.eval.headline_metric, parent)
         log(f"[5] report: {report['files']['results.md']}")
     except BaseException:
         tracking.end_run(uri, parent, "FAILED")

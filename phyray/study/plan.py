@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from phyray.config import ConfigError, StudyConfig, load_data_config, parse_size
+from phyray.study.settings import dit_settings, vae_settings
 
 # CPUs a trial asks for beside its workers: the Ray Data tasks that read and decode its batches
 # (a run whose workers hold every CPU waits forever for data; see phyray/runtime.py).
@@ -58,24 +59,43 @@ def nominal_videos(size: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def trial_resources(cfg: StudyConfig) -> dict[str, float]:
-    """Logical resources one trial holds while it trains: its workers plus its data tasks."""
-    run = cfg.dit_settings()
+def run_resources(run) -> dict[str, float]:
+    """Logical resources a training run holds: its workers plus its data tasks."""
     resources = {"CPU": float(run.workers * run.cpus_per_worker + DATA_CPUS_PER_TRIAL)}
     if run.use_gpu:
         resources["GPU"] = float(run.workers)
     return resources
 
 
+def trial_resources(cfg: StudyConfig) -> dict[str, float]:
+    """Logical resources one trial holds while it trains."""
+    return run_resources(dit_settings(cfg))
+
+
+def stage_resources(cfg: StudyConfig) -> dict[str, tuple[str, dict[str, float]]]:
+    """What each stage needs at once, with the fields that set it: data generation and latent
+    encoding one CPU (latents use a GPU instead where the cluster has one), the VAE run and
+    each trial their workers plus a data CPU."""
+    stages = {"data generation": ("(one task per shard)", {"CPU": 1.0})}
+    vae = vae_settings(cfg)
+    if vae is not None:
+        stages["VAE training"] = ("vae.train.workers / vae.train.cpus_per_worker / vae.train.use_gpu", run_resources(vae))
+    stages["latent encoding"] = ("(one actor per shard)", {"CPU": 1.0})
+    stages["DiT trials"] = ("dit.workers / dit.cpus_per_worker / dit.use_gpu", trial_resources(cfg))
+    return stages
+
+
 def check_fits(cfg: StudyConfig, cluster: dict[str, float]) -> None:
-    """ConfigError, naming the shortfall, if the cluster cannot hold even one trial."""
-    for name, needed in trial_resources(cfg).items():
-        have = cluster.get(name, 0.0)
-        if needed > have:
-            raise ConfigError(
-                f"dit: one trial needs {needed:g} {name} (workers x per-worker + data tasks) but the "
-                f"cluster has {have:g}; lower dit.workers / dit.cpus_per_worker or add nodes"
-            )
+    """ConfigError naming the stage and its shortfall if the cluster cannot run every stage
+    (a stage that cannot be placed would wait for resources forever)."""
+    for stage, (fields, needs) in stage_resources(cfg).items():
+        for name, needed in needs.items():
+            have = cluster.get(name, 0.0)
+            if needed > have:
+                raise ConfigError(
+                    f"{stage}: needs {needed:g} {name} at once (workers x per-worker + a data task; {fields}) "
+                    f"but the cluster has {have:g}; lower them or add nodes"
+                )
 
 
 def max_concurrent_trials(cfg: StudyConfig, cluster: dict[str, float], pending: int) -> int:
@@ -105,7 +125,7 @@ def cost_plan(cfg: StudyConfig) -> dict[str, Any]:
         raise ConfigError(f"plan.gpu: no known bf16 peak for {cfg.plan.gpu!r} (see phyray/models/info.py)")
     rows = []
     for trial in expand_grid(cfg):
-        run = cfg.dit_settings(trial.model)
+        run = dit_settings(cfg, trial.model)
         frames = load_data_config(trial.scenario, cfg.data.overrides).physics.num_frames
         info = model_info(trial.model, cfg.data.resolution, frames, vae=cfg.vae.preset, patch=run.model.patch)
         train_flops = info["train_flops_per_video"] * run.steps * run.batch_size

@@ -1,14 +1,15 @@
 """What a study's trials read, made once and cached: datasets, the VAE, latents.
 
-Everything lands in the study's shared `data_dir`, keyed by what makes it itself, so a rerun or
-another study with the same data reuses it:
+Everything lands in the study's shared `data_dir`, each product in a directory named by its
+identity (`phyray.artifacts`), so a rerun or another study with the same settings reuses it, a
+changed setting makes a new product beside the old one, and a moved `data_dir` is reused as it is:
 
-    <data_dir>/<scenario>/r<resolution>[-<overrides hash>]/
-        train-<size>-s<seed>/          pixel shards of each training size
-        eval_id-<n>-s<seed>/           ID evaluation set (paper's size unless configured)
-        eval_ood-<n>-s<seed>/          OOD evaluation set, spread over the scenario's levels
-        vae/<preset>-<hash>/           the VAE run (export/model.pt once it finished)
-        latents/<preset>-<hash>/train-<size>-s<seed>/   latents of each training set
+    <data_dir>/<scenario>/
+        train-<size>-<id>/             pixel shards of each training size
+        eval_id-<n>-<id>/              ID evaluation set (paper's size unless configured)
+        eval_ood-<n>-<id>/             OOD evaluation set, spread over the scenario's levels
+        vae/<preset>-<id>/             the VAE run (export/model.pt once it finished)
+        latents/train-<size>-<id>/     latents of each training set with that VAE
 
 Each step is resumable on its own: generation and encoding finish missing shards, a killed VAE
 run resumes from its last checkpoint.
@@ -16,15 +17,15 @@ run resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from phyray.config import StudyConfig, load_data_config, parse_size, to_flat_dict
+from phyray.artifacts import Identity, ProductError
+from phyray.config import StudyConfig, TrainConfig, load_data_config, parse_size
+from phyray.data.shards import read_manifest
 from phyray.study.plan import nominal_videos
+from phyray.study.settings import dit_settings, train_config
 
 
 @dataclass
@@ -39,13 +40,8 @@ class ScenarioInputs:
     vae: str = ""  # the VAE export
 
 
-def _short_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def scenario_root(cfg: StudyConfig, scenario: str) -> Path:
-    tag = f"-{_short_hash(cfg.data.overrides)}" if cfg.data.overrides else ""
-    return Path(cfg.data_dir).resolve() / scenario / f"r{cfg.data.resolution}{tag}"
+    return Path(cfg.data_dir) / scenario
 
 
 def vae_train_size(cfg: StudyConfig) -> str:
@@ -55,63 +51,61 @@ def vae_train_size(cfg: StudyConfig) -> str:
 
 def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInputs:
     """Step 1 for one scenario: every training size and both evaluation sets (reused if there)."""
-    from phyray.data.generate import generate_dataset
+    from phyray.data.generate import dataset_identity, generate_dataset
+    from phyray.data.plan import plan_dataset
 
     data_cfg = load_data_config(scenario, [*cfg.data.overrides, f"render.resolution={cfg.data.resolution}"])
     root, seed = scenario_root(cfg, scenario), cfg.data.seed
+
+    def dataset(split: str, size: str, label: str) -> tuple[str, int]:
+        plan = plan_dataset(data_cfg, split, size, seed)
+        out = root / dataset_identity(data_cfg, plan).name(label)
+        manifest = generate_dataset(data_cfg, split, size, out, seed=seed, log=log, plan=plan)
+        log(f"  {scenario} {label}: {manifest['num_videos']} videos -> {out}")
+        return str(out), manifest["num_videos"]
+
     inputs = ScenarioInputs(scenario)
     for size in dict.fromkeys([*cfg.data_sizes, vae_train_size(cfg)]):
-        out = root / f"train-{parse_size(size)[0]}-s{seed}"
-        manifest = generate_dataset(data_cfg, "train", size, out, seed=seed)
-        inputs.train[size], inputs.num_videos[size] = str(out), manifest["num_videos"]
-        log(f"  {scenario} train {size}: {manifest['num_videos']} videos -> {out}")
+        inputs.train[size], inputs.num_videos[size] = dataset("train", size, f"train-{parse_size(size)[0]}")
     for split, count in (("eval_id", cfg.data.eval_id), ("eval_ood", cfg.data.eval_ood)):
         count = count or data_cfg.eval_sizes[split]
-        out = root / f"{split}-{count}-s{seed}"
-        manifest = generate_dataset(data_cfg, split, str(count), out, seed=seed)
-        inputs.eval[split] = str(out)
-        log(f"  {scenario} {split}: {manifest['num_videos']} videos -> {out}")
+        inputs.eval[split], _ = dataset(split, str(count), f"{split}-{count}")
     return inputs
 
 
-def _run_state(run_dir: Path) -> str:
-    """"done" (exported), "resumable" (has a checkpoint), "empty" (nothing worth keeping)."""
-    from phyray.train.trainer import latest_checkpoint
+def train_or_resume(run_cfg: TrainConfig, identity: Identity, run_id: str | None = None, tags: dict[str, str] | None = None) -> Path:
+    """Train a run to its end: reuse its export, resume it from a checkpoint, or start it.
 
-    if (run_dir / "export" / "model.pt").is_file():
-        return "done"
-    if run_dir.exists() and latest_checkpoint(run_dir) is not None:
-        return "resumable"
-    return "empty"
-
-
-def train_or_resume(run_cfg, run_id: str | None = None, tags: dict[str, str] | None = None):
-    """Train a run to its end: skip it if exported, resume it if checkpointed, else start over.
-
-    Returns the export path.
+    The run directory is named by `identity`, so what is there is this run's own work; an
+    export of another identity there (a directory renamed by hand) is refused. Returns the export.
     """
-    from phyray.train.trainer import run_dir_of, train
+    from phyray.models.export import EXPORT_FILE, export_meta
+    from phyray.train.trainer import latest_checkpoint, run_dir_of, train
 
     run_dir = run_dir_of(run_cfg)
-    state = _run_state(run_dir)
-    if state == "done":
-        return run_dir / "export" / "model.pt"
-    if state == "empty" and run_dir.exists():
+    export = run_dir / "export" / EXPORT_FILE
+    if export.is_file():
+        stored = (export_meta(export).get("identity") or {}).get("id")
+        if stored != identity.id:
+            raise ProductError(f"{export}: is {run_cfg.task} {stored}, not {identity.describe()}; delete {run_dir}")
+        return export
+    resumable = run_dir.exists() and latest_checkpoint(run_dir) is not None
+    if run_dir.exists() and not resumable:
         shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to resume
-    return train(run_cfg, resume=state == "resumable", tags=tags, run_id=run_id).export
+    return train(run_cfg, resume=resumable, tags=tags, run_id=run_id).export
 
 
 # Videos a parameter-free VAE's latent scale is calibrated on.
 CALIBRATION_VIDEOS = 256
 
 
-def calibrated_export(preset: str, train_set: str, directory: Path) -> Path:
+def calibrated_export(preset: str, train_set: str, directory: Path, identity: Identity) -> Path:
     """Export a parameter-free VAE (SpaceToDepthAE) with its latent scale fitted to a dataset."""
     import numpy as np
 
     from phyray.data.shards import decode_frames, iter_rows
+    from phyray.models.export import EXPORT_FILE, save_export
     from phyray.models.vae import build_vae, frames_to_tensor
-    from phyray.train.checkpoint import EXPORT_FILE, save_export
 
     if (directory / "export" / EXPORT_FILE).is_file():
         return directory / "export" / EXPORT_FILE
@@ -122,39 +116,45 @@ def calibrated_export(preset: str, train_set: str, directory: Path) -> Path:
             break
     vae = build_vae(preset)
     vae.calibrate(frames_to_tensor(np.stack(frames)))
-    return save_export(directory / "export", "vae", {"preset": preset}, vae.state_dict())
+    return save_export(directory / "export", "vae", {"preset": preset, "identity": identity.record()}, vae.state_dict())
 
 
 def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tags: dict[str, str], log=print) -> None:
-    """Step 2 for one scenario: the VAE of its resolution, trained once (or reused)."""
-    from phyray.models.vae import is_trainable
+    """Step 2 for one scenario: the VAE of its data settings, trained once (or reused)."""
+    from phyray.presets import is_trainable
+    from phyray.train.trainer import training_identity
 
     root = scenario_root(cfg, inputs.scenario)
     train_set = inputs.train[vae_train_size(cfg)]
+    data_id = read_manifest(train_set)["identity"]["id"]
     if not is_trainable(cfg.vae.preset):
-        name = f"{cfg.vae.preset}-{_short_hash({'preset': cfg.vae.preset, 'train': train_set})}"
-        inputs.vae = str(calibrated_export(cfg.vae.preset, train_set, root / "vae" / name))
+        identity = Identity("vae", {"preset": cfg.vae.preset, "calibration_videos": CALIBRATION_VIDEOS}, {"data": data_id})
+        directory = root / "vae" / identity.name(cfg.vae.preset)
+        inputs.vae = str(calibrated_export(cfg.vae.preset, train_set, directory, identity))
         log(f"  {inputs.scenario} VAE ({cfg.vae.preset}, calibrated, nothing to train): {inputs.vae}")
         return
-    probe = cfg.train_config("vae", name="probe", train=train_set)
-    identity = {k: v for k, v in to_flat_dict(probe).items() if not k.startswith(("name", "output_dir", "tracking"))}
-    run_cfg = cfg.train_config(
-        "vae", name=f"{cfg.vae.preset}-{_short_hash(identity)}", train=train_set,
-        eval=inputs.eval["eval_id"], output_dir=str(root / "vae"), tracking_uri=tracking_uri,
+    run_cfg = train_config(
+        cfg, "vae", name="vae", train=train_set, eval=inputs.eval["eval_id"], output_dir=str(root / "vae"),
+        tracking_uri=tracking_uri,
     )
-    export = train_or_resume(run_cfg, tags={**tags, "phyray.role": "vae", "phyray.scenario": inputs.scenario})
-    inputs.vae = str(export)
-    log(f"  {inputs.scenario} VAE: {export}")
+    identity = training_identity(run_cfg, read_manifest(train_set))
+    run_cfg = run_cfg.model_copy(update={"name": identity.name(cfg.vae.preset)})
+    tags = {**tags, "phyray.role": "vae", "phyray.scenario": inputs.scenario}
+    inputs.vae = str(train_or_resume(run_cfg, identity, tags=tags))
+    log(f"  {inputs.scenario} VAE: {inputs.vae}")
 
 
 def prepare_latents(cfg: StudyConfig, inputs: ScenarioInputs, log=print) -> None:
     """Step 3 for one scenario: latents of every training size with its VAE (reused if there)."""
-    from phyray.data.latents import encode_dataset
+    from phyray.data.latents import encode_dataset, latents_identity
+    from phyray.models.export import export_id
 
-    cond_frames = cfg.dit_settings().diffusion.cond_frames
-    vae_name = Path(inputs.vae).parent.parent.name  # <run dir>/export/model.pt
+    cond_frames = dit_settings(cfg).diffusion.cond_frames
+    vae_id = export_id(inputs.vae)
     for size in cfg.data_sizes:
-        out = scenario_root(cfg, inputs.scenario) / "latents" / vae_name / Path(inputs.train[size]).name
-        encode_dataset(inputs.train[size], inputs.vae, out, cond_frames)
+        data_id = read_manifest(inputs.train[size])["identity"]["id"]
+        name = latents_identity(data_id, vae_id, cond_frames).name(f"train-{parse_size(size)[0]}")
+        out = scenario_root(cfg, inputs.scenario) / "latents" / name
+        encode_dataset(inputs.train[size], inputs.vae, out, cond_frames, log=log)
         inputs.latents[size] = str(out)
         log(f"  {inputs.scenario} latents {size}: {out}")

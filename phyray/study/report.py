@@ -1,13 +1,16 @@
 """The study's answer, rebuilt from MLflow alone: scaling curves, a results table and a verdict.
 
-    report = publish_report(uri, "phyray-study-mini", "runs/studies/mini/report")
+    report = publish_report(uri, "phyray-study-mini", "runs/reports/mini", parent_run_id=None)
 
-reads every finished trial of the experiment (tags `phyray.role=trial`, `phyray.trial_done`),
-and writes, then logs onto the study's parent run:
+reads the grid of one study run (its parent run's `phyray.grid` tag: trial key -> trial
+identity; the newest study run of the experiment unless one is named), finds the finished run of
+each of those trial identities (tag `phyray.trial_id`, `phyray.trial_done`), and writes, then
+logs onto that parent run (a cell with no finished run is left out and listed as missing, never
+filled from another config's run):
 
 - `results.csv`: one row per trial, every `eval/...` metric as a column;
 - `results.md`: the headline table (ID and OOD error beside their ground-truth floors, their
-  ratio) and, per scenario and model, the paper's verdict checks (paper-facts §4.1: ID error
+  ratio) and, per scenario and model, the paper's verdict checks (docs/paper.md §10: ID error
   falls with data; OOD error stays far above ID and does not improve);
 - `scaling_curves.png`: error vs training videos on log axes, a line per model, ID solid and OOD
   dashed, the GT floor dotted, one panel per scenario (the paper's Fig. 3).
@@ -17,13 +20,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from phyray.artifacts import atomic_write_bytes
 from phyray.config import ConfigError
-from phyray.data.shards import atomic_write_bytes
 
 # The verdict's thresholds: "OOD stays >= 5x ID" (the paper's is ~10x), and "OOD does not
 # improve" = OOD error at the largest data size is at least this fraction of the smallest's.
@@ -44,43 +48,77 @@ def _experiment_id(client, experiment: str) -> str:
     return found.experiment_id
 
 
-def find_study_run(client, experiment: str):
-    """The study's parent run (newest if several), or None."""
+def find_study_run(client, experiment: str, run_id: str | None = None):
+    """A study's parent run: `run_id` (checked to be one of the experiment's study runs), else
+    the newest study run of the experiment, else None."""
     from phyray.tracking import newest_run
 
-    return newest_run(client, _experiment_id(client, experiment), "tags.`phyray.role` = 'study'")
+    experiment_id = _experiment_id(client, experiment)
+    if run_id is None:
+        return newest_run(client, experiment_id, "tags.`phyray.role` = 'study'")
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # MLflow raises its own exception types per store
+        run = None
+    if run is None or run.info.experiment_id != experiment_id or run.data.tags.get("phyray.role") != "study":
+        raise ConfigError(f"--run-id: {run_id} is not a study run of experiment {experiment!r}")
+    return run
 
 
-def collect_results(uri: str, experiment: str) -> list[dict[str, Any]]:
-    """One record per finished trial (newest run of each): its grid cell, size and eval metrics."""
+def study_runs(uri: str, experiment: str) -> list[dict[str, str]]:
+    """The experiment's study runs, newest first: run id, start time, status, study, study id."""
+    import time
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     runs = client.search_runs(
-        [_experiment_id(client, experiment)],
-        filter_string="tags.`phyray.role` = 'trial' and tags.`phyray.trial_done` = 'true'",
-        order_by=["attributes.start_time DESC"],
-        max_results=50_000,
+        [_experiment_id(client, experiment)], "tags.`phyray.role` = 'study'", order_by=["attributes.start_time DESC"]
     )
-    records: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        tags, params = run.data.tags, run.data.params
-        if tags["phyray.trial"] in records or run.info.status != "FINISHED":
+    return [
+        {
+            "run_id": run.info.run_id,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(run.info.start_time / 1000)),
+            "status": run.info.status,
+            "study": run.data.tags.get("phyray.study", "?"),
+            "study_id": run.data.tags.get("phyray.study_id", "?"),
+        }
+        for run in runs
+    ]
+
+
+def collect_results(uri: str, experiment: str, parent) -> tuple[list[dict[str, Any]], list[str]]:
+    """One record per trial of the parent run's grid that has a finished run, and the keys of
+    the trials that have none yet."""
+    from mlflow.tracking import MlflowClient
+
+    from phyray.study.trial import find_trial_run, is_done
+
+    client = MlflowClient(uri)
+    experiment_id = _experiment_id(client, experiment)
+    grid = json.loads(parent.data.tags.get("phyray.grid", "{}"))
+    records, missing = [], []
+    for key, trial_id in grid.items():
+        run = find_trial_run(client, experiment_id, trial_id)
+        if not is_done(run):
+            missing.append(key)
             continue
-        records[tags["phyray.trial"]] = {
-            "trial": tags["phyray.trial"],
+        tags, params = run.data.tags, run.data.params
+        records.append({
+            "trial": key,
             "scenario": tags["phyray.scenario"],
             "model": tags["phyray.model"],
             "data_size": tags["phyray.data_size"],
             "num_videos": int(params["trial.num_videos"]),
             "run_id": run.info.run_id,
             **{k: v for k, v in run.data.metrics.items() if k.startswith("eval/")},
-        }
-    return sorted(records.values(), key=lambda r: (r["scenario"], _model_order(r["model"]), r["num_videos"]))
+        })
+    records.sort(key=lambda r: (r["scenario"], _model_order(r["model"]), r["num_videos"]))
+    return records, missing
 
 
 def _model_order(model: str) -> tuple[int, str]:
-    from phyray.models.dit import DIT_PRESETS
+    from phyray.presets import DIT_PRESETS
 
     spec = DIT_PRESETS.get(model, {})
     return (spec.get("depth", 0) * spec.get("hidden_size", 0) ** 2, model)
@@ -130,10 +168,16 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def results_markdown(records: list[dict[str, Any]], metric: str, experiment: str) -> str:
+def results_markdown(
+    records: list[dict[str, Any]], metric: str, experiment: str, study: dict[str, Any], missing: list[str]
+) -> str:
     other = "vel_err_per_frame" if metric == "vel_err_mean_velocity" else "vel_err_mean_velocity"
     lines = [
         f"# {experiment}",
+        "",
+        f"Study `{study['name']}` (study id `{study['id']}`, MLflow run `{study['run_id']}`): "
+        f"{len(records)} of {len(records) + len(missing)} trials of its grid finished"
+        + (f"; not yet: {', '.join(missing)}." if missing else "."),
         "",
         f"Headline metric: `{metric}` (world units / s); `{other}` beside it. "
         "Floors (`gt_floor_*`) are the same metric on the ground-truth frames.",
@@ -155,7 +199,7 @@ def results_markdown(records: list[dict[str, Any]], metric: str, experiment: str
     if checks:
         lines += [
             "",
-            "## Verdict (paper-facts §4.1)",
+            "## Verdict (docs/paper.md §10)",
             "",
             f"| scenario | model | ID falls with data | ID gain (smallest / largest) | min OOD / ID "
             f"(>= {OOD_ID_MIN_RATIO:g}) | OOD gain | OOD does not improve (largest >= "
@@ -212,8 +256,11 @@ def scaling_curves_png(records: list[dict[str, Any]], metric: str) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
-def publish_report(uri: str, experiment: str, out: str | Path, metric: str | None = None) -> dict[str, Any]:
-    """Write results.csv/.md and scaling_curves.png to `out` and log them onto the parent run.
+def publish_report(
+    uri: str, experiment: str, out: str | Path, metric: str | None = None, parent_run_id: str | None = None
+) -> dict[str, Any]:
+    """Write results.csv/.md and scaling_curves.png of one study run's grid to `out` and log
+    them onto that (parent) run.
 
     Args:
         uri: MLflow tracking URI.
@@ -221,34 +268,40 @@ def publish_report(uri: str, experiment: str, out: str | Path, metric: str | Non
         out: directory for the files (created).
         metric: headline velocity-error variant; None = the study's own (`eval.headline_metric`
             param of its parent run), else vel_err_mean_velocity.
+        parent_run_id: the study run whose grid to report; None = the experiment's newest.
 
     Returns:
-        {"records", "verdicts", "files": {name: path}, "parent_run_id"}.
+        {"records", "missing", "verdicts", "files": {name: path}, "parent_run_id", "study",
+        "study_id"}.
     """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    parent = find_study_run(client, experiment)
-    if metric is None:
-        metric = parent.data.params.get("eval.headline_metric") if parent else None
-        metric = metric or "vel_err_mean_velocity"
-    records = collect_results(uri, experiment)
+    parent = find_study_run(client, experiment, parent_run_id)
+    if parent is None:
+        raise ConfigError(f"--experiment: {experiment!r} has no study run in {uri}")
+    metric = metric or parent.data.params.get("eval.headline_metric") or "vel_err_mean_velocity"
+    records, missing = collect_results(uri, experiment, parent)
+    study = {"name": parent.data.tags.get("phyray.study"), "id": parent.data.tags.get("phyray.study_id"),
+             "run_id": parent.info.run_id}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     contents = {
         "results.csv": results_csv(records).encode(),
-        "results.md": results_markdown(records, metric, experiment).encode(),
+        "results.md": results_markdown(records, metric, experiment, study, missing).encode(),
         "scaling_curves.png": scaling_curves_png(records, metric),
     }
     files = {}
     for name in REPORT_FILES:
         atomic_write_bytes(out / name, contents[name])
         files[name] = out / name
-        if parent is not None:
-            client.log_artifact(parent.info.run_id, str(out / name))
+        client.log_artifact(parent.info.run_id, str(out / name))
     return {
         "records": records,
+        "missing": missing,
         "verdicts": verdicts(records, metric),
         "files": files,
-        "parent_run_id": parent.info.run_id if parent else None,
+        "parent_run_id": parent.info.run_id,
+        "study": study["name"],
+        "study_id": study["id"],
     }

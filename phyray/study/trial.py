@@ -1,54 +1,115 @@
 """One trial of a study: train a DiT on its latents, roll it out on ID and OOD sets, score, log.
 
+`plan_trial` names everything a trial makes by identity (`phyray.artifacts`), in the driver,
+before any trial runs:
+
+    <study_dir>/trials/<scenario>-<model>-<size>-<dit id>/    the DiT run (checkpoints, export)
+        rollouts/<split>-<rollouts id>/                      rollouts of each evaluation set
+        reports/<report id>/                                 report.json|csv and the GIFs
+
 `run_trial` is the Ray Tune trainable (a driver function in Ray's Train-in-Tune pattern: it
 builds and fits a TorchTrainer through `phyray.train.trainer.train`, then evaluates).
-`execute_trial` is the same work as a plain function. Each trial owns one MLflow child run of
-the study's parent run, found again by its tags on a rerun:
+`execute_trial` is the same work as a plain function. Each trial owns one MLflow run, found
+again by its identity, never by its name:
 
 - tags `phyray.study`, `phyray.role=trial`, `phyray.trial=<scenario>-<model>-<size>`,
-  `mlflow.parentRunId`; `phyray.trial_done=true` once its evaluation is logged;
+  `phyray.trial_id`, `phyray.dit_id`, `mlflow.parentRunId` (the study run that started it);
+  `phyray.trial_done=true` once its evaluation is logged;
 - params: the DiT run's flat config plus `trial.*` (scenario, model, data size, videos);
 - metrics: `train/*` from training, `eval/<split>/<metric>` from the physics report
   (`eval/id/...`, `eval/ood/...` pooled, `eval/ood_<level>/...`, `gt_floor_*` beside each);
 - artifacts: `report/report.json|csv`, `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
 
-A rerun skips a done trial, resumes a trial whose training was checkpointed, and re-evaluates a
-trial killed during evaluation (rollout shards already written are kept).
+A rerun skips a done trial (in any study run of the experiment: a trial is its identity),
+resumes a trial whose training was checkpointed, and re-evaluates a trial killed during
+evaluation (rollout shards already written are kept). A trial whose settings changed has
+another identity: it is a new trial, in a new directory and a new run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from phyray.config import StudyConfig, to_flat_dict
+from phyray.artifacts import Identity
+from phyray.config import StudyConfig, TrainConfig, to_flat_dict
+from phyray.data.shards import read_manifest
 from phyray.study.plan import Trial
 from phyray.study.prepare import ScenarioInputs, train_or_resume
+from phyray.study.settings import train_config
 
 DONE_TAG = "phyray.trial_done"
 EVAL_SPLITS = ("eval_id", "eval_ood")
+REPORT_FORMAT_VERSION = 1
 
 
-def trial_tags(study: StudyConfig, trial: Trial) -> dict[str, str]:
+@dataclass(frozen=True)
+class TrialSpec:
+    """A trial with everything it makes named: its DiT run, rollouts and report, by identity."""
+
+    trial: Trial
+    run_cfg: TrainConfig  # the DiT run, named <key>-<dit id>
+    dit: Identity
+    rollouts: dict[str, str]  # split -> rollout directory
+    report_dir: str
+    identity: Identity  # the trial's: the DiT's and the report's identities
+
+
+def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, tracking_uri: str) -> TrialSpec:
+    """Name a trial's products from its settings and its inputs' identities (nothing is run)."""
+    from phyray.eval.rollouts import rollouts_identity
+    from phyray.train.trainer import run_dir_of, training_identity
+
+    latents = inputs.latents[trial.data_size]
+    run_cfg = train_config(study, "dit", name="dit", train=latents, model=trial.model, tracking_uri=tracking_uri)
+    dit = training_identity(run_cfg, read_manifest(latents))
+    run_cfg = run_cfg.model_copy(update={"name": dit.name(trial.key)})
+    run_dir = run_dir_of(run_cfg)
+    rollouts = {
+        split: rollouts_identity(
+            dit.id, read_manifest(inputs.eval[split])["identity"]["id"], study.eval.sample_steps,
+            run_cfg.diffusion.cond_frames, study.data.seed,
+        )
+        for split in EVAL_SPLITS
+    }
+    report = Identity(
+        "report",
+        {"format_version": REPORT_FORMAT_VERSION, "parser": study.eval.parser,
+         "cond_frames": run_cfg.diffusion.cond_frames, "ssim": study.eval.ssim},
+        {split: identity.id for split, identity in rollouts.items()},
+    )
+    return TrialSpec(
+        trial=trial,
+        run_cfg=run_cfg,
+        dit=dit,
+        rollouts={split: str(run_dir / "rollouts" / identity.name(split)) for split, identity in rollouts.items()},
+        report_dir=str(run_dir / "reports" / report.id),
+        identity=Identity("trial", trial.as_dict(), {"dit": dit.id, "report": report.id}),
+    )
+
+
+def trial_tags(study: StudyConfig, spec: TrialSpec) -> dict[str, str]:
+    trial = spec.trial
     return {
         "phyray.study": study.name,
         "phyray.role": "trial",
         "phyray.trial": trial.key,
+        "phyray.trial_id": spec.identity.id,
+        "phyray.dit_id": spec.dit.id,
         "phyray.scenario": trial.scenario,
         "phyray.model": trial.model,
         "phyray.data_size": trial.data_size,
     }
 
 
-def find_trial_run(client, experiment_id: str, study: StudyConfig, trial: Trial):
-    """The newest MLflow run of this trial in the experiment, or None."""
+def find_trial_run(client, experiment_id: str, trial_id: str):
+    """The newest MLflow run of the trial with this identity in the experiment, or None."""
     from phyray.tracking import newest_run
 
-    return newest_run(
-        client, experiment_id, f"tags.`phyray.study` = '{study.name}' and tags.`phyray.trial` = '{trial.key}'"
-    )
+    return newest_run(client, experiment_id, f"tags.`phyray.trial_id` = '{trial_id}'")
 
 
 def is_done(run) -> bool:
@@ -60,9 +121,9 @@ def is_done(run) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _gif_of(record: dict[str, Any], rollout_dir: Path, reference_dir: str, path: Path) -> Path:
+def _gif_of(record: dict[str, Any], rollout_dir: str, reference_dir: str, path: Path) -> Path:
     from phyray.data.shards import decode_frames, iter_rows
-    from phyray.train.evaluate import side_by_side_gif
+    from phyray.eval.video import side_by_side_gif
 
     def frames_of(directory) -> np.ndarray:
         row = next(r for r in iter_rows(directory) if r["video_id"] == record["video_id"])
@@ -72,22 +133,25 @@ def _gif_of(record: dict[str, Any], rollout_dir: Path, reference_dir: str, path:
 
 
 def evaluate_trial(
-    study: StudyConfig, export: str, inputs: ScenarioInputs, trial_dir: str, tracking_uri: str, run_id: str
+    study: StudyConfig, spec: TrialSpec, export: str, inputs: ScenarioInputs, tracking_uri: str, run_id: str
 ) -> list[dict[str, Any]]:
     """Roll out the EMA model on both evaluation sets, score, log to the trial's run; report rows."""
     from mlflow.tracking import MlflowClient
 
     from phyray import tracking
-    from phyray.eval.report import evaluate_physics_records, summarize, write_report
+    from phyray.eval.report import evaluate_physics_records, report_metrics, summarize, write_report
     from phyray.eval.rollouts import rollout_dataset
-    from phyray.train.evaluate import report_metrics
 
-    directory = Path(trial_dir)
-    cond_frames = study.dit_settings().diffusion.cond_frames
+    report_dir = Path(spec.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    cond_frames = spec.run_cfg.diffusion.cond_frames
     records, gifs = [], []
     for split in EVAL_SPLITS:
-        rollout_dir = directory / "rollouts" / split
-        rollout_dataset(export, inputs.eval[split], rollout_dir, study.eval.sample_steps, study.eval.batch_size, study.data.seed)
+        rollout_dir = spec.rollouts[split]
+        rollout_dataset(
+            export, inputs.eval[split], rollout_dir, study.eval.sample_steps, study.eval.batch_size, study.data.seed,
+            vae_path=inputs.vae,
+        )
         split_records = evaluate_physics_records(
             rollout_dir, inputs.eval[split], study.eval.parser, cond_frames, ssim=study.eval.ssim
         )
@@ -96,9 +160,9 @@ def evaluate_trial(
         if study.eval.gifs and scored:
             scored.sort(key=lambda r: r[study.eval.headline_metric])
             for name, record in (("best", scored[0]), ("worst", scored[-1])):
-                gifs.append(_gif_of(record, rollout_dir, inputs.eval[split], directory / f"{split}_{name}.gif"))
+                gifs.append(_gif_of(record, rollout_dir, inputs.eval[split], report_dir / f"{split}_{name}.gif"))
     rows = summarize(records, study.eval.parser, cond_frames)
-    report_json, report_csv = write_report(rows, directory / "report.json")
+    report_json, report_csv = write_report(rows, report_dir / "report.json")
 
     client = MlflowClient(tracking_uri)
     tracking.log_metrics(tracking_uri, run_id, report_metrics(rows), step=0)
@@ -115,36 +179,33 @@ def evaluate_trial(
 
 
 def execute_trial(
-    study: StudyConfig, trial: Trial, inputs: ScenarioInputs, tracking_uri: str, parent_run_id: str
+    study: StudyConfig, spec: TrialSpec, inputs: ScenarioInputs, tracking_uri: str, parent_run_id: str
 ) -> dict[str, float]:
     """Train, evaluate and log one trial (or return a done trial's metrics); returns its metrics."""
     import ray
     from mlflow.tracking import MlflowClient
 
     from phyray import tracking
-    from phyray.train.trainer import run_dir_of
 
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name(study.experiment_name).experiment_id
-    previous = find_trial_run(client, experiment_id, study, trial)
+    previous = find_trial_run(client, experiment_id, spec.identity.id)
     if is_done(previous):
         return dict(previous.data.metrics)
 
-    run_cfg = study.train_config(
-        "dit", name=trial.key, train=inputs.latents[trial.data_size], model=trial.model, tracking_uri=tracking_uri
-    )
+    run_cfg = spec.run_cfg
     if previous is not None and previous.info.status != "FINISHED":
         run_id = previous.info.run_id  # killed or failed before: carry on in the same run
         client.update_run(run_id, status="RUNNING")
     else:
-        params = to_flat_dict(run_cfg) | {f"trial.{k}": v for k, v in trial.as_dict().items()}
-        params["trial.num_videos"] = inputs.num_videos[trial.data_size]
+        params = to_flat_dict(run_cfg) | {f"trial.{k}": v for k, v in spec.trial.as_dict().items()}
+        params["trial.num_videos"] = inputs.num_videos[spec.trial.data_size]
         run_id = tracking.start_run(
-            tracking_uri, study.experiment_name, trial.key, params,
-            tags={"mlflow.parentRunId": parent_run_id, **trial_tags(study, trial)},
+            tracking_uri, study.experiment_name, spec.trial.key, params,
+            tags={"mlflow.parentRunId": parent_run_id, **trial_tags(study, spec)},
         )
     try:
-        export = train_or_resume(run_cfg, run_id=run_id)
+        export = train_or_resume(run_cfg, spec.dit, run_id=run_id)
         # The trial's training resources are free again: the rollouts get the same. "DEFAULT"
         # leaves the Tune trial's placement group, which holds only the driver's sliver of CPU.
         evaluate = ray.remote(evaluate_trial).options(
@@ -152,7 +213,7 @@ def execute_trial(
             num_gpus=run_cfg.workers if run_cfg.use_gpu else 0,
             scheduling_strategy="DEFAULT",
         )
-        ray.get(evaluate.remote(study, str(export), inputs, str(run_dir_of(run_cfg)), tracking_uri, run_id))
+        ray.get(evaluate.remote(study, spec, str(export), inputs, tracking_uri, run_id))
         client.set_tag(run_id, DONE_TAG, "true")
     except BaseException:
         tracking.end_run(tracking_uri, run_id, "FAILED")
@@ -162,11 +223,13 @@ def execute_trial(
 
 
 def run_trial(
-    config: dict[str, Any], study: StudyConfig, inputs: dict[str, ScenarioInputs], tracking_uri: str, parent_run_id: str
+    config: dict[str, Any], study: StudyConfig, specs: dict[str, TrialSpec], inputs: dict[str, ScenarioInputs],
+    tracking_uri: str, parent_run_id: str,
 ) -> None:
-    """The Ray Tune trainable: `config["trial"]` is the grid cell; the rest is bound by
-    `tune.with_parameters` (inputs per scenario)."""
+    """The Ray Tune trainable: `config["trial"]` is the grid cell's key; the rest is bound by
+    `tune.with_parameters` (the trials' specs and inputs per scenario)."""
     import ray.tune
 
-    trial = Trial(**config["trial"])
-    ray.tune.report(execute_trial(study, trial, inputs[trial.scenario], tracking_uri, parent_run_id))
+    spec = specs[config["trial"]]
+    metrics = execute_trial(study, spec, inputs[spec.trial.scenario], tracking_uri, parent_run_id)
+    ray.tune.report(metrics)

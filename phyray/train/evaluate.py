@@ -39,7 +39,7 @@ def reconstruct(vae: torch.nn.Module, frames: np.ndarray, device: torch.device) 
 @torch.no_grad()
 def generate(cfg: TrainConfig, dit: torch.nn.Module, vae_checkpoint: str, frames: np.ndarray, device: torch.device) -> np.ndarray:
     from phyray.models.diffusion import NoiseSchedule, rollout
-    from phyray.train.checkpoint import load_vae
+    from phyray.models.export import load_vae
 
     vae = load_vae(vae_checkpoint).to(device)
     schedule = NoiseSchedule(cfg.diffusion.timesteps, cfg.diffusion.beta_schedule)
@@ -47,42 +47,13 @@ def generate(cfg: TrainConfig, dit: torch.nn.Module, vae_checkpoint: str, frames
     return rollout(vae, dit, schedule, frames[:, :c], num_frames=frames.shape[1], steps=cfg.diffusion.sample_steps, seed=cfg.seed)
 
 
-def side_by_side_gif(reference: np.ndarray, rollout: np.ndarray, path: Path, fps: int = 5) -> Path:
-    """[ground truth | rollout] panels of one video, (T, H, W, 3) each, upscaled to >= 128 px."""
-    import imageio.v3 as iio
-
-    scale = max(1, 128 // reference.shape[1])
-    gap = np.full((reference.shape[0], reference.shape[1], 2, 3), 128, dtype=np.uint8)
-    panel = np.concatenate([reference, gap, rollout], axis=2)  # (T, H, 2W + 2, 3)
-    panel = panel.repeat(scale, axis=1).repeat(scale, axis=2)
-    iio.imwrite(path, panel, extension=".gif", duration=1000 / fps, loop=0)
-    return path
-
-
-def report_metrics(report: list[dict[str, Any]]) -> dict[str, float]:
-    """Physics report rows -> MLflow metrics: eval/id/<metric>, eval/ood/<metric> (pooled over
-    levels) and eval/ood_<level>/<metric>."""
-    metrics = {}
-    for row in report:
-        if row["value"] is None:
-            continue
-        level = row["ood_level"]
-        if level == "id":
-            group = "id" if row["split"] in ("eval_id", "eval_in_template") else row["split"]
-        elif level == "pooled":
-            group = "ood"
-        else:
-            group = f"ood_{level}"
-        metrics[f"eval/{group}/{row['metric']}"] = row["value"]
-    return metrics
-
-
 def evaluate_rollouts(cfg: TrainConfig, model: torch.nn.Module, loop: dict[str, Any], step: int, device: torch.device) -> dict[str, float]:
     """Roll out, score and log `data.eval_videos` held-out videos; returns the logged metrics."""
     from mlflow.tracking import MlflowClient
 
     from phyray import tracking
-    from phyray.eval import score_rollouts
+    from phyray.eval import report_metrics, score_rollouts
+    from phyray.eval.video import side_by_side_gif
 
     rows = eval_rows(cfg)
     reference = np.stack([decode_frames(r) for r in rows])  # (N, T, H, W, 3)

@@ -205,6 +205,20 @@ def batches(cfg: TrainConfig, device: torch.device, rank: int = 0) -> Iterator[d
         epoch += 1
 
 
+def skip(data: Iterator[dict[str, torch.Tensor]], count: int) -> None:
+    """Consume `count` micro-batches without computing on them: a resumed run's data position.
+
+    Exact because `batches` yields one fixed sequence per config and rank: Ray Data's
+    order-preserving ingest deals the same blocks to each worker, the local shuffle and the
+    cache's permutations are seeded. The cost is re-reading the skipped batches of the first
+    epoch (which also refills the cache); later epochs of a cached shard are a seeded
+    permutation of tensors in memory, so skipping them is cheap (a shard too large to cache
+    re-streams every skipped epoch).
+    """
+    for _ in range(count):
+        next(data)
+
+
 def objective_inputs(cfg: TrainConfig, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return (batch["frames"],) if cfg.task == "vae" else (batch["latent"], batch["cond"])
 
@@ -216,13 +230,32 @@ def objective_inputs(cfg: TrainConfig, batch: dict[str, torch.Tensor]) -> tuple[
 ENGINE_TAG = "engine"
 
 
-def save_checkpoint(engine, ema: nn.Module, step: int, metrics: dict[str, Any], rank: int) -> None:
-    """Every rank writes its DeepSpeed shard; rank 0 adds EMA weights and the step; all report."""
+def worker_file(rank: int) -> str:
+    return f"worker-{rank}.pt"
+
+
+def worker_state(consumed: int, generator: torch.Generator) -> dict[str, Any]:
+    """What this rank needs beyond the weights to continue bit for bit: data position and RNG.
+
+    Every random draw of a step (timesteps, noise, VAE samples, clip windows) comes from
+    `generator`; nothing draws from the global torch or numpy RNGs after the model is built, so
+    they need no saving. The position is counted in micro-batches rather than derived from the
+    step, so a resume with another `batch_size` (more accumulation) still continues in place.
+    """
+    return {"consumed": consumed, "generator": generator.get_state()}
+
+
+def save_checkpoint(
+    engine, ema: nn.Module, step: int, metrics: dict[str, Any], rank: int, worker: dict[str, Any]
+) -> None:
+    """Every rank writes its DeepSpeed shard and `worker_state`; rank 0 adds EMA weights and the
+    step; all report, and Ray gathers every rank's files into one checkpoint directory."""
     import ray.train
     import torch.distributed as dist
 
     with tempfile.TemporaryDirectory(prefix="phyray-ckpt-") as directory:
         engine.save_checkpoint(directory, tag=ENGINE_TAG)
+        torch.save(worker, Path(directory) / worker_file(rank))
         if rank == 0:
             torch.save(ema.state_dict(), Path(directory) / "ema.pt")
             (Path(directory) / "state.json").write_text(json.dumps({"step": step}))
@@ -230,19 +263,27 @@ def save_checkpoint(engine, ema: nn.Module, step: int, metrics: dict[str, Any], 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def maybe_resume(engine, ema: nn.Module, resume_from: str | None) -> int:
-    """Restore from Ray's latest checkpoint (after a failure) or `resume_from`; returns the step."""
+def maybe_resume(
+    engine, ema: nn.Module, generator: torch.Generator, rank: int, resume_from: str | None
+) -> tuple[int, int]:
+    """Restore from Ray's latest checkpoint (after a failure) or `resume_from`.
+
+    Restores the engine, EMA and this rank's generator in place; returns (step, micro-batches this
+    rank had consumed), both 0 for a fresh run.
+    """
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and resume_from:
         checkpoint = ray.train.Checkpoint.from_directory(resume_from)
     if checkpoint is None:
-        return 0
+        return 0, 0
     with checkpoint.as_directory() as directory:
         engine.load_checkpoint(directory, tag=ENGINE_TAG)
         ema.load_state_dict(torch.load(Path(directory) / "ema.pt", map_location="cpu", weights_only=True))
-        return json.loads((Path(directory) / "state.json").read_text())["step"]
+        worker = torch.load(Path(directory) / worker_file(rank), weights_only=True)
+        generator.set_state(worker["generator"])
+        return json.loads((Path(directory) / "state.json").read_text())["step"], worker["consumed"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,14 +350,16 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
     engine = setup_engine(cfg, objective, device)
     ema.to(device)
-    step = maybe_resume(engine, ema, loop.get("resume_from"))
+    step, consumed = maybe_resume(engine, ema, generator, rank, loop.get("resume_from"))
     data = batches(cfg, device, rank)
+    skip(data, consumed)
     last_frames = None
 
     window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
     while step < cfg.steps:
         for _ in range(cfg.grad_accum):
             batch = next(data)
+            consumed += 1
             with autocast(cfg, device):
                 loss = engine(*objective_inputs(cfg, batch), generator=generator)
             engine.backward(loss)
@@ -349,4 +392,5 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             evaluate_rollouts(cfg, ema, loop, step, device)
 
         if step % cfg.checkpoint_every == 0 or final:
-            save_checkpoint(engine, ema, step, {"step": step, "loss": float(loss.item())}, rank)
+            metrics = {"step": step, "loss": float(loss.item())}
+            save_checkpoint(engine, ema, step, metrics, rank, worker_state(consumed, generator))

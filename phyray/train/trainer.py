@@ -11,14 +11,16 @@ FINISHED or FAILED.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from phyray.artifacts import Identity, ProductError, identity_of
 from phyray.config import ConfigError, TrainConfig, to_flat_dict
-from phyray.data.shards import ShardError, decode_frames, read_manifest, shard_paths
+from phyray.data.shards import decode_frames, read_manifest, shard_paths
 
 CONFIG_FILE = "config.yaml"
 DECODE_BLOCK_BYTES = 64 * 2**20
@@ -55,24 +57,53 @@ def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.output_dir).resolve() / cfg.name
 
 
+# TrainConfig fields that do not change a run's weights: where it writes and logs, how often it
+# logs, checkpoints or evaluates (resume is exact, so checkpoint cadence is invisible), the
+# in-training evaluation set, CPUs per worker, failure handling; and data.train, which enters
+# as its product's identity instead of its path.
+NON_RESULT_FIELDS = (
+    "name", "output_dir", "tracking", "log_every", "checkpoint_every", "eval_every", "max_failures",
+    "fail_once_at_step", "cpus_per_worker", "data.train", "data.eval", "data.eval_videos",
+)
+
+
+def result_fields(cfg: TrainConfig) -> dict[str, Any]:
+    """The config fields that change what a run produces (all but NON_RESULT_FIELDS), nested."""
+    fields = cfg.model_dump(mode="json")
+    for name in NON_RESULT_FIELDS:
+        *parents, leaf = name.split(".")
+        node = fields
+        for part in parents:
+            node = node[part]
+        node.pop(leaf)
+    return fields
+
+
+def training_identity(cfg: TrainConfig, manifest: dict[str, Any]) -> Identity:
+    """A run's identity: its result fields and the identity of its training data."""
+    return Identity(cfg.task, result_fields(cfg), {"data": identity_of(manifest, cfg.data.train)["id"]})
+
+
 def check_data(cfg: TrainConfig) -> dict[str, Any]:
-    """Fail early, naming the path, if the data a run needs is missing or of the wrong kind."""
+    """Fail early, naming the path, if the data a run needs is missing, corrupt or of the wrong
+    kind; every shard is checked against its manifest checksum here, once."""
     try:
         manifest = read_manifest(cfg.data.train)
         shard_paths(cfg.data.train)
         if cfg.data.eval:
             shard_paths(cfg.data.eval)
-    except ShardError as err:
+        kind = identity_of(manifest, cfg.data.train)["kind"]
+    except ProductError as err:
         raise ConfigError(f"data: {err}") from None
-    is_latents = manifest.get("kind") == "latents"
-    if cfg.task == "dit" and not is_latents:
+    if cfg.task == "dit" and kind != "latents":
         raise ConfigError(f"data.train: {cfg.data.train} holds pixels; a DiT trains on latents (`phyray data encode`)")
-    if cfg.task == "vae" and is_latents:
+    if cfg.task == "vae" and kind == "latents":
         raise ConfigError(f"data.train: {cfg.data.train} holds latents; a VAE trains on pixel shards")
-    if cfg.task == "dit" and manifest["fingerprint"]["cond_frames"] != cfg.diffusion.cond_frames:
+    encoded_for = manifest["identity"]["settings"].get("cond_frames")
+    if cfg.task == "dit" and encoded_for != cfg.diffusion.cond_frames:
         raise ConfigError(
             f"diffusion.cond_frames: {cfg.diffusion.cond_frames} but the latents in {cfg.data.train} were "
-            f"encoded for {manifest['fingerprint']['cond_frames']}"
+            f"encoded for {encoded_for}"
         )
     if manifest["num_videos"] < cfg.micro_batch * cfg.workers:
         raise ConfigError(
@@ -127,25 +158,24 @@ def ingest_config():
 
 
 def run_facts(cfg: TrainConfig, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Run-level numbers the workers log with (tokens and FLOPs per video for MFU)."""
+    """Run-level numbers the workers log with (tokens and FLOPs per video for MFU), and for a DiT
+    the VAE its latents came from (its identity, and its path for people and rollouts)."""
     facts: dict[str, Any] = {}
     if cfg.task == "dit":
-        from phyray.models.info import model_info
-
-        rows = shard_paths(cfg.data.train)
         import pyarrow.parquet as pq
 
-        latent_shape = pq.read_table(rows[0], columns=["latent_shape"]).column(0)[0].as_py()
-        fingerprint = manifest["fingerprint"]
-        source = read_manifest(fingerprint["source"])
-        frames = source["fingerprint"]["config"]["physics"]["num_frames"]
-        resolution = source["resolution"]
-        info = model_info(cfg.model.dit, resolution, frames, vae=cfg.model.vae, patch=cfg.model.patch)
+        from phyray.models.info import model_info
+
+        latent_shape = pq.read_table(shard_paths(cfg.data.train)[0], columns=["latent_shape"]).column(0)[0].as_py()
+        info = model_info(
+            cfg.model.dit, manifest["resolution"], manifest["num_frames"], vae=cfg.model.vae, patch=cfg.model.patch
+        )
         facts |= {
             "tokens_per_video": info["tokens_per_video"],
             "train_flops_per_video": info["train_flops_per_video"],
             "latent_shape": latent_shape,
-            "vae_checkpoint": fingerprint["vae_checkpoint"],
+            "vae_checkpoint": manifest["sources"]["vae"],
+            "vae_id": manifest["identity"]["inputs"]["vae"],
         }
     return facts
 
@@ -181,11 +211,12 @@ def train(
     from ray.train.torch import TorchTrainer
 
     from phyray import tracking
-    from phyray.runtime import init_ray, quiet_ray_data
-    from phyray.train.checkpoint import save_export
+    from phyray.models.export import save_export
+    from phyray.runtime import ResourceWatch, init_ray, quiet_ray_data
 
     cfg = resolve_paths(cfg)
     manifest = check_data(cfg)
+    identity = training_identity(cfg, manifest)
     run_dir = run_dir_of(cfg)
     if run_dir.exists() and not resume:
         raise ConfigError(f"name: run {cfg.name!r} already exists in {run_dir.parent}; use --resume {cfg.name} or another name")
@@ -198,22 +229,25 @@ def train(
     init_ray()
     quiet_ray_data()
     uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
+    run_tags = {
+        "phyray.task": cfg.task, f"phyray.{cfg.task}_id": identity.id,
+        **({"phyray.resumed_from": str(resume_from)} if resume_from else {}),
+    }
     owns_run = run_id is None
     if owns_run:
         run_id = tracking.start_run(
-            uri,
-            cfg.tracking.experiment,
-            cfg.name,
-            to_flat_dict(cfg),
-            tags={"phyray.task": cfg.task, **({"phyray.resumed_from": str(resume_from)} if resume_from else {}), **(tags or {})},
+            uri, cfg.tracking.experiment, cfg.name, to_flat_dict(cfg), tags={**run_tags, **(tags or {})},
             artifact_root=tracking.artifact_root_for(uri, run_dir),
         )
+    else:
+        tracking.set_tags(uri, run_id, run_tags)
     loop = {
         "config": cfg.model_dump(mode="json"),
         "run_dir": str(run_dir),
         "tracking_uri": uri,
         "run_id": run_id,
         "resume_from": str(resume_from) if resume_from else None,
+        "identity": identity.record(),
         **run_facts(cfg, manifest),
     }
     trainer = TorchTrainer(
@@ -234,7 +268,8 @@ def train(
         dataset_config=ingest_config(),
     )
     try:
-        result = trainer.fit()
+        with ResourceWatch(f"training {cfg.name}", say):
+            result = trainer.fit()
         if result.checkpoint is None:
             raise RuntimeError(f"run {cfg.name!r} ended without a checkpoint")
         export = _export(cfg, result.checkpoint, run_dir, loop, save_export)
@@ -245,6 +280,10 @@ def train(
     if owns_run:
         tracking.end_run(uri, run_id, "FINISHED")
     return TrainRun(run_dir=run_dir, export=export, tracking_uri=uri, run_id=run_id, metrics=dict(result.metrics or {}))
+
+
+def say(line: str) -> None:
+    print(f"[phyray train] {line}", file=sys.stderr, flush=True)
 
 
 def _worker_entry(loop: dict[str, Any]) -> None:
@@ -263,18 +302,20 @@ def _export(cfg: TrainConfig, checkpoint, run_dir: Path, loop: dict[str, Any], s
     """Write <run dir>/export/model.pt from the final checkpoint's EMA weights."""
     import torch
 
-    from phyray.models.vae import VAE_PRESETS
+    from phyray.presets import VAE_PRESETS
 
     with checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / "ema.pt", map_location="cpu", weights_only=True)
     if cfg.task == "vae":
-        meta = {"preset": cfg.model.vae}
+        meta = {"preset": cfg.model.vae, "identity": loop["identity"]}
     else:
         meta = {
             "preset": cfg.model.dit,
+            "identity": loop["identity"],
             "patch": list(cfg.model.patch),
             "latent_channels": VAE_PRESETS[cfg.model.vae]["latent_channels"],
             "vae_checkpoint": loop["vae_checkpoint"],
+            "vae_id": loop["vae_id"],
             "diffusion": cfg.diffusion.model_dump(),
         }
     return save_export(run_dir / "export", cfg.task, meta, state)

@@ -2,19 +2,20 @@
 
 A training run's Ray checkpoints hold everything needed to resume (DeepSpeed shards, EMA
 weights, step). Its export is the small, self-describing file later stages load: the EMA
-weights plus the preset that rebuilds the module, in `<run dir>/export/model.pt`.
+weights plus the preset that rebuilds the module and the run's identity record
+(`phyray.artifacts`), in `<run dir>/export/model.pt`, written last and atomically, so an export
+that exists is a finished run of that identity.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from phyray.data.shards import atomic_write_bytes
+from phyray.artifacts import atomic_write_bytes, sha256_file
 from phyray.models.dit import build_dit
 from phyray.models.vae import VideoVAE, build_vae
 
@@ -65,5 +66,14 @@ def load_dit(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     return dit.eval().requires_grad_(False), meta
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def export_meta(path: str | Path) -> dict[str, Any]:
+    """An export's meta (preset, identity, ...) without loading its weights into memory."""
+    blob = torch.load(export_path(path), map_location="cpu", weights_only=True, mmap=True)
+    return blob["meta"]
+
+
+def export_id(path: str | Path) -> str:
+    """The identity of an exported model: its run's identity, or for a file phyray did not
+    train (no identity in its meta) a hash of its bytes."""
+    record = export_meta(path).get("identity")
+    return record["id"] if record else "sha256-" + sha256_file(export_path(path))[:12]
