@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from phyray import __version__
+
 MANIFEST = "manifest.json"
 PLAN_FILE = ".plan.json"
 JOURNAL = ".shards.jsonl"
@@ -267,8 +269,6 @@ def write_product(
         log: where a repaired shard is reported (one line).
         **manifest_fields: what else the manifest records (resolution, counts, sources, ...).
     """
-    from phyray import __version__
-
     prepare_out(out)
     _refuse_other(out, identity)
     known: dict[str, dict[str, Any]] = {}

@@ -11,6 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from phyray.artifacts import ProductError
+from phyray.config import BALL_SCENARIOS, ConfigError, TrainConfig, load_config, load_data_config
+
+# Each command imports the rest (torch, Ray, MLflow and the phyray modules built on them) when it
+# runs, so `phyray --help` and a bad argument answer at once.
+
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
@@ -31,8 +37,6 @@ def positive_int(text: str) -> int:
 
 
 def _data_generate(args: argparse.Namespace) -> int:
-    from phyray.artifacts import ProductError
-    from phyray.config import BALL_SCENARIOS, ConfigError, load_data_config
     from phyray.data.generate import generate_dataset
 
     try:
@@ -63,7 +67,6 @@ def _data_generate(args: argparse.Namespace) -> int:
 
 
 def _generate_combinatorial(args: argparse.Namespace) -> dict:
-    from phyray.config import ConfigError
     from phyray.data.combinatorial import generate_combinatorial
     from phyray.sim.phyre import PhyreUnavailable, parse_templates
 
@@ -166,7 +169,6 @@ def _add_model_commands(groups) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from phyray.config import ConfigError, TrainConfig, load_config
     from phyray.train.trainer import CONFIG_FILE, train
 
     try:
@@ -191,8 +193,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _data_encode(args: argparse.Namespace) -> int:
-    from phyray.artifacts import ProductError
-    from phyray.config import ConfigError
     from phyray.data.latents import encode_dataset
 
     try:
@@ -216,7 +216,6 @@ def _add_train_commands(groups) -> None:
 
 
 def _eval_physics(args: argparse.Namespace) -> int:
-    from phyray.artifacts import ProductError
     from phyray.eval.report import evaluate_physics, format_summary, write_report
 
     try:
@@ -233,8 +232,6 @@ def _eval_physics(args: argparse.Namespace) -> int:
 
 
 def _eval_rollout(args: argparse.Namespace) -> int:
-    from phyray.artifacts import ProductError
-    from phyray.config import ConfigError
     from phyray.eval.rollouts import rollout_dataset
 
     try:
@@ -279,7 +276,6 @@ def _study_report(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from phyray.config import ConfigError
     from phyray.study.report import publish_report, study_runs
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

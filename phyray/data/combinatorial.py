@@ -32,6 +32,13 @@ from phyray.data.shards import (
     shard_name,
     write_shard,
 )
+from phyray.sim.phyre import (
+    PHYRE_PALETTE,
+    SCENE_SIZE,
+    TEMPLATE_SETS,
+    PhyreSidecar,
+    find_phyre_python,
+)
 
 COMBINATORIAL_SPLITS = ("train", "eval_in_template", "eval_out_of_template")
 FIRST_EVAL_TRIAL = 990  # trials 990-999 of each seed are the in-template evaluation set
@@ -59,8 +66,6 @@ COMBINATORIAL_SCHEMA = pa.schema(
 
 def plan_items(templates: list[int], seeds: int, trials: int, split: str) -> list[tuple[int, int, int]]:
     """(template_id, seed, trial) of every video, in shard order; validates the split rules."""
-    from phyray.sim.phyre import TEMPLATE_SETS
-
     if split not in COMBINATORIAL_SPLITS:
         raise ConfigError(f"split: {split!r} is not a combinatorial split; choose from {', '.join(COMBINATORIAL_SPLITS)}")
     if seeds < 1 or trials < 1:
@@ -92,14 +97,10 @@ class PhyreShardWriter:
     """Ray Data actor: one PHYRE sidecar, many shards."""
 
     def __init__(self, batch_size: int = 16):
-        from phyray.sim.phyre import PhyreSidecar
-
         self.sidecar = PhyreSidecar()
         self.batch_size = batch_size
 
     def build_shard(self, task: dict[str, Any]) -> tuple[pa.Table, dict[str, float]]:
-        from phyray.sim.phyre import PHYRE_PALETTE
-
         columns: dict[str, list] = {name: [] for name in COMBINATORIAL_SCHEMA.names}
         timings = {"simulate": 0.0, "encode": 0.0}
         palette = PHYRE_PALETTE.tolist()
@@ -162,8 +163,6 @@ def generate_combinatorial(
     log=print,
 ) -> dict[str, Any]:
     """Generate (or finish, or verify and repair) a combinatorial dataset; returns its manifest."""
-    from phyray.sim.phyre import SCENE_SIZE, find_phyre_python
-
     items = plan_items(templates, seeds, trials, split)
     find_phyre_python()  # fail now, in one line, if there is no PHYRE environment
     out = Path(out)

@@ -35,6 +35,8 @@ from phyray.sim.balls import impact_frame, place_collision, place_single_ball, s
 # buffer under glibc's 32 MiB mmap ceiling, so it is reused from the heap instead of being
 # page-faulted in afresh for every batch (that alone cost ~1 ms per 256² video).
 RENDER_BATCH_BYTES = 24 * 2**20
+# Ray is imported in `RayShards.__call__`: the shard functions run inside Ray tasks, and
+# planning, identities and finished products need no Ray.
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from phyray.artifacts import Identity, identity_of, write_product
-from phyray.data.shards import read_manifest, read_shard, shard_paths, write_shard
+from phyray.data.shards import decode_frames, read_manifest, read_shard, shard_paths, write_shard
+
+# torch and the models are imported inside the encoder actor and the encode job: the training
+# driver reads `decode_latents` from here without loading them.
 
 LATENT_FORMAT_VERSION = 1
 LATENT_SCHEMA = pa.schema(
@@ -58,7 +61,6 @@ class ShardEncoder:
     def encode_shard(self, source: Path) -> pa.Table:
         import torch
 
-        from phyray.data.shards import decode_frames
         from phyray.models.diffusion import encode_condition
         from phyray.models.vae import frames_to_tensor
 

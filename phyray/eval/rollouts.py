@@ -33,6 +33,8 @@ from phyray.data.shards import (
 
 # Reference columns copied into every rollout row (all but the frames).
 STATE_COLUMNS = [name for name in SCHEMA.names if name not in ("frames", "frames_encoding", "frame_shape")]
+# torch and the models are imported in `rollout_dataset`: naming and reading rollouts needs
+# neither.
 
 
 def video_noise_seed(video_seed: int, rollout_seed: int) -> int:

@@ -32,6 +32,8 @@ from phyray.study.trial import TrialSpec, plan_trial
 # Logical CPU of a trial's own process: it only drives a TorchTrainer and waits, so it should not
 # hold a CPU that the trial's workers or data tasks need.
 TRIAL_DRIVER_CPU = 0.01
+# Ray, Tune and MLflow are imported inside the functions that run the study: importing the
+# driver (tests, `--plan`) does not start or load them.
 # Study-config fields that change no result: where things are stored and logged, how the
 # cluster is used, the cost-plan assumptions.
 NON_RESULT_STUDY_FIELDS = ("experiment", "output_dir", "data_dir", "tracking_uri", "resources", "plan")

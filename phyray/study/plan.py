@@ -20,6 +20,8 @@ from phyray.study.settings import dit_settings, vae_settings
 # CPUs a trial asks for beside its workers: the Ray Data tasks that read and decode its batches
 # (a run whose workers hold every CPU waits forever for data; see phyray/runtime.py).
 DATA_CPUS_PER_TRIAL = 1
+# `phyray.models.info` (torch: it builds DiTs on the meta device) is imported in `cost_plan`
+# alone: the grid and the resource checks run without torch.
 
 
 @dataclass(frozen=True)

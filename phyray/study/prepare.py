@@ -23,9 +23,14 @@ from pathlib import Path
 
 from phyray.artifacts import Identity, ProductError
 from phyray.config import StudyConfig, TrainConfig, load_data_config, parse_size
-from phyray.data.shards import read_manifest
+from phyray.data.plan import plan_dataset
+from phyray.data.shards import decode_frames, iter_rows, read_manifest
+from phyray.presets import is_trainable
 from phyray.study.plan import nominal_videos
 from phyray.study.settings import dit_settings, train_config
+
+# torch, Ray and MLflow, and the phyray modules that load them, are imported inside the stage
+# functions: loading, checking and planning a study runs without them.
 
 
 @dataclass
@@ -52,7 +57,6 @@ def vae_train_size(cfg: StudyConfig) -> str:
 def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInputs:
     """Step 1 for one scenario: every training size and both evaluation sets (reused if there)."""
     from phyray.data.generate import dataset_identity, generate_dataset
-    from phyray.data.plan import plan_dataset
 
     data_cfg = load_data_config(scenario, [*cfg.data.overrides, f"render.resolution={cfg.data.resolution}"])
     root, seed = scenario_root(cfg, scenario), cfg.data.seed
@@ -103,7 +107,6 @@ def calibrated_export(preset: str, train_set: str, directory: Path, identity: Id
     """Export a parameter-free VAE (SpaceToDepthAE) with its latent scale fitted to a dataset."""
     import numpy as np
 
-    from phyray.data.shards import decode_frames, iter_rows
     from phyray.models.export import EXPORT_FILE, save_export
     from phyray.models.vae import build_vae, frames_to_tensor
 
@@ -121,7 +124,6 @@ def calibrated_export(preset: str, train_set: str, directory: Path, identity: Id
 
 def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tags: dict[str, str], log=print) -> None:
     """Step 2 for one scenario: the VAE of its data settings, trained once (or reused)."""
-    from phyray.presets import is_trainable
     from phyray.train.trainer import training_identity
 
     root = scenario_root(cfg, inputs.scenario)

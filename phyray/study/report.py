@@ -28,12 +28,15 @@ from typing import Any
 
 from phyray.artifacts import atomic_write_bytes
 from phyray.config import ConfigError
+from phyray.presets import DIT_PRESETS
 
 # The verdict's thresholds: "OOD stays >= 5x ID" (the paper's is ~10x), and "OOD does not
 # improve" = OOD error at the largest data size is at least this fraction of the smallest's.
 OOD_ID_MIN_RATIO = 5.0
 OOD_NO_IMPROVEMENT = 0.8
 REPORT_FILES = ("results.csv", "results.md", "scaling_curves.png")
+# MLflow and matplotlib are imported where a report is read or drawn: the tables and checks
+# are plain functions of records.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,8 +121,6 @@ def collect_results(uri: str, experiment: str, parent) -> tuple[list[dict[str, A
 
 
 def _model_order(model: str) -> tuple[int, str]:
-    from phyray.presets import DIT_PRESETS
-
     spec = DIT_PRESETS.get(model, {})
     return (spec.get("depth", 0) * spec.get("hidden_size", 0) ** 2, model)
 

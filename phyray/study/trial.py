@@ -36,7 +36,7 @@ import numpy as np
 
 from phyray.artifacts import Identity
 from phyray.config import StudyConfig, TrainConfig, to_flat_dict
-from phyray.data.shards import read_manifest
+from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.study.plan import Trial
 from phyray.study.prepare import ScenarioInputs, train_or_resume
 from phyray.study.settings import train_config
@@ -44,6 +44,8 @@ from phyray.study.settings import train_config
 DONE_TAG = "phyray.trial_done"
 EVAL_SPLITS = ("eval_id", "eval_ood")
 REPORT_FORMAT_VERSION = 1
+# torch, Ray and MLflow, and the phyray modules that load them, are imported inside the functions
+# that run a trial: the driver plans trials without them.
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,6 @@ def is_done(run) -> bool:
 
 
 def _gif_of(record: dict[str, Any], rollout_dir: str, reference_dir: str, path: Path) -> Path:
-    from phyray.data.shards import decode_frames, iter_rows
     from phyray.eval.video import side_by_side_gif
 
     def frames_of(directory) -> np.ndarray:

@@ -14,9 +14,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from mlflow.tracking import MlflowClient
 
+from phyray import tracking
 from phyray.config import TrainConfig
 from phyray.data.shards import decode_frames, iter_rows
+from phyray.eval import report_metrics, score_rollouts
+from phyray.eval.video import side_by_side_gif
+from phyray.models.diffusion import NoiseSchedule, rollout
+from phyray.models.export import load_vae
+from phyray.models.vae import frames_to_tensor, tensor_to_frames
 
 
 def eval_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -30,17 +37,12 @@ def eval_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def reconstruct(vae: torch.nn.Module, frames: np.ndarray, device: torch.device) -> np.ndarray:
-    from phyray.models.vae import frames_to_tensor, tensor_to_frames
-
     x = frames_to_tensor(frames, device=device)
     return tensor_to_frames(vae.decode(vae.encode(x), num_frames=x.shape[2]))
 
 
 @torch.no_grad()
 def generate(cfg: TrainConfig, dit: torch.nn.Module, vae_checkpoint: str, frames: np.ndarray, device: torch.device) -> np.ndarray:
-    from phyray.models.diffusion import NoiseSchedule, rollout
-    from phyray.models.export import load_vae
-
     vae = load_vae(vae_checkpoint).to(device)
     schedule = NoiseSchedule(cfg.diffusion.timesteps, cfg.diffusion.beta_schedule)
     c = cfg.diffusion.cond_frames
@@ -49,12 +51,6 @@ def generate(cfg: TrainConfig, dit: torch.nn.Module, vae_checkpoint: str, frames
 
 def evaluate_rollouts(cfg: TrainConfig, model: torch.nn.Module, loop: dict[str, Any], step: int, device: torch.device) -> dict[str, float]:
     """Roll out, score and log `data.eval_videos` held-out videos; returns the logged metrics."""
-    from mlflow.tracking import MlflowClient
-
-    from phyray import tracking
-    from phyray.eval import report_metrics, score_rollouts
-    from phyray.eval.video import side_by_side_gif
-
     rows = eval_rows(cfg)
     reference = np.stack([decode_frames(r) for r in rows])  # (N, T, H, W, 3)
     model.eval()

@@ -22,10 +22,20 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import ray.train
+import ray.train.torch
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from phyray import tracking
 from phyray.config import TrainConfig
+from phyray.models.diffusion import NoiseSchedule, condition_latent_frames, diffusion_loss
+from phyray.models.dit import build_dit
+from phyray.models.info import estimate_mfu, peak_flops
+from phyray.models.vae import build_vae, frames_to_tensor, vae_loss
+from phyray.presets import VAE_PRESETS
+from phyray.train.evaluate import evaluate_rollouts
 
 # ---------------------------------------------------------------------------------------------
 # Losses as modules (DeepSpeed wraps one nn.Module whose forward returns the loss)
@@ -45,8 +55,6 @@ class VAEObjective(nn.Module):
         self.model, self.beta, self.clip_frames = vae, beta, clip_frames
 
     def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        from phyray.models.vae import frames_to_tensor, vae_loss
-
         if self.clip_frames and self.clip_frames < frames.shape[1]:
             start = int(torch.randint(0, frames.shape[1] - self.clip_frames + 1, (1,), generator=generator, device=frames.device))
             frames = frames[:, start : start + self.clip_frames]  # (B, clip, H, W, 3)
@@ -59,24 +67,17 @@ class DiTObjective(nn.Module):
 
     def __init__(self, dit: nn.Module, cfg: TrainConfig, temporal_compression: int):
         super().__init__()
-        from phyray.models.diffusion import NoiseSchedule, condition_latent_frames
-
         self.model = dit
         self.schedule = NoiseSchedule(cfg.diffusion.timesteps, cfg.diffusion.beta_schedule)
         self.touched, self.known = condition_latent_frames(cfg.diffusion.cond_frames, temporal_compression)
 
     def forward(self, latent: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        from phyray.models.diffusion import diffusion_loss
-
         mask = torch.zeros_like(cond[:, :1])  # (B, 1, T, h, w)
         mask[:, :, : self.touched] = 1
         return diffusion_loss(self.model, self.schedule, latent, cond, mask, self.known, generator=generator)
 
 
 def build_objective(cfg: TrainConfig) -> nn.Module:
-    from phyray.models.dit import build_dit
-    from phyray.models.vae import VAE_PRESETS, build_vae
-
     if cfg.task == "vae":
         return VAEObjective(build_vae(cfg.model.vae), cfg.vae_beta, cfg.vae_clip_frames)
     vae_preset = VAE_PRESETS[cfg.model.vae]
@@ -117,7 +118,7 @@ def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
 
 def setup_engine(cfg: TrainConfig, objective: nn.Module, device: torch.device):
     """DeepSpeed engine over Ray's process group, with a torch AdamW (no JIT-built ops)."""
-    import deepspeed
+    import deepspeed  # here, not at the top: DS_ACCELERATOR must be set first (trainer._worker_entry)
 
     objective.to(device)
     optimizer = torch.optim.AdamW(
@@ -173,8 +174,6 @@ def batches(cfg: TrainConfig, device: torch.device, rank: int = 0) -> Iterator[d
     whose first epoch fits in `data.cache_mb` is kept in this worker's memory and later epochs
     replay it in a fresh seeded permutation; a larger one streams every epoch.
     """
-    import ray.train
-
     shard = ray.train.get_dataset_shard("train")
     budget, held = cfg.data.cache_mb * 2**20, 0
     kept: list[dict[str, torch.Tensor]] | None = []
@@ -250,9 +249,6 @@ def save_checkpoint(
 ) -> None:
     """Every rank writes its DeepSpeed shard and `worker_state`; rank 0 adds EMA weights and the
     step; all report, and Ray gathers every rank's files into one checkpoint directory."""
-    import ray.train
-    import torch.distributed as dist
-
     with tempfile.TemporaryDirectory(prefix="phyray-ckpt-") as directory:
         engine.save_checkpoint(directory, tag=ENGINE_TAG)
         torch.save(worker, Path(directory) / worker_file(rank))
@@ -271,8 +267,6 @@ def maybe_resume(
     Restores the engine, EMA and this rank's generator in place; returns (step, micro-batches this
     rank had consumed), both 0 for a fresh run.
     """
-    import ray.train
-
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and resume_from:
         checkpoint = ray.train.Checkpoint.from_directory(resume_from)
@@ -292,16 +286,12 @@ def maybe_resume(
 
 
 def mean_across_workers(value: float) -> float:
-    import torch.distributed as dist
-
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor)
     return tensor.item() / dist.get_world_size()
 
 
 def throughput_metrics(cfg: TrainConfig, loop: dict[str, Any], steps: int, seconds: float, device: torch.device) -> dict[str, float | None]:
-    from phyray.models.info import estimate_mfu, peak_flops
-
     samples_per_s = cfg.batch_size * steps / seconds
     tokens = loop.get("tokens_per_video")
     flops = loop.get("train_flops_per_video")
@@ -315,8 +305,6 @@ def throughput_metrics(cfg: TrainConfig, loop: dict[str, Any], steps: int, secon
 
 def calibrate_latent_scale(vae: nn.Module, frames: torch.Tensor) -> None:
     """Set the VAE's latent scaling so encoded training latents have unit variance."""
-    from phyray.models.vae import frames_to_tensor
-
     with torch.no_grad():
         vae.scaling_factor.fill_(1.0)
         vae.shift_factor.fill_(0.0)
@@ -332,12 +320,6 @@ def calibrate_latent_scale(vae: nn.Module, frames: torch.Tensor) -> None:
 
 def train_loop_per_worker(loop: dict[str, Any]) -> None:
     """Ray Train entry point. `loop` holds the config dict and run-level facts from the driver."""
-    import ray.train
-    import ray.train.torch
-
-    from phyray import tracking
-    from phyray.train.evaluate import evaluate_rollouts
-
     cfg = TrainConfig.model_validate(loop["config"])
     context = ray.train.get_context()
     rank = context.get_world_rank()

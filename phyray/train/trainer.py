@@ -21,6 +21,10 @@ import yaml
 from phyray.artifacts import Identity, ProductError, identity_of
 from phyray.config import ConfigError, TrainConfig, to_flat_dict
 from phyray.data.shards import decode_frames, read_manifest, shard_paths
+from phyray.presets import VAE_PRESETS
+
+# Ray Train, torch and MLflow are imported inside the functions that train: checking a config
+# (the CLI, a study's planning) does not load them.
 
 CONFIG_FILE = "config.yaml"
 DECODE_BLOCK_BYTES = 64 * 2**20
@@ -302,7 +306,6 @@ def _export(cfg: TrainConfig, checkpoint, run_dir: Path, loop: dict[str, Any], s
     """Write <run dir>/export/model.pt from the final checkpoint's EMA weights."""
     import torch
 
-    from phyray.presets import VAE_PRESETS
 
     with checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / "ema.pt", map_location="cpu", weights_only=True)
