@@ -12,17 +12,17 @@ so the same settings on the same inputs name the same product on any machine and
 mount point, and a changed setting names a new product that lands in a new place while every
 product it does not affect keeps its identity and is reused. Which fields enter which identity:
 
-| product  | kind       | settings                                                 | inputs             |
-|----------|------------|----------------------------------------------------------|--------------------|
-| dataset  | `dataset`  | the whole data config, split, size, seed, shard layout   | -                  |
-| PHYRE    | `dataset`  | templates, seeds, trials, split, shard size              | -                  |
-| VAE      | `vae`      | `phyray.study.settings.result_fields` of its TrainConfig | its training set   |
-| latents  | `latents`  | cond_frames, the latent format                           | dataset, VAE       |
-| DiT      | `dit`      | `result_fields` of its TrainConfig                       | its latents        |
-| rollouts | `rollouts` | DDIM steps, rollout seed, cond_frames                    | DiT, reference set |
-| report   | `report`   | parser, cond_frames, SSIM on/off                         | rollouts of each split |
-| trial    | `trial`    | (the MLflow run of a study cell)                         | DiT, its reports   |
-| study    | `study`    | grid, headline metric (the MLflow parent run)            | every trial        |
+| product  | settings                                                       | inputs            |
+|----------|----------------------------------------------------------------|-------------------|
+| dataset  | the whole data config, split, size, seed, shard layout         | -                 |
+| PHYRE    | templates, seeds, trials, split, shard size                    | -                 |
+| VAE      | `phyray.train.trainer.result_fields` of its TrainConfig        | its training set  |
+| latents  | cond_frames, the latent format                                 | dataset, VAE      |
+| DiT      | `result_fields` of its TrainConfig                             | its latents       |
+| rollouts | DDIM steps, rollout seed, cond_frames                          | DiT, reference    |
+| report   | parser, cond_frames, SSIM on/off                               | each split's rollouts |
+| trial    | its grid cell (an MLflow run, tag `phyray.trial_id`)           | DiT, report       |
+| study    | the study config but paths, tracking, resources, plan (parent run) | -             |
 
 A product's directory is named `<label>-<id>`, its manifest (or export meta) stores the
 identity record `{kind, id, settings, inputs}`, and its MLflow run (VAE, trial, study) carries
