@@ -477,6 +477,9 @@ class StudyEval(Strict):
     batch_size: int = Field(16, ge=1)  # videos per rollout batch
     ssim: bool = True
     gifs: bool = True  # side-by-side GIFs of the best and worst rollouts of each split
+    # Resamples of the 95% percentile-bootstrap interval of every reported mean (seeded by
+    # data.seed; phyray/eval/stats.py).
+    bootstrap_resamples: int = Field(1000, ge=100)
 
 
 class StudyResources(Strict):

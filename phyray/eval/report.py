@@ -52,6 +52,7 @@ from phyray.eval.physics import (
     impact_frame_of,
     physics_metrics,
 )
+from phyray.eval.stats import bootstrap_ci
 from phyray.eval.video import PIXEL_METRICS, pixel_metrics
 
 ID_LEVEL = "id"
@@ -59,8 +60,8 @@ POOLED_LEVEL = "pooled"
 FLOOR_PREFIX = "gt_floor_"
 METRICS = (*PHYSICS_METRICS, *(FLOOR_PREFIX + m for m in PHYSICS_METRICS), *PIXEL_METRICS)
 ROW_FIELDS = (
-    "scenario", "split", "resolution", "ood_level", "metric", "value", "median", "n", "n_excluded",
-    "parser", "cond_frames",
+    "scenario", "split", "resolution", "ood_level", "metric", "value", "ci_low", "ci_high", "median", "n",
+    "n_excluded", "parser", "cond_frames",
 )
 ROLLOUT_COLUMNS = ["video_id", "frames", "frames_encoding", "frame_shape"]
 REFERENCE_COLUMNS = [
@@ -186,12 +187,15 @@ def _level_order(level: str) -> tuple[int, str]:
 
 
 def summarize(
-    records: Sequence[dict[str, Any]], parser: str = "subpixel", cond_frames: int = COND_FRAMES
+    records: Sequence[dict[str, Any]], parser: str = "subpixel", cond_frames: int = COND_FRAMES,
+    resamples: int = 1000, seed: int = 0,
 ) -> list[dict[str, Any]]:
     """The long-format report of per-video records (see the module docstring).
 
     Pooled rows cover every OOD video of a (scenario, split, resolution), so each level's n sums
-    to the pooled n and the pooled value is the n-weighted mean of the levels' values.
+    to the pooled n and the pooled value is the n-weighted mean of the levels' values. Each
+    value carries its 95% percentile-bootstrap interval over videos (`ci_low`, `ci_high`;
+    `resamples` resamples, seeded by `seed`).
     """
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
@@ -208,10 +212,13 @@ def summarize(
                 continue  # not computed (e.g. SSIM switched off)
             values = np.array([m[metric] for m in members], dtype=np.float64)
             counted = values[~np.isnan(values)]
+            interval = bootstrap_ci(counted, resamples, seed) or (None, None)
             rows.append(
                 dict(
                     zip(ROW_FIELDS[:5], (*key[:3], key[3], metric)),
                     value=float(counted.mean()) if counted.size else None,
+                    ci_low=interval[0],
+                    ci_high=interval[1],
                     median=float(np.median(counted)) if counted.size else None,
                     n=int(counted.size),
                     n_excluded=int(values.size - counted.size),
@@ -239,7 +246,8 @@ def score_rollouts(
 
 def report_metrics(report: list[dict[str, Any]]) -> dict[str, float]:
     """Physics report rows -> MLflow metrics: eval/id/<metric>, eval/ood/<metric> (pooled over
-    levels) and eval/ood_<level>/<metric>."""
+    levels) and eval/ood_<level>/<metric>, each with its bootstrap interval as
+    <metric>_ci_low and <metric>_ci_high."""
     metrics = {}
     for row in report:
         if row["value"] is None:
@@ -251,7 +259,9 @@ def report_metrics(report: list[dict[str, Any]]) -> dict[str, float]:
             group = "ood"
         else:
             group = f"ood_{level}"
-        metrics[f"eval/{group}/{row['metric']}"] = row["value"]
+        name = f"eval/{group}/{row['metric']}"
+        metrics[name] = row["value"]
+        metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = row["ci_low"], row["ci_high"]
     return metrics
 
 

@@ -169,6 +169,11 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _interval(record: dict[str, Any], name: str) -> str:
+    low, high = record.get(f"{name}_ci_low"), record.get(f"{name}_ci_high")
+    return "-" if low is None or high is None else f"[{low:.4f}, {high:.4f}]"
+
+
 def results_markdown(
     records: list[dict[str, Any]], metric: str, experiment: str, study: dict[str, Any], missing: list[str]
 ) -> str:
@@ -181,11 +186,12 @@ def results_markdown(
         + (f"; not yet: {', '.join(missing)}." if missing else "."),
         "",
         f"Headline metric: `{metric}` (world units / s); `{other}` beside it. "
-        "Floors (`gt_floor_*`) are the same metric on the ground-truth frames.",
+        "Floors (`gt_floor_*`) are the same metric on the ground-truth frames. "
+        "The 95% CIs are percentile bootstraps of the mean over evaluation videos.",
         "",
         "| scenario | model | data | videos | ID | ID floor | OOD | OOD floor | OOD / ID "
-        f"| ID ({other}) | OOD ({other}) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| ID 95% CI | OOD 95% CI | ID ({other}) | OOD ({other}) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         id_err, ood_err = r.get(f"eval/id/{metric}"), r.get(f"eval/ood/{metric}")
@@ -194,6 +200,7 @@ def results_markdown(
             f"| {r['scenario']} | {r['model']} | {r['data_size']} | {r['num_videos']:,} | {_fmt(id_err)} "
             f"| {_fmt(r.get(f'eval/id/gt_floor_{metric}'))} | {_fmt(ood_err)} "
             f"| {_fmt(r.get(f'eval/ood/gt_floor_{metric}'))} | {_fmt(ratio, 1)} "
+            f"| {_interval(r, f'eval/id/{metric}')} | {_interval(r, f'eval/ood/{metric}')} "
             f"| {_fmt(r.get(f'eval/id/{other}'))} | {_fmt(r.get(f'eval/ood/{other}'))} |"
         )
     checks = verdicts(records, metric)
@@ -236,6 +243,9 @@ def scaling_curves_png(records: list[dict[str, Any]], metric: str) -> bytes:
             for split, style, marker in (("id", "-", "o"), ("ood", "--", "s")):
                 y = [r.get(f"eval/{split}/{metric}", math.nan) for r in rows]
                 ax.plot(x, y, style, marker=marker, color=color, label=f"{model} {split.upper()}")
+                low = [r.get(f"eval/{split}/{metric}_ci_low", math.nan) for r in rows]
+                high = [r.get(f"eval/{split}/{metric}_ci_high", math.nan) for r in rows]
+                ax.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0)  # 95% bootstrap CI
         for split, style in (("id", ":"), ("ood", "-.")):
             floors = [r[f"eval/{split}/gt_floor_{metric}"] for r in members if f"eval/{split}/gt_floor_{metric}" in r]
             if floors:

@@ -80,7 +80,8 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
     report = Identity(
         "report",
         {"format_version": REPORT_FORMAT_VERSION, "parser": study.eval.parser,
-         "cond_frames": run_cfg.diffusion.cond_frames, "ssim": study.eval.ssim},
+         "cond_frames": run_cfg.diffusion.cond_frames, "ssim": study.eval.ssim,
+         "bootstrap": {"resamples": study.eval.bootstrap_resamples, "seed": study.data.seed}},
         {split: identity.id for split, identity in rollouts.items()},
     )
     return TrialSpec(
@@ -162,7 +163,7 @@ def evaluate_trial(
             scored.sort(key=lambda r: r[study.eval.headline_metric])
             for name, record in (("best", scored[0]), ("worst", scored[-1])):
                 gifs.append(_gif_of(record, rollout_dir, inputs.eval[split], report_dir / f"{split}_{name}.gif"))
-    rows = summarize(records, study.eval.parser, cond_frames)
+    rows = summarize(records, study.eval.parser, cond_frames, study.eval.bootstrap_resamples, study.data.seed)
     report_json, report_csv = write_report(rows, report_dir / "report.json")
 
     client = MlflowClient(tracking_uri)
