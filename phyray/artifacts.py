@@ -284,11 +284,12 @@ def write_product(
             log(f"{out / shard_files[i]}: checksum does not match its record; remaking it")
     atomic_write_json(out / PLAN_FILE, {"identity": identity.record(), "shards": dict(zip(shard_files, shard_sizes))})
     (out / MANIFEST).unlink(missing_ok=True)  # no manifest vouches for a product being remade
-    with open(out / JOURNAL, "a") as journal:
-        for entry in run_shards(missing):
-            known[entry["file"]] = entry
-            journal.write(json.dumps(entry) + "\n")
-            journal.flush()
+    if missing:  # else killed after its last shard, before its manifest: only that is left to do
+        with open(out / JOURNAL, "a") as journal:
+            for entry in run_shards(missing):
+                known[entry["file"]] = entry
+                journal.write(json.dumps(entry) + "\n")
+                journal.flush()
 
     entries = [known[name] for name in shard_files]
     manifest = {

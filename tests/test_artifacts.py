@@ -133,6 +133,20 @@ def test_a_killed_product_resumes_with_only_its_missing_shards(tmp_path):
     assert _write(out, again) == manifest and again.calls == []  # finished: nothing to do
 
 
+def test_a_product_killed_before_its_manifest_only_gets_its_manifest(tmp_path):
+    out = tmp_path / "product"
+
+    def write_all_then_die(missing):
+        yield from Shards(out)(missing)
+        raise KeyboardInterrupt("killed after the last shard")
+
+    with pytest.raises(KeyboardInterrupt):
+        write_product(out, Identity("dataset", {"n": 10}), SHARDS, SIZES, write_all_then_die)
+    assert not (out / MANIFEST).exists() and len((out / JOURNAL).read_text().splitlines()) == 4
+    rerun = Shards(out)
+    assert _write(out, rerun)["num_videos"] == 10 and rerun.calls == []  # nothing run, manifest written
+
+
 def test_a_corrupt_shard_is_remade_and_said_once(tmp_path):
     out = tmp_path / "product"
     _write(out, Shards(out))

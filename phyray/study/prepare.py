@@ -21,7 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phyray.artifacts import Identity, ProductError
+from phyray.artifacts import Identity, ProductError, identity_of
 from phyray.config import StudyConfig, TrainConfig, load_data_config, parse_size
 from phyray.data.plan import plan_dataset
 from phyray.data.shards import decode_frames, iter_rows, read_manifest
@@ -128,7 +128,8 @@ def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tag
 
     root = scenario_root(cfg, inputs.scenario)
     train_set = inputs.train[vae_train_size(cfg)]
-    data_id = read_manifest(train_set)["identity"]["id"]
+    train_manifest = read_manifest(train_set)
+    data_id = identity_of(train_manifest, train_set)["id"]
     if not is_trainable(cfg.vae.preset):
         identity = Identity("vae", {"preset": cfg.vae.preset, "calibration_videos": CALIBRATION_VIDEOS}, {"data": data_id})
         directory = root / "vae" / identity.name(cfg.vae.preset)
@@ -139,7 +140,7 @@ def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tag
         cfg, "vae", name="vae", train=train_set, eval=inputs.eval["eval_id"], output_dir=str(root / "vae"),
         tracking_uri=tracking_uri,
     )
-    identity = training_identity(run_cfg, read_manifest(train_set))
+    identity = training_identity(run_cfg, train_manifest)
     run_cfg = run_cfg.model_copy(update={"name": identity.name(cfg.vae.preset)})
     tags = {**tags, "phyray.role": "vae", "phyray.scenario": inputs.scenario}
     inputs.vae = str(train_or_resume(run_cfg, identity, tags=tags))
@@ -154,7 +155,7 @@ def prepare_latents(cfg: StudyConfig, inputs: ScenarioInputs, log=print) -> None
     cond_frames = dit_settings(cfg).diffusion.cond_frames
     vae_id = export_id(inputs.vae)
     for size in cfg.data_sizes:
-        data_id = read_manifest(inputs.train[size])["identity"]["id"]
+        data_id = identity_of(read_manifest(inputs.train[size]), inputs.train[size])["id"]
         name = latents_identity(data_id, vae_id, cond_frames).name(f"train-{parse_size(size)[0]}")
         out = scenario_root(cfg, inputs.scenario) / "latents" / name
         encode_dataset(inputs.train[size], inputs.vae, out, cond_frames, log=log)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from phyray.artifacts import Identity
+from phyray.artifacts import Identity, identity_of
 from phyray.config import StudyConfig, TrainConfig, to_flat_dict
 from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.study.plan import Trial
@@ -72,7 +72,7 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
     run_dir = run_dir_of(run_cfg)
     rollouts = {
         split: rollouts_identity(
-            dit.id, read_manifest(inputs.eval[split])["identity"]["id"], study.eval.sample_steps,
+            dit.id, identity_of(read_manifest(inputs.eval[split]), inputs.eval[split])["id"], study.eval.sample_steps,
             run_cfg.diffusion.cond_frames, study.data.seed,
         )
         for split in EVAL_SPLITS
