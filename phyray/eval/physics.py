@@ -11,9 +11,12 @@ saturates above 127 and channels it empties below 127). Two parsers:
   radius = sqrt(coverage sum / π).
 
 Pixels map to world units with the renderer's convention (phyray/render.py): pixel (i, j) has its
-centre at ((j + 0.5)·s, world − (i + 0.5)·s), s = world / W. (The released evaluator converted
+centre at ((j + 0.5)·s, world − (i + 0.5)·s), s = world / W. The released evaluator converted
 with 10/W against a renderer that put pixels at 10·i/(W − 1), so every parsed velocity came out
-v·(W − 1)/W: that is the paper's ground-truth floor, docs/paper.md §13. It is not reproduced.)
+v·(W − 1)/W, v/256 low at its 256 px: that bias is the paper's ground-truth floor, and it sits in
+every cell of its Fig. 3 (docs/paper.md §13). phyray's renderer and parser agree on pixel centres,
+so its floors and errors sit about 0.0098 (v/256 at the ID mean speed 2.5) below the paper's in
+every ID cell; compare errors above the floor.
 
 Velocity error (all velocities in world units per second, frames `frame_dt` = 0.1 s apart):
 
@@ -37,8 +40,23 @@ Velocity error (all velocities in world units per second, frames `frame_dt` = 0.
 - `vel_err_mean_velocity` (the released code's variant, which the paper's Fig. 3 reports,
   docs/paper.md §13): per ball ‖mean_t v_t − mean_t v̂_t‖ over its valid intervals (post-collision
   intervals for collision), averaged over the balls that have any; `_x`, `_y` per component.
-- A video with no valid interval gets NaN (callers exclude and count it). Records the released
-  code drops (r < 0.6) are kept: the renderer draws every ball, however small.
+- A video with no valid interval gets NaN (callers exclude and count it).
+
+The released evaluator's rules (docs/paper.md §9, §13), where they differ from the above:
+
+- Radius filter (`paper_kept`): it drops videos with a small ground-truth ball (r < 0.6 for one
+  ball, r1 or r2 ≤ 0.5 for collision); phyray keeps them, since its renderer draws every ball.
+- Collision window (`valid_frames(window="released")`): one window for both balls, t ≥ c with
+  both in view, so counting stops for both when the first leaves; the collision frame is found
+  in that window's ground-truth x positions (`released_collision_frames`), with no fallback.
+- Border: its x has no pixel-centre half pixel, so a missing ball falls back s/2 right of
+  phyray's border in phyray's coordinates.
+
+`physics_metrics(paper_filter=True)` applies all three to every velocity metric (default off:
+phyray's numbers). `paper_vel_err`, always computed, is the metric of the paper's Fig. 3: the x-only
+mean-velocity error under the released rules, NaN for a filtered video. With the threshold parser
+it reproduces the released code on phyray's frames (tests/test_paper_eval.py); with the study's
+parser it is that parser's paper-comparable number.
 """
 
 from __future__ import annotations
@@ -57,6 +75,9 @@ WORLD_SIZE = 10.0
 MASK_THRESHOLD = 127  # the paper's channel threshold
 JUMP_THRESHOLD = 0.1  # a ground-truth velocity change above this marks the collision frame
 WINDOW_BATCH_PIXELS = 2**18
+WINDOWS = ("per_ball", "released")
+# The released drivers' radius filter: one ball kept at r >= 0.6, collision at r1, r2 > 0.5.
+PAPER_MIN_RADIUS = {"uniform_motion": 0.6, "parabola": 0.6, "collision": 0.5}
 
 VELOCITY_METRICS = (
     "vel_err_per_frame",
@@ -66,7 +87,9 @@ VELOCITY_METRICS = (
     "vel_err_mean_velocity_x",
     "vel_err_mean_velocity_y",
 )
-PHYSICS_METRICS = (*VELOCITY_METRICS, "parse_fail_rate", "parse_failures")
+# The metric the paper's Fig. 3 reports: the released evaluator's rules (see the docstring).
+PAPER_METRIC = "paper_vel_err"
+PHYSICS_METRICS = (*VELOCITY_METRICS, PAPER_METRIC, "parse_fail_rate", "parse_failures")
 
 
 @dataclass(frozen=True)
@@ -395,6 +418,31 @@ def collision_frames(gt_velocities: np.ndarray, impact_frames: Sequence[int | No
     return np.where(first < t, first, fallback)
 
 
+def released_collision_frames(
+    gt_positions: np.ndarray, window: np.ndarray, frame_dt: float = FRAME_DT
+) -> np.ndarray:
+    """(N,) the released evaluator's collision frame; T where it finds none.
+
+    It looks for the impact in the ground-truth x positions of its window's frames: the first
+    interval whose velocity (x_t − x_{t−1}) / Δ differs from the previous interval's by more than
+    JUMP_THRESHOLD for either ball, from the window's second interval on. That interval holds
+    the impact, so post-collision intervals start at its end frame t. Without such a jump (slow
+    balls, or an impact before the window's second interval) nothing is post-collision.
+
+    Args:
+        gt_positions: (N, T, K, 2).
+        window: (N, T) the released window. It is contiguous (a ball that leaves does not come
+            back), so consecutive window frames are consecutive frames, as the released
+            differences over its list of window frames assume.
+    """
+    t = window.shape[1]
+    x_velocity = np.diff(gt_positions[..., 0].astype(np.float64), axis=1) / frame_dt  # (N, T-1, K)
+    # jump[:, j]: the interval ending at frame j + 2 against the one before it.
+    jump = (np.abs(np.diff(x_velocity, axis=1)) > JUMP_THRESHOLD).any(axis=2)  # (N, T-2)
+    jump &= window[:, :-2] & window[:, 1:-1] & window[:, 2:]
+    return np.where(jump.any(axis=1), jump.argmax(axis=1) + 2, t)
+
+
 def valid_frames(
     gt_positions: np.ndarray,
     gt_velocities: np.ndarray,
@@ -403,14 +451,49 @@ def valid_frames(
     cond_frames: int = COND_FRAMES,
     impact_frames: Sequence[int | None] | None = None,
     world_size: float = WORLD_SIZE,
+    window: str = "per_ball",
+    frame_dt: float = FRAME_DT,
 ) -> np.ndarray:
-    """(N, T, K) frames the velocity error counts: t ≥ c, ball fully in view, post-collision."""
+    """(N, T, K) frames the velocity error counts: t ≥ c, ball fully in view, post-collision.
+
+    window: "per_ball" (phyray's): each ball counts while it is itself in view, from the
+    `collision_frames` frame on. "released": the released evaluator's one window per video,
+    t ≥ c with every ball in view, from the `released_collision_frames` frame on. For one ball
+    the frames are the same (up to float32 rounding at the border); for collision both balls
+    stop counting when the first leaves.
+    """
+    if window not in WINDOWS:
+        raise ValueError(f"window: unknown {window!r}; choose from {', '.join(WINDOWS)}")
     t = gt_positions.shape[1]
+    if window == "released":
+        # In float64, as the released code compares its (float64) states: a ball whose edge
+        # touches the border in float32 arithmetic can lie just outside it in float64.
+        gt_positions, gt_radii = gt_positions.astype(np.float64), gt_radii.astype(np.float64)
     valid = in_view(gt_positions, gt_radii, world_size) & (np.arange(t) >= cond_frames)[None, :, None]
+    if window == "released":
+        valid = valid & valid.all(axis=2, keepdims=True)
     if scenario == "collision":
-        after = np.arange(t)[None, :] >= collision_frames(gt_velocities, impact_frames)[:, None]
-        valid &= after[:, :, None]
+        if window == "released":
+            first = released_collision_frames(gt_positions, valid[:, :, 0], frame_dt)
+        else:
+            first = collision_frames(gt_velocities, impact_frames)
+        valid = valid & (np.arange(t)[None, :] >= first[:, None])[:, :, None]
     return valid
+
+
+def paper_kept(gt_radii: np.ndarray, scenario: str) -> np.ndarray:
+    """(N,) whether each video survives the released evaluator's radius filter.
+
+    The released drivers filter on each record's `init`, the generation radii, i.e. phyray's
+    ground-truth radii, not the parsed ones: eval_uniform and eval_parabola drop r < 0.6,
+    eval_collision drops r1 <= 0.5 or r2 <= 0.5 ("filter out dispearing balls").
+
+    Args:
+        gt_radii: (N, K) ground-truth radii (float32 as stored: a radius stored as 0.6 is kept).
+    """
+    threshold = PAPER_MIN_RADIUS[scenario]
+    kept = gt_radii > threshold if scenario == "collision" else gt_radii >= threshold
+    return kept.all(axis=1)
 
 
 def _mean_where(values: np.ndarray, where: np.ndarray, axis) -> np.ndarray:
@@ -486,6 +569,7 @@ def physics_metrics(
     cond_frames: int = COND_FRAMES,
     frame_dt: float = FRAME_DT,
     world_size: float = WORLD_SIZE,
+    paper_filter: bool = False,
 ) -> dict[str, np.ndarray]:
     """Parse a batch of videos of one scenario and score them against the ground truth.
 
@@ -499,12 +583,14 @@ def physics_metrics(
         scenario: "uniform_motion", "collision" or "parabola".
         impact_frames: (N,) collision rows' `impact_frame` (fallback collision frame).
         parser, cond_frames, frame_dt, world_size: see the module docstring.
+        paper_filter: score every velocity metric under the released evaluator's rules (radius
+            filter, collision window, border); `paper_vel_err` always is.
 
     Returns:
         {metric: (N,)} for PHYSICS_METRICS (NaN where a video has nothing to count).
     """
     n, t = gt_positions.shape[:2]
-    frame_count = frames.shape[1] if isinstance(frames, np.ndarray) else len(frames[0])
+    frame_count, _, width = frames.shape[1:4] if isinstance(frames, np.ndarray) else frames[0].shape[:3]
     if frame_count != t:
         raise ValueError(f"videos have {frame_count} frames, their ground truth {t}")
     first = max(cond_frames - 1, 0)
@@ -515,8 +601,19 @@ def physics_metrics(
     padded[:, first:] = positions
     found = np.zeros((n, t, positions.shape[2]), dtype=bool)
     found[:, first:] = parsed.found
+    # The released parser's x lacks the pixel-centre half pixel (x = col·s), so the border it
+    # puts a missing ball at lies s/2 right of phyray's.
+    released_positions = padded.copy()
+    released_positions[..., 0] += np.where(found, 0.0, 0.5 * world_size / width)
 
-    valid = valid_frames(gt_positions, gt_velocities, gt_radii, scenario, cond_frames, impact_frames, world_size)
-    metrics = velocity_errors(padded, gt_positions, valid, frame_dt)
+    truth = (gt_positions, gt_velocities, gt_radii, scenario, cond_frames, impact_frames, world_size)
+    released = valid_frames(*truth, window="released", frame_dt=frame_dt)
+    released = released & paper_kept(gt_radii, scenario)[:, None, None]
+    paper = velocity_errors(released_positions, gt_positions, released, frame_dt)
+    metrics = paper if paper_filter else velocity_errors(padded, gt_positions, valid_frames(*truth), frame_dt)
     failures, rate = parse_failures(found, in_view(gt_positions, gt_radii, world_size), cond_frames)
-    return metrics | {"parse_fail_rate": rate, "parse_failures": failures.astype(np.float64)}
+    return metrics | {
+        PAPER_METRIC: paper["vel_err_mean_velocity_x"],
+        "parse_fail_rate": rate,
+        "parse_failures": failures.astype(np.float64),
+    }
