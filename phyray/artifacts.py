@@ -19,9 +19,10 @@ product it does not affect keeps its identity and is reused. Which fields enter 
 | VAE      | `phyray.train.trainer.result_fields` of its TrainConfig        | its training set  |
 | latents  | cond_frames, the latent format                                 | dataset, VAE      |
 | DiT      | `result_fields` of its TrainConfig                             | its latents       |
-| rollouts | DDIM steps, rollout seed, cond_frames                          | DiT, reference    |
-| report   | parser, cond_frames, SSIM on/off                               | each split's rollouts |
-| trial    | its grid cell (an MLflow run, tag `phyray.trial_id`)           | DiT, report       |
+| reconstructions | format (the VAE's posterior mean: no seed)              | VAE, reference    |
+| rollouts | DDIM steps, rollout seed (the trial's), cond_frames            | DiT, reference    |
+| report   | format, parser, cond_frames, SSIM on/off, paper filter, bootstrap | each split's rollouts |
+| trial    | its grid cell and seed (an MLflow run, tag `phyray.trial_id`)  | DiT, report       |
 | study    | the study config but paths, tracking, resources, plan (parent run) | -             |
 
 A product's directory is named `<label>-<id>`, its manifest (or export meta) stores the
@@ -29,7 +30,7 @@ identity record `{kind, id, settings, inputs}`, and its MLflow run (VAE, trial, 
 `phyray.<kind>_id`. Absolute paths are recorded beside an identity for people (`sources`),
 never inside it, so moving or re-mounting `data_dir` reuses everything.
 
-Shard products (datasets, latents, rollouts) are all written by `write_product`:
+Shard products (datasets, latents, rollouts, reconstructions) are all written by `write_product`:
 
 1. a directory holding another product (by its manifest or in-progress plan) is refused with a
    message naming both identities;

@@ -12,7 +12,14 @@ import argparse
 import sys
 
 from phyray.artifacts import ProductError
-from phyray.config import BALL_SCENARIOS, ConfigError, TrainConfig, load_config, load_data_config
+from phyray.config import (
+    BALL_SCENARIOS,
+    SPLITS,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    load_data_config,
+)
 
 # Each command imports the rest (torch, Ray, MLflow and the phyray modules built on them) when it
 # runs, so `phyray --help` and a bad argument answer at once.
@@ -92,8 +99,8 @@ def _add_data_commands(groups) -> None:
     gen.add_argument("--size", default=None, help="30K, 300K, 3M or a count (200, 2K); eval splits default to the paper's sizes")
     gen.add_argument(
         "--split", default="train",
-        choices=["train", "eval_id", "eval_ood", "eval_in_template", "eval_out_of_template"],
-        help="ball scenes: train, eval_id, eval_ood; combinatorial: train, eval_in_template, eval_out_of_template",
+        choices=[*SPLITS, "eval_in_template", "eval_out_of_template"],
+        help="ball scenes: train, eval_id, eval_ood (test) or dev_id, dev_ood (for choosing settings); combinatorial: train, eval_in_template, eval_out_of_template",
     )
     gen.add_argument("--out", required=True, help="output directory")
     gen.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 
 BALL_SCENARIOS = ("uniform_motion", "collision", "parabola")
-SPLITS = ("train", "eval_id", "eval_ood")
+# dev_id / dev_ood are drawn as eval_id / eval_ood are, from their own random streams: sets of
+# the same distributions and sizes for choosing settings, so the test sets stay unseen until
+# the verdict (appended: the codes of the first three, and so their videos, are unchanged).
+SPLITS = ("train", "eval_id", "eval_ood", "dev_id", "dev_ood")
+# The evaluation set each split is drawn like (its sizes, ID or OOD points).
+EVAL_KIND = {"eval_id": "eval_id", "eval_ood": "eval_ood", "dev_id": "eval_id", "dev_ood": "eval_ood"}
 
 # The paper's named training-set sizes; any other size is a plain count ("200", "2K", "1.5M").
 SIZE_PRESETS = ("30K", "300K", "3M")
@@ -454,6 +459,10 @@ class StudyVAE(Strict):
     preset: str = "vae-f8t4c4"
     # Training set of the VAE (a size of `data_sizes`'s kind); None = the largest of data_sizes.
     train_size: str | None = None
+    # "shared": one VAE (seed vae.train.seed) for every study seed; "per_seed": each of the
+    # study's `seeds` trains its own VAE with that seed (and its own latents), so the spread
+    # across seeds includes the VAE's.
+    seeds: Literal["shared", "per_seed"] = "shared"
     # TrainConfig fields of the VAE run (steps, batch_size, micro_batch, optim, workers, ...).
     train: dict[str, Any] = {}
 
@@ -480,6 +489,18 @@ class StudyEval(Strict):
     # Resamples of the 95% percentile-bootstrap interval of every reported mean (seeded by
     # data.seed; phyray/eval/stats.py).
     bootstrap_resamples: int = Field(1000, ge=100)
+    # The evaluation sets: "test" (eval_id / eval_ood, what the verdict is computed on) or "dev"
+    # (dev_id / dev_ood: same distributions and sizes, other videos) for choosing settings
+    # without looking at the test sets.
+    split: Literal["test", "dev"] = "test"
+    # The released evaluator's radius filter and collision window on every velocity metric
+    # (phyray/eval/physics.py); `paper_vel_err`, the paper's Fig. 3 metric, always has them.
+    paper_filter: bool = False
+
+    @property
+    def splits(self) -> tuple[str, str]:
+        """(ID split, OOD split) the trials are scored on."""
+        return ("eval_id", "eval_ood") if self.split == "test" else ("dev_id", "dev_ood")
 
 
 class StudyResources(Strict):
@@ -510,6 +531,9 @@ class StudyConfig(Strict):
     scenarios: list[str] = Field(min_length=1)
     models: list[str] = Field(min_length=1)
     data_sizes: list[str] = Field(min_length=1)
+    # Training seeds: every cell trains once per seed (DiT init, noise and data order; the VAE
+    # too with vae.seeds: per_seed); the report gives mean and sd across seeds.
+    seeds: list[int] = Field([0], min_length=1)
     data: StudyData = StudyData()
     vae: StudyVAE = StudyVAE()
     # TrainConfig fields of every DiT trial (steps, batch_size, micro_batch, optim, diffusion,
@@ -561,6 +585,13 @@ class StudyConfig(Strict):
                 raise ValueError("vae.train_" + str(err)) from None
         if not is_trainable(self.vae.preset) and self.vae.train:
             raise ValueError(f"vae.train: {self.vae.preset!r} has no weights to train; remove vae.train")
+        if not is_trainable(self.vae.preset) and self.vae.seeds == "per_seed":
+            raise ValueError(f"vae.seeds: {self.vae.preset!r} has no weights, so no seed to vary; use shared")
+        if any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds: {self.seeds} must be distinct integers >= 0")
+        for section, fields in (("vae.train", self.vae.train), ("dit", self.dit)):
+            if "seed" in fields and (section == "dit" or self.vae.seeds == "per_seed"):
+                raise ValueError(f"{section}.seed: the study's `seeds` set it; remove {section}.seed")
         for section, fields in (("vae.train", self.vae.train), ("dit", self.dit)):
             given = set(fields) | {f"data.{key}" for key in fields.get("data") or {}}
             owned = sorted(given & set(STUDY_OWNED_TRAIN_FIELDS))

@@ -74,6 +74,24 @@ def test_count_sizes_are_exact_and_eval_sets_are_disjoint_from_training():
         assert np.all((eval_id.params[:, radius_col] >= lo) & (eval_id.params[:, radius_col] <= hi))
 
 
+def test_dev_splits_are_drawn_like_the_test_splits_from_other_videos():
+    for scenario in ("uniform_motion", "collision", "parabola"):
+        cfg = load_data_config(scenario)
+        train = {tuple(p) for p in plan_dataset(cfg, "train", "500", 0).params}
+        for test_split, dev_split in (("eval_id", "dev_id"), ("eval_ood", "dev_ood")):
+            test, dev = plan_dataset(cfg, test_split, None, 0), plan_dataset(cfg, dev_split, None, 0)
+            assert dev.num_videos == test.num_videos == cfg.eval_sizes[test_split]
+            assert sorted(map(str, dev.ood_levels)) == sorted(map(str, test.ood_levels))
+            dev_points = {tuple(p) for p in dev.params}
+            assert not dev_points & {tuple(p) for p in test.params} and not dev_points & train
+            assert not set(dev.video_seeds) & set(test.video_seeds)
+            # Same distribution: every parameter of the dev set spans the test set's range.
+            lo, hi = test.params.min(axis=0), test.params.max(axis=0)
+            span = hi - lo
+            assert np.all(dev.params.min(axis=0) <= lo + 0.1 * span) and np.all(dev.params.max(axis=0) >= hi - 0.1 * span)
+            assert np.all(dev.params >= lo - 0.1 * span) and np.all(dev.params <= hi + 0.1 * span)
+
+
 def test_ood_levels_draw_the_right_parameters_out_of_distribution():
     cfg = load_data_config("collision")
     plan = plan_dataset(cfg, "eval_ood", "600", 0)

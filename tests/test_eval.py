@@ -163,6 +163,30 @@ def test_rollout_equal_to_reference_scores_exactly_the_floor(datasets, tmp_path)
         assert all(r["resolution"] == RESOLUTION for r in report)
 
 
+def test_a_lossless_vae_reconstructs_exactly_and_its_floor_is_the_parse_floor(datasets, tmp_path):
+    from phyray.eval.report import VAE_FLOOR_PREFIX, add_vae_floor, evaluate_physics_records
+    from phyray.eval.rollouts import reconstruct_dataset
+    from phyray.study.prepare import calibrated_export
+
+    reference = datasets["uniform_ood"]
+    vae = calibrated_export("s2d-f4t2", reference, tmp_path / "vae", Identity("vae", {"preset": "s2d-f4t2"}))
+    manifest = reconstruct_dataset(vae, reference, tmp_path / "recon")
+    assert manifest["identity"]["kind"] == "reconstructions"
+    for original, rebuilt in zip(rows_of(reference), rows_of(tmp_path / "recon")):
+        np.testing.assert_array_equal(decode_frames(rebuilt), decode_frames(original))
+    floor = evaluate_physics_records(tmp_path / "recon", reference, ssim=False)
+    records = add_vae_floor(floor, floor)
+    rows = by_key(summarize(records))
+    for (level, metric), row in rows.items():
+        if metric.startswith(VAE_FLOOR_PREFIX) and metric != VAE_FLOOR_PREFIX + "psnr":
+            physics = metric.removeprefix(VAE_FLOOR_PREFIX)
+            assert row["value"] == rows[(level, "gt_floor_" + physics)]["value"], metric
+            assert row["n"] == rows[(level, "gt_floor_" + physics)]["n"]
+    assert rows[("pooled", VAE_FLOOR_PREFIX + "psnr")]["value"] == PSNR_CAP_DB
+    with pytest.raises(ShardError, match="has no VAE reconstruction"):
+        add_vae_floor(floor, floor[1:])
+
+
 def test_lower_resolution_rollouts_are_compared_with_the_area_averaged_reference(datasets):
     rows = rows_of(datasets["collision"])
     small = [area_downsample(decode_frames(r), RESOLUTION // 2) for r in rows]

@@ -86,6 +86,10 @@ def wait_for_http(url: str, seconds: float = 90, token: str | None = None) -> No
         ("dit.model.patch=[1, 3, 3]", "data.resolution: 32 is not a multiple of 12"),
         ("dit.diffusion.cond_frames=16", "dit.diffusion.cond_frames: 16 leaves nothing to predict of 16 frames"),
         ("vae.train.vae_clip_frames=17", "vae.train.vae_clip_frames: 17 is longer than the 16-frame videos"),
+        ("seeds=[0, 0]", "seeds: [0, 0] must be distinct integers >= 0"),
+        ("seeds=[]", "seeds: List should have at least 1 item"),
+        ("dit.seed=3", "dit.seed: the study's `seeds` set it"),
+        ("eval.split=validation", "eval.split: Input should be 'test' or 'dev'"),
     ],
 )
 def test_bad_study_configs_fail_at_load_naming_the_field(override, message):
@@ -99,7 +103,10 @@ def test_bad_study_configs_fail_at_load_naming_the_field(override, message):
 def test_grid_order_and_resource_fit():
     cfg = load_study_config(PAPER)
     trials = expand_grid(cfg)
-    assert len(trials) == 27 and trials[0].key == "uniform_motion-DiT-S-30K" and trials[-1].key == "parabola-DiT-L-3M"
+    assert len(trials) == 27 and trials[0].key == "uniform_motion-DiT-S-30K-s0" and trials[-1].key == "parabola-DiT-L-3M-s0"
+    seeded = expand_grid(load_study_config(PAPER, ["seeds=[0, 1, 2]"]))
+    assert len(seeded) == 81 and [t.key for t in seeded[:3]] == [f"uniform_motion-DiT-S-30K-s{s}" for s in range(3)]
+    assert len({t.cell for t in seeded}) == 27
     check_fits(cfg, {"CPU": 64, "GPU": 8})  # one 8-GPU node holds a trial
     with pytest.raises(ConfigError, match="VAE training: needs 8 GPU at once .* the cluster has 4"):
         check_fits(cfg, {"CPU": 64, "GPU": 4})
@@ -127,7 +134,7 @@ def test_plan_counts_tokens_flops_and_gpu_hours(capsys):
     out = capsys.readouterr().out
     assert "27 trials" in out and "on H100 at 50% MFU" in out
     plan = cost_plan(load_study_config(PAPER, ["plan.gpu=H100", "plan.mfu=0.5"]))
-    dit_b = next(r for r in plan["trials"] if r["trial"] == "collision-DiT-B-300K")
+    dit_b = next(r for r in plan["trials"] if r["trial"] == "collision-DiT-B-300K-s0")
     info = model_info("DiT-B", 128, 32)
     assert dit_b["tokens_per_video"] == 9 * 8 * 8 == info["tokens_per_video"]
     assert dit_b["train_flops"] == info["train_flops_per_video"] * 100_000 * 256
@@ -208,7 +215,7 @@ def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server, stu
     grid = json.loads(parent.data.tags["phyray.grid"])
 
     runs = trial_runs(client, cfg.experiment_name)
-    assert sorted(r.data.tags["phyray.trial"] for r in runs) == ["uniform_motion-DiT-T-16", "uniform_motion-DiT-T-32"]
+    assert sorted(r.data.tags["phyray.trial"] for r in runs) == ["uniform_motion-DiT-T-16-s0", "uniform_motion-DiT-T-32-s0"]
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["phyray.trial_done"] == "true"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -223,7 +230,9 @@ def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server, stu
         for key in ("train/loss", "eval/id/vel_err_per_frame", "eval/id/vel_err_mean_velocity",
                     "eval/id/gt_floor_vel_err_per_frame", "eval/ood/vel_err_per_frame",
                     "eval/ood_velocity/vel_err_per_frame", "eval/ood_radius/parse_fail_rate",
-                    "eval/ood_both/psnr", "eval/id/ssim"):
+                    "eval/ood_both/psnr", "eval/id/ssim", "eval/id/vae_floor_vel_err_mean_velocity",
+                    "eval/ood_velocity/vae_floor_vel_err_per_frame", "eval/id/vae_floor_psnr", "eval/id/paper_vel_err",
+                    "eval/id/gt_floor_paper_vel_err"):
             assert key in metrics, key
         # The floor is the parser on ground truth: far below any 6-step model.
         assert metrics["eval/id/gt_floor_vel_err_mean_velocity"] < 0.05
@@ -234,6 +243,14 @@ def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server, stu
     vae_runs = client.search_runs([parent.info.experiment_id], filter_string="tags.`phyray.role` = 'vae'")
     assert len(vae_runs) == 1 and "eval/id/vel_err_per_frame" in vae_runs[0].data.metrics
     assert vae_runs[0].data.tags["phyray.vae_id"] in vae_runs[0].data.params["name"]
+    # The VAE's floor: its reconstructions of both evaluation sets, scored like rollouts, on its
+    # run and beside the parse floor in every trial's report, equal in both places.
+    vae_metrics = vae_runs[0].data.metrics
+    for split in ("id", "ood", "ood_radius"):
+        floor = vae_metrics[f"vae_floor/{split}/vel_err_mean_velocity"]
+        assert all(r.data.metrics[f"eval/{split}/vae_floor_vel_err_mean_velocity"] == floor for r in runs)
+    (vae_dir,) = scenario_root(cfg, "uniform_motion").glob("vae/*-*")
+    assert sorted(p.name.split("-")[0] for p in vae_dir.glob("reconstructions/*")) == ["eval_id", "eval_ood"]
 
 
 def test_rollouts_are_shards_that_the_cli_scores_the_same(http_study, mlflow_server, tmp_path):
@@ -259,7 +276,7 @@ def test_rerun_skips_finished_trials_and_finishes_an_interrupted_one(http_study,
     client = MlflowClient(mlflow_server)
     before = {r.data.tags["phyray.trial"]: r for r in trial_runs(client, cfg.experiment_name)}
     # Interrupt one trial after training, during evaluation: not done, left RUNNING, no report.
-    killed = before["uniform_motion-DiT-T-16"]
+    killed = before["uniform_motion-DiT-T-16-s0"]
     client.delete_tag(killed.info.run_id, "phyray.trial_done")
     client.update_run(killed.info.run_id, status="RUNNING")
     trial_dir = trial_dir_of(killed)
@@ -272,9 +289,9 @@ def test_rerun_skips_finished_trials_and_finishes_an_interrupted_one(http_study,
     assert second.failed == {} and second.parent_run_id == first.parent_run_id
     after = {r.data.tags["phyray.trial"]: r for r in trial_runs(client, cfg.experiment_name)}
     assert after.keys() == before.keys()  # no new runs: the interrupted trial carried on in its own
-    done = after["uniform_motion-DiT-T-32"]
-    assert done.info.end_time == before["uniform_motion-DiT-T-32"].info.end_time  # untouched
-    resumed = after["uniform_motion-DiT-T-16"]
+    done = after["uniform_motion-DiT-T-32-s0"]
+    assert done.info.end_time == before["uniform_motion-DiT-T-32-s0"].info.end_time  # untouched
+    resumed = after["uniform_motion-DiT-T-16-s0"]
     assert resumed.info.status == "FINISHED" and resumed.data.tags["phyray.trial_done"] == "true"
     assert len(list(trial_dir.glob("reports/*/report.json"))) == 1 and ood.is_dir()
     assert sorted(p.name for p in trial_dir.rglob("checkpoint_*")) == checkpoints  # not retrained
@@ -292,13 +309,14 @@ def test_study_report_rebuilds_from_mlflow_alone(http_study, mlflow_server, tmp_
     printed = capsys.readouterr().out
     assert f"parent run {result.parent_run_id}" in printed
     rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 3 and rows[0].startswith("trial,scenario,model,data_size,num_videos,run_id,eval/")
+    assert len(rows) == 3 and rows[0].startswith("trial,scenario,model,data_size,seed,num_videos,run_id,eval/")
     client = MlflowClient(mlflow_server)
     grid = json.loads(client.get_run(result.parent_run_id).data.tags["phyray.grid"])
     for run in trial_runs(client, cfg.experiment_name):
         if run.data.tags["phyray.trial_id"] in grid.values():
             value = run.data.metrics["eval/id/vel_err_mean_velocity"]
-            assert f"| {run.data.tags['phyray.data_size']} | {run.data.params['trial.num_videos']} | {value:.4f} |" in printed
+            videos = int(run.data.params["trial.num_videos"])
+            assert f"| {run.data.tags['phyray.data_size']} | {videos:,} | 1 | {value:.4f} |" in printed
     assert (out / "scaling_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", mlflow_server, "--list"]) == 0
     assert result.parent_run_id in capsys.readouterr().out
@@ -366,7 +384,7 @@ def test_a_changed_setting_trains_new_trials_and_a_killed_one_resumes(http_study
         if run.info.run_id in old:
             assert run.info.end_time == old[run.info.run_id]  # the first config's trials: untouched
     new = [r for r in runs if r.info.run_id not in old]
-    assert [r.data.tags["phyray.trial"] for r in new] == ["uniform_motion-DiT-T-16"]
+    assert [r.data.tags["phyray.trial"] for r in new] == ["uniform_motion-DiT-T-16-s0"]
     assert all(r.data.params["steps"] == "300" and r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in new)
     for run in new:
         name = run.data.params["name"]
@@ -402,6 +420,48 @@ def test_two_studies_in_one_experiment_report_separately(http_study, mlflow_serv
     assert [r["data_size"] for r in result.report["records"]] == ["16"]
     mine = publish_smoke_report(mlflow_server, cfg, first.parent_run_id)
     assert [r["data_size"] for r in mine["records"]] == ["16", "32"]
+
+
+def test_seeds_train_each_cell_per_seed_and_the_dev_split_spares_the_test_sets(http_study, mlflow_server, study_cwd):
+    """`seeds: [0, 1]` makes one trial per seed and the table their mean ± sd; `eval.split: dev`
+    scores them on the dev sets (new trials, new rollouts) while seed 0's DiT, the same as the
+    first study's, is reused, not retrained."""
+    import statistics
+
+    from phyray.study.grid import run_study
+
+    cfg, first = http_study
+    client = MlflowClient(mlflow_server)
+    before = {r.info.run_id: r for r in trial_runs(client, cfg.experiment_name)}
+    (old,) = [r for r in before.values() if r.data.tags["phyray.trial"] == "uniform_motion-DiT-T-16-s0"
+              and r.data.tags["mlflow.parentRunId"] == first.parent_run_id]
+    result = run_study(load_study_config(SMOKE, [
+        *TINY, "data_sizes=['16']", "vae.train_size='32'", "seeds=[0, 1]", "eval.split=dev",
+        "output_dir=studies", f"data_dir={cfg.data_dir}", f"tracking_uri={mlflow_server}",
+    ]))
+    assert result.failed == {} and result.parent_run_id != first.parent_run_id
+    new = sorted((r for r in trial_runs(client, cfg.experiment_name) if r.info.run_id not in before),
+                 key=lambda r: r.data.tags["phyray.seed"])
+    assert [r.data.tags["phyray.trial"] for r in new] == ["uniform_motion-DiT-T-16-s0", "uniform_motion-DiT-T-16-s1"]
+    assert {r.data.tags["phyray.eval_split"] for r in new} == {"dev"}
+    assert new[0].data.tags["phyray.dit_id"] == old.data.tags["phyray.dit_id"] != new[1].data.tags["phyray.dit_id"]
+    assert "train/loss" not in new[0].data.metrics and "train/loss" in new[1].data.metrics  # reused, trained
+    for run in new:
+        assert sorted(p.name.split("-")[0] for p in trial_dir_of(run).glob("rollouts/dev_*")) == ["dev_id", "dev_ood"]
+    assert len(list(scenario_root(cfg, "uniform_motion").glob(f"dev_id-{cfg.data.eval_id}-*"))) == 1
+
+    (cell,) = result.report["cells"]
+    name = "eval/id/vel_err_mean_velocity"
+    values = [r.data.metrics[name] for r in new]
+    combined = cell.metrics[name]
+    assert len(cell.trials) == 2 and combined.seeds == 2
+    assert combined.value == pytest.approx(statistics.mean(values)) and combined.sd == pytest.approx(statistics.stdev(values))
+    # The eval videos' noise is common to both seeds: the interval is never narrower than theirs.
+    widths = [r.data.metrics[name + "_ci_high"] - r.data.metrics[name + "_ci_low"] for r in new]
+    assert combined.low < combined.value < combined.high and combined.high - combined.low >= min(widths)
+    table = result.report["files"]["results.md"].read_text()
+    assert "Protocol: the dev split" in table and "## Per seed" in table
+    assert f"{combined.value:.4f} ± {combined.sd:.4f}" in table
 
 
 def publish_smoke_report(uri: str, cfg, parent_run_id: str):

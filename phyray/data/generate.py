@@ -233,7 +233,7 @@ def generate_dataset(
 
     Args:
         cfg: the scenario's data config (resolution etc. already applied).
-        split: "train", "eval_id" or "eval_ood".
+        split: "train", "eval_id", "eval_ood" (test sets) or "dev_id", "dev_ood" (dev sets).
         size: a named preset ("30K"...) or a count ("200", "2K"); None for the eval default.
         out: output directory (created; must not hold another product).
         seed: dataset seed.

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from phyray.config import SIZE_PRESETS, SPLITS, ConfigError, DataConfig, ValueRange, parse_size
+from phyray.config import (
+    EVAL_KIND,
+    SIZE_PRESETS,
+    SPLITS,
+    ConfigError,
+    DataConfig,
+    ValueRange,
+    parse_size,
+)
 from phyray.sim.balls import collision_feasible
 
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
@@ -173,7 +181,8 @@ def _eval_points(
 
 def eval_counts(cfg: DataConfig, split: str, size: str | int | None) -> tuple[str, int]:
     if size is None:
-        return str(cfg.eval_sizes[split]), cfg.eval_sizes[split]
+        default = cfg.eval_sizes[EVAL_KIND[split]]
+        return str(default), default
     label, count = parse_size(size)
     if count is None:
         raise ConfigError(f"size: {label!r} names a training grid; give {split} a count like 500")
@@ -205,7 +214,7 @@ def plan_dataset(cfg: DataConfig, split: str, size: str | int | None, seed: int)
     else:
         label, count = eval_counts(cfg, split, size)
         rng = _rng(seed, split, 1)
-        if split == "eval_id":
+        if EVAL_KIND[split] == "eval_id":
             params = _eval_points(cfg, rng, count, [], seed)
             levels = np.full(count, None, dtype=object)
         else:

@@ -7,7 +7,8 @@ videos without a rollout are simply not evaluated.
 
 Per video (`evaluate_videos`): the physics metrics of the rollout (phyray/eval/physics.py), the
 same metrics of the reference frames as `gt_floor_*` (the parser's floor), and PSNR/SSIM
-(phyray/eval/video.py). A rollout may have another resolution than its reference; it is parsed at
+(phyray/eval/video.py). `add_vae_floor` adds the scores of the VAE's reconstruction of the same
+video as `vae_floor_*` (the floor of any DiT working in that VAE's latents). A rollout may have another resolution than its reference; it is parsed at
 its own resolution, and the reference is area-averaged to the rollout's resolution
 (`area_downsample`, which needs the rollout side to divide the reference side) for both the
 floor and the pixel metrics, so the floor is the floor at the resolution the model works at.
@@ -58,7 +59,11 @@ from phyray.eval.video import PIXEL_METRICS, pixel_metrics
 ID_LEVEL = "id"
 POOLED_LEVEL = "pooled"
 FLOOR_PREFIX = "gt_floor_"
-METRICS = (*PHYSICS_METRICS, *(FLOOR_PREFIX + m for m in PHYSICS_METRICS), *PIXEL_METRICS)
+VAE_FLOOR_PREFIX = "vae_floor_"
+METRICS = (
+    *PHYSICS_METRICS, *(FLOOR_PREFIX + m for m in PHYSICS_METRICS),
+    *(VAE_FLOOR_PREFIX + m for m in (*PHYSICS_METRICS, *PIXEL_METRICS)), *PIXEL_METRICS,
+)
 ROW_FIELDS = (
     "scenario", "split", "resolution", "ood_level", "metric", "value", "ci_low", "ci_high", "median", "n",
     "n_excluded", "parser", "cond_frames",
@@ -99,7 +104,7 @@ def reference_frames(row: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray:
 
 def _score_group(
     rows: list[dict[str, Any]], rollouts: list[np.ndarray], parser: str, cond_frames: int,
-    psnr: bool, ssim: bool, device: str, frame_dt: float, world_size: float,
+    psnr: bool, ssim: bool, device: str, frame_dt: float, world_size: float, paper_filter: bool,
 ) -> list[dict[str, Any]]:
     """Score videos of one scenario, colours and shapes (so they batch into single arrays)."""
     references = [reference_frames(row, rollouts[0].shape) for row in rows]
@@ -112,7 +117,8 @@ def _score_group(
         "scenario": rows[0]["scenario"],
         "impact_frames": [impact_frame_of(row) for row in rows],
     }
-    options = {"parser": parser, "cond_frames": cond_frames, "frame_dt": frame_dt, "world_size": world_size}
+    options = {"parser": parser, "cond_frames": cond_frames, "frame_dt": frame_dt, "world_size": world_size,
+               "paper_filter": paper_filter}
     scored = physics_metrics(rollouts, **truth, **options)
     floor = physics_metrics(references, **truth, **options)
     pixels = pixel_metrics(rollouts, references, cond_frames, psnr=psnr, ssim=ssim, device=device)
@@ -142,6 +148,7 @@ def evaluate_videos(
     device: str = "cpu",
     frame_dt: float = FRAME_DT,
     world_size: float = WORLD_SIZE,
+    paper_filter: bool = False,
 ) -> list[dict[str, Any]]:
     """Per-video metrics of in-memory rollouts against their reference rows (no shards needed).
 
@@ -154,6 +161,8 @@ def evaluate_videos(
         psnr, ssim: compute these pixel metrics (SSIM is slow on CPU; see phyray/eval/video.py).
         device: torch device for PSNR/SSIM.
         frame_dt, world_size: seconds between frames and world side (the data config's physics).
+        paper_filter: the released evaluator's radius filter and collision window on every
+            velocity metric (`paper_vel_err` always has them; phyray/eval/physics.py).
 
     Returns:
         One record per video: video_id, scenario, split, ood_level, resolution and every metric
@@ -170,11 +179,25 @@ def evaluate_videos(
     for indices in groups.values():
         scored = _score_group(
             [reference_rows[i] for i in indices], [rollout_frames[i] for i in indices],
-            parser, cond_frames, psnr, ssim, device, frame_dt, world_size,
+            parser, cond_frames, psnr, ssim, device, frame_dt, world_size, paper_filter,
         )
         for i, record in zip(indices, scored):
             records[i] = record
     return records
+
+
+def add_vae_floor(records: list[dict[str, Any]], floor_records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each record with the scores of its video's VAE reconstruction (`evaluate_physics_records`
+    of `phyray.eval.rollouts.reconstruct_dataset`'s output) as `vae_floor_<metric>`."""
+    floors = {r["video_id"]: r for r in floor_records}
+    metrics = [m for m in (*PHYSICS_METRICS, *PIXEL_METRICS) if floor_records and m in floor_records[0]]
+    out = []
+    for record in records:
+        floor = floors.get(record["video_id"])
+        if floor is None:
+            raise ShardError(f"video {record['video_id']!r} has no VAE reconstruction to give its floor")
+        out.append(record | {VAE_FLOOR_PREFIX + m: floor[m] for m in metrics})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +277,7 @@ def report_metrics(report: list[dict[str, Any]]) -> dict[str, float]:
             continue
         level = row["ood_level"]
         if level == "id":
-            group = "id" if row["split"] in ("eval_id", "eval_in_template") else row["split"]
+            group = "id" if row["split"] in ("eval_id", "dev_id", "eval_in_template") else row["split"]
         elif level == "pooled":
             group = "ood"
         else:
@@ -336,7 +359,7 @@ def evaluate_physics(
     """Score a rollout dataset against its reference dataset; returns the report rows.
 
     The per-video records of `evaluate_physics_records` (same arguments; `options` are its psnr,
-    ssim, device, progress) aggregated by `summarize`.
+    ssim, device, progress, paper_filter) aggregated by `summarize`.
     """
     records = evaluate_physics_records(rollouts_dir, reference_dir, parser, cond_frames, **options)
     return summarize(records, parser, cond_frames)
@@ -351,6 +374,7 @@ def evaluate_physics_records(
     ssim: bool = True,
     device: str = "cpu",
     progress: bool = False,
+    paper_filter: bool = False,
 ) -> list[dict[str, Any]]:
     """Per-video metrics of a rollout dataset against its reference dataset (`evaluate_videos`).
 
@@ -362,6 +386,7 @@ def evaluate_physics_records(
         psnr, ssim: compute these pixel metrics (SSIM is the slow part on CPU).
         device: torch device for PSNR/SSIM.
         progress: show a progress bar of videos scored.
+        paper_filter: see `evaluate_videos`.
 
     Returns:
         One record per rollout video, in rollout order (see `evaluate_videos`).
@@ -376,7 +401,7 @@ def evaluate_physics_records(
     _check_rollout_ids(rollout_paths, index, reference_dir)
     references = _ReferenceRows(index)
     options = {"parser": parser, "cond_frames": cond_frames, "psnr": psnr, "ssim": ssim, "device": device,
-               "frame_dt": physics.frame_dt, "world_size": physics.world_size}
+               "frame_dt": physics.frame_dt, "world_size": physics.world_size, "paper_filter": paper_filter}
     total = read_manifest(rollouts_dir).get("num_videos")
     records: list[dict[str, Any]] = []
     with tqdm(total=total, unit="video", disable=not progress, desc="eval physics") as bar:

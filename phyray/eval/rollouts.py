@@ -123,6 +123,49 @@ def rollout_dataset(
     )
 
 
+def reconstructions_identity(vae_id: str, reference_id: str) -> Identity:
+    """What makes a VAE's reconstructions of a reference set: the two inputs alone (the VAE
+    encodes to its posterior mean, so there is no seed)."""
+    return Identity("reconstructions", {"format_version": 1}, {"vae": vae_id, "reference": reference_id})
+
+
+def reconstruct_dataset(
+    vae_path: str | Path, reference_dir: str | Path, out: str | Path, batch_size: int = 16, device: str | None = None
+) -> dict[str, Any]:
+    """The VAE's reconstruction decode(encode(x)) of every video of `reference_dir`, as a
+    rollout-like dataset (same rows, `frames` replaced): scored like rollouts, it is the floor
+    the VAE sets under any DiT trained on its latents (`vae_floor_*` in the physics report).
+    Returns the manifest."""
+    import torch
+
+    from phyray.models.export import export_id, export_path, load_vae
+    from phyray.models.vae import frames_to_tensor, tensor_to_frames
+
+    vae_file = export_path(vae_path)
+    reference = read_manifest(reference_dir)
+    sources = shard_paths(reference_dir)
+    identity = reconstructions_identity(export_id(vae_file), identity_of(reference, reference_dir)["id"])
+
+    def reconstruct(missing: list[int]):
+        torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        vae = load_vae(vae_file).to(torch_device).eval()
+        for index in missing:
+            rows = read_shard(sources[index]).to_pylist()
+            decoded: list[np.ndarray] = []
+            with torch.no_grad():
+                for start in range(0, len(rows), batch_size):
+                    frames = np.stack([decode_frames(r) for r in rows[start : start + batch_size]])  # (B, T, H, W, 3)
+                    pixels = frames_to_tensor(frames, torch_device)
+                    decoded += list(tensor_to_frames(vae.decode(vae.encode(pixels), frames.shape[1])))
+            yield write_shard(_rollout_table(rows, decoded), Path(out) / sources[index].name)
+
+    return write_product(
+        Path(out), identity, [p.name for p in sources], [e["num_videos"] for e in reference["shards"]], reconstruct,
+        resolution=reference.get("resolution"), num_frames=reference.get("num_frames"), counts=reference.get("counts"),
+        sources={"vae": str(vae_file.resolve()), "reference": str(Path(reference_dir).resolve())},
+    )
+
+
 def _rollout_table(rows: list[dict[str, Any]], generated: list[np.ndarray]):
     """Reference rows with their frames replaced by the rollouts, in the shard schema."""
     import pyarrow as pa

@@ -25,7 +25,13 @@ import yaml
 from phyray.artifacts import Identity
 from phyray.config import StudyConfig, to_flat_dict
 from phyray.study.plan import check_fits, cost_plan, expand_grid, max_concurrent_trials
-from phyray.study.prepare import ScenarioInputs, generate_inputs, prepare_latents, prepare_vae
+from phyray.study.prepare import (
+    ScenarioInputs,
+    generate_inputs,
+    prepare_latents,
+    prepare_vae,
+    prepare_vae_floors,
+)
 from phyray.study.settings import check_study, resolve_paths
 from phyray.study.trial import TrialSpec, plan_trial
 
@@ -160,7 +166,8 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         f"(experiment {cfg.experiment_name}, run {parent})")
     failed: dict[str, str] = {}
     try:
-        # [3] Per scenario: datasets, its VAE, latents of every training size (cached, reused).
+        # [3] Per scenario: datasets, its VAE(s), latents of every training size, the VAE's
+        # floor on each evaluation set (cached, reused).
         inputs: dict[str, ScenarioInputs] = {}
         child_tags = {"mlflow.parentRunId": parent, "phyray.study": cfg.name}
         for scenario in cfg.scenarios:
@@ -168,6 +175,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
             inputs[scenario] = generate_inputs(cfg, scenario, log=log)
             prepare_vae(cfg, inputs[scenario], uri, child_tags, log=log)
             prepare_latents(cfg, inputs[scenario], log=log)
+            prepare_vae_floors(cfg, inputs[scenario], uri, log=log)
 
         # [4] The grid, every trial named by its identity: those not finished yet, the most
         # expensive first, so the long trials do not start last and leave the cluster idle.

@@ -31,22 +31,29 @@ class Trial:
     scenario: str
     model: str
     data_size: str
+    seed: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.scenario}-{self.model}-{self.data_size}"
+        return f"{self.scenario}-{self.model}-{self.data_size}-s{self.seed}"
 
-    def as_dict(self) -> dict[str, str]:
+    @property
+    def cell(self) -> tuple[str, str, str]:
+        """The grid cell the trial is one seed of."""
+        return (self.scenario, self.model, self.data_size)
+
+    def as_dict(self) -> dict[str, str | int]:
         return asdict(self)
 
 
 def expand_grid(cfg: StudyConfig) -> list[Trial]:
-    """Every trial of the study: scenarios x models x data sizes, in config order."""
+    """Every trial of the study: scenarios x models x data sizes x seeds, in config order."""
     return [
-        Trial(scenario, model, size)
+        Trial(scenario, model, size, seed)
         for scenario in cfg.scenarios
         for model in cfg.models
         for size in cfg.data_sizes
+        for seed in cfg.seeds
     ]
 
 

@@ -8,7 +8,10 @@ changed setting makes a new product beside the old one, and a moved `data_dir` i
         train-<size>-<id>/             pixel shards of each training size
         eval_id-<n>-<id>/              ID evaluation set (paper's size unless configured)
         eval_ood-<n>-<id>/             OOD evaluation set, spread over the scenario's levels
-        vae/<preset>-<id>/             the VAE run (export/model.pt once it finished)
+        dev_id-<n>-<id>/, dev_ood-...  the same for a study evaluated on its dev split
+        vae/<preset>-<id>/             the VAE run (export/model.pt once it finished; one per
+                                       study seed with vae.seeds: per_seed)
+            reconstructions/<split>-<id>/   its reconstruction of each evaluation set
         latents/train-<size>-<id>/     latents of each training set with that VAE
 
 Each step is resumable on its own: generation and encoding finish missing shards, a killed VAE
@@ -20,9 +23,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from phyray.artifacts import Identity, ProductError, identity_of
-from phyray.config import StudyConfig, TrainConfig, load_data_config, parse_size
+from phyray.config import EVAL_KIND, StudyConfig, TrainConfig, load_data_config, parse_size
 from phyray.data.plan import plan_dataset
 from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.presets import is_trainable
@@ -39,10 +43,12 @@ class ScenarioInputs:
 
     scenario: str
     train: dict[str, str] = field(default_factory=dict)  # data size -> pixel dataset
-    latents: dict[str, str] = field(default_factory=dict)  # data size -> latent dataset
     num_videos: dict[str, int] = field(default_factory=dict)  # data size -> videos
-    eval: dict[str, str] = field(default_factory=dict)  # "eval_id" / "eval_ood" -> dataset
-    vae: str = ""  # the VAE export
+    eval: dict[str, str] = field(default_factory=dict)  # evaluation split (cfg.eval.splits) -> dataset
+    # Per study seed (one shared VAE gives every seed the same paths):
+    vae: dict[int, str] = field(default_factory=dict)  # seed -> the VAE export
+    latents: dict[str, dict[int, str]] = field(default_factory=dict)  # data size -> seed -> latents
+    vae_floor: dict[int, dict[str, str]] = field(default_factory=dict)  # seed -> split -> reconstructions
 
 
 def scenario_root(cfg: StudyConfig, scenario: str) -> Path:
@@ -71,8 +77,8 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
     inputs = ScenarioInputs(scenario)
     for size in dict.fromkeys([*cfg.data_sizes, vae_train_size(cfg)]):
         inputs.train[size], inputs.num_videos[size] = dataset("train", size, f"train-{parse_size(size)[0]}")
-    for split, count in (("eval_id", cfg.data.eval_id), ("eval_ood", cfg.data.eval_ood)):
-        count = count or data_cfg.eval_sizes[split]
+    for split, count in zip(cfg.eval.splits, (cfg.data.eval_id, cfg.data.eval_ood)):
+        count = count or data_cfg.eval_sizes[EVAL_KIND[split]]
         inputs.eval[split], _ = dataset(split, str(count), f"{split}-{count}")
     return inputs
 
@@ -123,7 +129,8 @@ def calibrated_export(preset: str, train_set: str, directory: Path, identity: Id
 
 
 def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tags: dict[str, str], log=print) -> None:
-    """Step 2 for one scenario: the VAE of its data settings, trained once (or reused)."""
+    """Step 2 for one scenario: the VAE of its data settings, trained once (or reused); one per
+    study seed with `vae.seeds: per_seed`."""
     from phyray.train.trainer import training_identity
 
     root = scenario_root(cfg, inputs.scenario)
@@ -133,31 +140,99 @@ def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tag
     if not is_trainable(cfg.vae.preset):
         identity = Identity("vae", {"preset": cfg.vae.preset, "calibration_videos": CALIBRATION_VIDEOS}, {"data": data_id})
         directory = root / "vae" / identity.name(cfg.vae.preset)
-        inputs.vae = str(calibrated_export(cfg.vae.preset, train_set, directory, identity))
-        log(f"  {inputs.scenario} VAE ({cfg.vae.preset}, calibrated, nothing to train): {inputs.vae}")
+        export = str(calibrated_export(cfg.vae.preset, train_set, directory, identity))
+        inputs.vae = dict.fromkeys(cfg.seeds, export)
+        log(f"  {inputs.scenario} VAE ({cfg.vae.preset}, calibrated, nothing to train): {export}")
         return
     run_cfg = train_config(
-        cfg, "vae", name="vae", train=train_set, eval=inputs.eval["eval_id"], output_dir=str(root / "vae"),
+        cfg, "vae", name="vae", train=train_set, eval=inputs.eval[cfg.eval.splits[0]], output_dir=str(root / "vae"),
         tracking_uri=tracking_uri,
     )
-    identity = training_identity(run_cfg, train_manifest)
-    run_cfg = run_cfg.model_copy(update={"name": identity.name(cfg.vae.preset)})
     tags = {**tags, "phyray.role": "vae", "phyray.scenario": inputs.scenario}
-    inputs.vae = str(train_or_resume(run_cfg, identity, tags=tags))
-    log(f"  {inputs.scenario} VAE: {inputs.vae}")
+    per_seed = cfg.vae.seeds == "per_seed"
+    for seed in cfg.seeds if per_seed else [None]:
+        seeded = run_cfg.model_copy(update={"seed": seed}) if per_seed else run_cfg
+        identity = training_identity(seeded, train_manifest)
+        seeded = seeded.model_copy(update={"name": identity.name(cfg.vae.preset)})
+        export = str(train_or_resume(seeded, identity, tags=tags))
+        inputs.vae |= {seed: export} if per_seed else dict.fromkeys(cfg.seeds, export)
+        log(f"  {inputs.scenario} VAE{'' if seed is None else f' (seed {seed})'}: {export}")
 
 
 def prepare_latents(cfg: StudyConfig, inputs: ScenarioInputs, log=print) -> None:
-    """Step 3 for one scenario: latents of every training size with its VAE (reused if there)."""
+    """Step 3 for one scenario: latents of every training size with each VAE (reused if there)."""
     from phyray.data.latents import encode_dataset, latents_identity
     from phyray.models.export import export_id
 
     cond_frames = dit_settings(cfg).diffusion.cond_frames
-    vae_id = export_id(inputs.vae)
     for size in cfg.data_sizes:
         data_id = identity_of(read_manifest(inputs.train[size]), inputs.train[size])["id"]
-        name = latents_identity(data_id, vae_id, cond_frames).name(f"train-{parse_size(size)[0]}")
-        out = scenario_root(cfg, inputs.scenario) / "latents" / name
-        encode_dataset(inputs.train[size], inputs.vae, out, cond_frames, log=log)
-        inputs.latents[size] = str(out)
-        log(f"  {inputs.scenario} latents {size}: {out}")
+        by_vae: dict[str, str] = {}
+        for seed, vae in inputs.vae.items():
+            if vae not in by_vae:
+                name = latents_identity(data_id, export_id(vae), cond_frames).name(f"train-{parse_size(size)[0]}")
+                out = scenario_root(cfg, inputs.scenario) / "latents" / name
+                encode_dataset(inputs.train[size], vae, out, cond_frames, log=log)
+                by_vae[vae] = str(out)
+                log(f"  {inputs.scenario} latents {size}: {out}")
+            inputs.latents.setdefault(size, {})[seed] = by_vae[vae]
+
+
+def vae_floor_task(
+    vae: str, reference: str, out: str, parser: str, cond_frames: int, ssim: bool, paper_filter: bool
+) -> list[dict[str, Any]]:
+    """Reconstruct an evaluation set with a VAE and score the reconstructions as rollouts are
+    scored; the report rows (a Ray task: it runs the VAE where the cluster has room)."""
+    from phyray.eval.report import evaluate_physics_records, summarize
+    from phyray.eval.rollouts import reconstruct_dataset
+
+    reconstruct_dataset(vae, reference, out)
+    records = evaluate_physics_records(out, reference, parser, cond_frames, ssim=ssim, paper_filter=paper_filter)
+    return summarize(records, parser, cond_frames)
+
+
+def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, log=print) -> None:
+    """Step 3b for one scenario: each VAE's reconstruction of each evaluation set, scored, its
+    floor logged on the VAE's MLflow run (`vae_floor/<split>/<metric>`, as eval/ metrics are
+    named); every trial's report then carries it beside the parse floor (`vae_floor_*`)."""
+    import ray
+
+    from phyray import tracking
+    from phyray.eval.report import report_metrics
+    from phyray.eval.rollouts import reconstructions_identity
+    from phyray.models.export import export_id
+
+    cond_frames = dit_settings(cfg).diffusion.cond_frames
+    floor = ray.remote(vae_floor_task).options(num_cpus=1, num_gpus=1 if ray.cluster_resources().get("GPU") else 0)
+    done: dict[str, dict[str, str]] = {}
+    for seed, vae in inputs.vae.items():
+        if vae not in done:
+            directories, jobs = {}, []
+            for split, reference in inputs.eval.items():
+                identity = reconstructions_identity(export_id(vae), identity_of(read_manifest(reference), reference)["id"])
+                directories[split] = str(Path(vae).parent.parent / "reconstructions" / identity.name(split))
+                jobs.append(floor.remote(
+                    vae, reference, directories[split], cfg.eval.parser, cond_frames, cfg.eval.ssim, cfg.eval.paper_filter,
+                ))
+            rows = [row for job in ray.get(jobs) for row in job]
+            metrics = {name.replace("eval/", "vae_floor/", 1): value for name, value in report_metrics(rows).items()}
+            vae_run = _vae_run(cfg, tracking_uri, export_id(vae))
+            if vae_run is not None and not metrics.keys() <= vae_run.data.metrics.keys():
+                tracking.log_metrics(tracking_uri, vae_run.info.run_id, metrics, step=0)
+            headline = cfg.eval.headline_metric
+            log(f"  {inputs.scenario} VAE floor ({headline}): "
+                + ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in metrics.items() if k.endswith("/" + headline)))
+            done[vae] = directories
+        inputs.vae_floor[seed] = done[vae]
+
+
+def _vae_run(cfg: StudyConfig, tracking_uri: str, vae_id: str):
+    """The MLflow run of this study's experiment that trained the VAE of this identity (None for
+    a calibrated one, or one another experiment trained)."""
+    from mlflow.tracking import MlflowClient
+
+    from phyray.tracking import newest_run
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name)
+    return newest_run(client, experiment.experiment_id, f"tags.`phyray.vae_id` = '{vae_id}'") if experiment else None

@@ -3,7 +3,7 @@
 `plan_trial` names everything a trial makes by identity (`phyray.artifacts`), in the driver,
 before any trial runs:
 
-    <study_dir>/trials/<scenario>-<model>-<size>-<dit id>/    the DiT run (checkpoints, export)
+    <study_dir>/trials/<scenario>-<model>-<size>-s<seed>-<dit id>/   the DiT run (checkpoints, export)
         rollouts/<split>-<rollouts id>/                      rollouts of each evaluation set
         reports/<report id>/                                 report.json|csv and the GIFs
 
@@ -12,12 +12,14 @@ builds and fits a TorchTrainer through `phyray.train.trainer.train`, then evalua
 `execute_trial` is the same work as a plain function. Each trial owns one MLflow run, found
 again by its identity, never by its name:
 
-- tags `phyray.study`, `phyray.role=trial`, `phyray.trial=<scenario>-<model>-<size>`,
-  `phyray.trial_id`, `phyray.dit_id`, `mlflow.parentRunId` (the study run that started it);
+- tags `phyray.study`, `phyray.role=trial`, `phyray.trial=<scenario>-<model>-<size>-s<seed>`,
+  `phyray.trial_id`, `phyray.dit_id`, `phyray.seed`, `phyray.eval_split` (test or dev),
+  `mlflow.parentRunId` (the study run that started it);
   `phyray.trial_done=true` once its evaluation is logged;
 - params: the DiT run's flat config plus `trial.*` (scenario, model, data size, videos);
 - metrics: `train/*` from training, `eval/<split>/<metric>` from the physics report
-  (`eval/id/...`, `eval/ood/...` pooled, `eval/ood_<level>/...`, `gt_floor_*` beside each);
+  (`eval/id/...`, `eval/ood/...` pooled, `eval/ood_<level>/...`, `gt_floor_*` and
+  `vae_floor_*` beside each);
 - artifacts: `report/report.json|csv`, `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
 
 A rerun skips a done trial (in any study run of the experiment: a trial is its identity),
@@ -42,8 +44,8 @@ from phyray.study.prepare import ScenarioInputs, train_or_resume
 from phyray.study.settings import train_config
 
 DONE_TAG = "phyray.trial_done"
-EVAL_SPLITS = ("eval_id", "eval_ood")
-REPORT_FORMAT_VERSION = 1
+# 2: vae_floor_* and paper_vel_err in every report.
+REPORT_FORMAT_VERSION = 2
 # torch, Ray and MLflow, and the phyray modules that load them, are imported inside the functions
 # that run a trial: the driver plans trials without them.
 
@@ -65,22 +67,26 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
     from phyray.eval.rollouts import rollouts_identity
     from phyray.train.trainer import run_dir_of, training_identity
 
-    latents = inputs.latents[trial.data_size]
+    latents = inputs.latents[trial.data_size][trial.seed]
     run_cfg = train_config(study, "dit", name="dit", train=latents, model=trial.model, tracking_uri=tracking_uri)
+    run_cfg = run_cfg.model_copy(update={"seed": trial.seed})
     dit = training_identity(run_cfg, read_manifest(latents))
     run_cfg = run_cfg.model_copy(update={"name": dit.name(trial.key)})
     run_dir = run_dir_of(run_cfg)
+    # Sampling noise is the trial's seed too: seeds replicate everything model-side.
     rollouts = {
         split: rollouts_identity(
-            dit.id, identity_of(read_manifest(inputs.eval[split]), inputs.eval[split])["id"], study.eval.sample_steps,
-            run_cfg.diffusion.cond_frames, study.data.seed,
+            dit.id, identity_of(read_manifest(reference), reference)["id"], study.eval.sample_steps,
+            run_cfg.diffusion.cond_frames, trial.seed,
         )
-        for split in EVAL_SPLITS
+        for split, reference in inputs.eval.items()
     }
+    # The VAE floor's reconstructions are named by the VAE and the reference sets, both already
+    # inputs of the DiT and the rollouts; they need no entry of their own.
     report = Identity(
         "report",
         {"format_version": REPORT_FORMAT_VERSION, "parser": study.eval.parser,
-         "cond_frames": run_cfg.diffusion.cond_frames, "ssim": study.eval.ssim,
+         "cond_frames": run_cfg.diffusion.cond_frames, "ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter,
          "bootstrap": {"resamples": study.eval.bootstrap_resamples, "seed": study.data.seed}},
         {split: identity.id for split, identity in rollouts.items()},
     )
@@ -105,6 +111,8 @@ def trial_tags(study: StudyConfig, spec: TrialSpec) -> dict[str, str]:
         "phyray.scenario": trial.scenario,
         "phyray.model": trial.model,
         "phyray.data_size": trial.data_size,
+        "phyray.seed": str(trial.seed),
+        "phyray.eval_split": study.eval.split,
     }
 
 
@@ -141,28 +149,35 @@ def evaluate_trial(
     from mlflow.tracking import MlflowClient
 
     from phyray import tracking
-    from phyray.eval.report import evaluate_physics_records, report_metrics, summarize, write_report
+    from phyray.eval.report import (
+        add_vae_floor,
+        evaluate_physics_records,
+        report_metrics,
+        summarize,
+        write_report,
+    )
     from phyray.eval.rollouts import rollout_dataset
 
     report_dir = Path(spec.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    cond_frames = spec.run_cfg.diffusion.cond_frames
+    cond_frames, seed = spec.run_cfg.diffusion.cond_frames, spec.trial.seed
+    options = {"ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
     records, gifs = [], []
-    for split in EVAL_SPLITS:
+    for split, reference in inputs.eval.items():
         rollout_dir = spec.rollouts[split]
         rollout_dataset(
-            export, inputs.eval[split], rollout_dir, study.eval.sample_steps, study.eval.batch_size, study.data.seed,
-            vae_path=inputs.vae,
+            export, reference, rollout_dir, study.eval.sample_steps, study.eval.batch_size, seed, vae_path=inputs.vae[seed],
         )
-        split_records = evaluate_physics_records(
-            rollout_dir, inputs.eval[split], study.eval.parser, cond_frames, ssim=study.eval.ssim
+        split_records = add_vae_floor(
+            evaluate_physics_records(rollout_dir, reference, study.eval.parser, cond_frames, **options),
+            evaluate_physics_records(inputs.vae_floor[seed][split], reference, study.eval.parser, cond_frames, **options),
         )
         records += split_records
         scored = [r for r in split_records if np.isfinite(r[study.eval.headline_metric])]
         if study.eval.gifs and scored:
             scored.sort(key=lambda r: r[study.eval.headline_metric])
             for name, record in (("best", scored[0]), ("worst", scored[-1])):
-                gifs.append(_gif_of(record, rollout_dir, inputs.eval[split], report_dir / f"{split}_{name}.gif"))
+                gifs.append(_gif_of(record, rollout_dir, reference, report_dir / f"{split}_{name}.gif"))
     rows = summarize(records, study.eval.parser, cond_frames, study.eval.bootstrap_resamples, study.data.seed)
     report_json, report_csv = write_report(rows, report_dir / "report.json")
 
