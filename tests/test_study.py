@@ -115,6 +115,22 @@ def test_grid_order_and_resource_fit():
         check_fits(load_study_config(SMOKE), {"CPU": 2})
 
 
+def test_vae_seeds_shared_or_one_vae_per_study_seed():
+    from phyray.study.prepare import vae_runs
+
+    manifest = {"identity": {"kind": "dataset", "id": "0123456789ab", "settings": {}, "inputs": {}}}
+    shared = vae_runs(load_study_config(SMOKE, ["seeds=[0, 1]"]), "train", manifest, "eval", "vae")
+    assert list(shared) == [None]
+    per_seed = vae_runs(load_study_config(SMOKE, ["seeds=[0, 1]", "vae.seeds=per_seed"]), "train", manifest, "eval", "vae")
+    assert list(per_seed) == [0, 1] and [run.seed for run, _ in per_seed.values()] == [0, 1]
+    ids = [identity.id for _, identity in per_seed.values()]
+    assert len(set(ids)) == 2 and all(run.name.endswith(identity.id) for run, identity in per_seed.values())
+    # Seed 0 of per_seed is the shared VAE when the shared one trains with seed 0 too.
+    assert ids[0] == shared[None][1].id
+    with pytest.raises(ConfigError, match="vae.seeds: 's2d-f4t2' has no weights"):
+        load_study_config(SMOKE, ["vae.preset=s2d-f4t2", "vae.train={}", "vae.seeds=per_seed"])
+
+
 def test_a_setting_a_later_stage_rejects_fails_the_plan_in_one_line(capsys):
     sys.path.insert(0, str(REPO / "studies"))
     import scaling_law

@@ -128,34 +128,45 @@ def calibrated_export(preset: str, train_set: str, directory: Path, identity: Id
     return save_export(directory / "export", "vae", {"preset": preset, "identity": identity.record()}, vae.state_dict())
 
 
+def vae_runs(
+    cfg: StudyConfig, train_set: str, train_manifest: dict[str, Any], eval_set: str, output_dir: str,
+    tracking_uri: str | None = None,
+) -> dict[int | None, tuple[TrainConfig, Identity]]:
+    """The VAE training runs of a scenario, each named by its identity: one (key None) that
+    every study seed shares, or one per study seed (trained with that seed) under
+    `vae.seeds: per_seed`."""
+    from phyray.train.trainer import training_identity
+
+    run_cfg = train_config(
+        cfg, "vae", name="vae", train=train_set, eval=eval_set, output_dir=output_dir, tracking_uri=tracking_uri
+    )
+    runs = {}
+    for seed in cfg.seeds if cfg.vae.seeds == "per_seed" else [None]:
+        seeded = run_cfg if seed is None else run_cfg.model_copy(update={"seed": seed})
+        identity = training_identity(seeded, train_manifest)
+        runs[seed] = (seeded.model_copy(update={"name": identity.name(cfg.vae.preset)}), identity)
+    return runs
+
+
 def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tags: dict[str, str], log=print) -> None:
     """Step 2 for one scenario: the VAE of its data settings, trained once (or reused); one per
     study seed with `vae.seeds: per_seed`."""
-    from phyray.train.trainer import training_identity
-
     root = scenario_root(cfg, inputs.scenario)
     train_set = inputs.train[vae_train_size(cfg)]
     train_manifest = read_manifest(train_set)
-    data_id = identity_of(train_manifest, train_set)["id"]
     if not is_trainable(cfg.vae.preset):
+        data_id = identity_of(train_manifest, train_set)["id"]
         identity = Identity("vae", {"preset": cfg.vae.preset, "calibration_videos": CALIBRATION_VIDEOS}, {"data": data_id})
         directory = root / "vae" / identity.name(cfg.vae.preset)
         export = str(calibrated_export(cfg.vae.preset, train_set, directory, identity))
         inputs.vae = dict.fromkeys(cfg.seeds, export)
         log(f"  {inputs.scenario} VAE ({cfg.vae.preset}, calibrated, nothing to train): {export}")
         return
-    run_cfg = train_config(
-        cfg, "vae", name="vae", train=train_set, eval=inputs.eval[cfg.eval.splits[0]], output_dir=str(root / "vae"),
-        tracking_uri=tracking_uri,
-    )
     tags = {**tags, "phyray.role": "vae", "phyray.scenario": inputs.scenario}
-    per_seed = cfg.vae.seeds == "per_seed"
-    for seed in cfg.seeds if per_seed else [None]:
-        seeded = run_cfg.model_copy(update={"seed": seed}) if per_seed else run_cfg
-        identity = training_identity(seeded, train_manifest)
-        seeded = seeded.model_copy(update={"name": identity.name(cfg.vae.preset)})
-        export = str(train_or_resume(seeded, identity, tags=tags))
-        inputs.vae |= {seed: export} if per_seed else dict.fromkeys(cfg.seeds, export)
+    eval_set = inputs.eval[cfg.eval.splits[0]]
+    for seed, (run_cfg, identity) in vae_runs(cfg, train_set, train_manifest, eval_set, str(root / "vae"), tracking_uri).items():
+        export = str(train_or_resume(run_cfg, identity, tags=tags))
+        inputs.vae |= dict.fromkeys(cfg.seeds if seed is None else [seed], export)
         log(f"  {inputs.scenario} VAE{'' if seed is None else f' (seed {seed})'}: {export}")
 
 

@@ -243,7 +243,8 @@ def protocol_line(params: dict[str, str]) -> str:
         f"Protocol: the {split} split ({'eval' if split == 'test' else 'dev'}_id: {param('data.eval_id', 'default')} "
         f"videos, {'eval' if split == 'test' else 'dev'}_ood: {param('data.eval_ood', 'default')} videos, data seed "
         f"{param('data.seed', '0')}); {param('data.resolution')}² frames (overrides {param('data.overrides', '[]')}); "
-        f"parser `{param('eval.parser', 'subpixel')}`; {param('eval.sample_steps')} sampling steps; training seeds "
+        f"{param('dit.diffusion.cond_frames', 'the default')} conditioning frames; parser `{param('eval.parser', 'subpixel')}`; "
+        f"{param('eval.sample_steps')} sampling steps; training seeds "
         f"{param('seeds', '[0]')}; paper filter {param('eval.paper_filter', 'False')}; 95% percentile bootstrap over "
         f"videos, {param('eval.bootstrap_resamples', '1000')} resamples."
     )
@@ -462,11 +463,12 @@ def publish_report(
         atomic_write_bytes(out / name, contents[name])
         files[name] = out / name
         client.log_artifact(parent.info.run_id, str(out / name))
+    cells = grid_cells(records)
     return {
         "records": records,
         "missing": missing,
-        "cells": grid_cells(records),
-        "checks": grid_checks(grid_cells(records), metric),
+        "cells": cells,
+        "checks": grid_checks(cells, metric),
         "files": files,
         "parent_run_id": parent.info.run_id,
         "study": study["name"],
