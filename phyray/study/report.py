@@ -213,7 +213,8 @@ def _mean(estimate: Estimate | None, digits: int = 4) -> str:
     """A cell's value; mean ± sd across seeds when it has several."""
     if estimate is None:
         return "-"
-    spread = f" ± {estimate.sd:.{digits}f}" if estimate.seeds > 1 else ""
+    # Products every seed shares (the floors of one VAE) have no spread to show.
+    spread = f" ± {estimate.sd:.{digits}f}" if estimate.seeds > 1 and estimate.sd else ""
     return f"{estimate.value:.{digits}f}{spread}"
 
 
