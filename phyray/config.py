@@ -592,7 +592,6 @@ class StudyConfig(Strict):
         for section, fields in (("vae.train", self.vae.train), ("dit", self.dit)):
             if "seed" in fields and (section == "dit" or self.vae.seeds == "per_seed"):
                 raise ValueError(f"{section}.seed: the study's `seeds` set it; remove {section}.seed")
-        for section, fields in (("vae.train", self.vae.train), ("dit", self.dit)):
             given = set(fields) | {f"data.{key}" for key in fields.get("data") or {}}
             owned = sorted(given & set(STUDY_OWNED_TRAIN_FIELDS))
             if owned:

@@ -106,7 +106,7 @@ def test_grid_order_and_resource_fit():
     assert len(trials) == 27 and trials[0].key == "uniform_motion-DiT-S-30K-s0" and trials[-1].key == "parabola-DiT-L-3M-s0"
     seeded = expand_grid(load_study_config(PAPER, ["seeds=[0, 1, 2]"]))
     assert len(seeded) == 81 and [t.key for t in seeded[:3]] == [f"uniform_motion-DiT-S-30K-s{s}" for s in range(3)]
-    assert len({t.cell for t in seeded}) == 27
+    assert len({(t.scenario, t.model, t.data_size) for t in seeded}) == 27
     check_fits(cfg, {"CPU": 64, "GPU": 8})  # one 8-GPU node holds a trial
     with pytest.raises(ConfigError, match="VAE training: needs 8 GPU at once .* the cluster has 4"):
         check_fits(cfg, {"CPU": 64, "GPU": 4})

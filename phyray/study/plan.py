@@ -37,11 +37,6 @@ class Trial:
     def key(self) -> str:
         return f"{self.scenario}-{self.model}-{self.data_size}-s{self.seed}"
 
-    @property
-    def cell(self) -> tuple[str, str, str]:
-        """The grid cell the trial is one seed of."""
-        return (self.scenario, self.model, self.data_size)
-
     def as_dict(self) -> dict[str, str | int]:
         return asdict(self)
 

@@ -229,8 +229,7 @@ def _minus(a: Estimate | None, b: Estimate | None) -> str:
 def _ratio(ood: Estimate | None, id_: Estimate | None) -> str:
     if ood is None or id_ is None or id_.value <= 0:
         return "-"
-    r = ratio(ood, id_)
-    return f"{r.value:.1f} [{r.low:.1f}, {r.high:.1f}]"
+    return _ratio_of(ratio(ood, id_))
 
 
 def protocol_line(params: dict[str, str]) -> str:
