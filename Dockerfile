@@ -52,6 +52,10 @@ RUN pip install "uv>=0.5,<1" \
  && PHYRAY_PHYRE_PYTHON="$(uv python find 3.9)" bash scripts/setup_phyre.sh \
  && .venv-phyre/bin/python -c "import phyre"
 ENV PHYRAY_PHYRE_PYTHON=/home/ray/phyray/.venv-phyre/bin/python
+# FVD's I3D and LPIPS's heads (hash-checked, from the package index) for combinatorial studies,
+# outside the code directory so that a `--working-dir` upload still finds them.
+ENV PHYRAY_WEIGHTS_DIR=/home/ray/weights
+RUN PHYRAY_WEIGHTS_PYTHON=python bash scripts/fetch_weights.sh
 
 
 # --- Default target: the image without PHYRE ---------------------------------------------------

@@ -92,6 +92,22 @@ def _generate_combinatorial(args: argparse.Namespace) -> dict:
         raise CliError(str(err)) from None
 
 
+def _data_resample(args: argparse.Namespace) -> int:
+    from phyray.data.resample import resample_dataset
+
+    try:
+        manifest = resample_dataset(args.shards, args.resolution, args.out, args.frames, args.num_workers)
+    except ProductError as err:
+        raise CliError(f"--out {err}") from None
+    except ValueError as err:  # "resolution: ..." or "num_frames: ...": name the flag
+        message = str(err)
+        for field, flag in (("num_frames:", "--frames:"), ("resolution:", "--resolution:")):
+            message = flag + message.removeprefix(field) if message.startswith(field) else message
+        raise CliError(message) from None
+    print(f"{args.out}: {manifest['num_videos']} videos at {manifest['resolution']}², {manifest['num_frames']} frames")
+    return 0
+
+
 def _add_data_commands(groups) -> None:
     data = groups.add_parser("data", help="generate and inspect datasets").add_subparsers(dest="command", required=True)
     gen = data.add_parser("generate", help="simulate, render and write a dataset as Parquet shards")
@@ -112,6 +128,13 @@ def _add_data_commands(groups) -> None:
     gen.add_argument("--trials", type=int, help="combinatorial: red-ball placements per seed")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=_data_generate)
+    res = data.add_parser("resample", help="a dataset at another side (area-averaged) and frame count, as planar RGB")
+    res.add_argument("--shards", required=True, help="source dataset directory (e.g. PHYRE scenes at 256²)")
+    res.add_argument("--resolution", required=True, type=positive_int, help="frame side; must divide the source's")
+    res.add_argument("--frames", type=positive_int, default=None, help="keep the first N frames (default: all)")
+    res.add_argument("--out", required=True, help="output directory")
+    res.add_argument("--num-workers", type=positive_int, default=None, help="concurrent shard tasks (default: all CPUs)")
+    res.set_defaults(handler=_data_resample)
     enc = data.add_parser("encode", help="cache latents of a dataset with a trained VAE")
     enc.add_argument("--shards", required=True, help="pixel dataset directory")
     enc.add_argument("--vae", required=True, help="trained VAE: its run directory or export/model.pt")
@@ -252,6 +275,89 @@ def _eval_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_video(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from phyray.eval.lpips import LPIPS_SKIPPED, LpipsWeightsNotFound
+    from phyray.eval.scenes import (
+        SceneScoring,
+        score_scene_set,
+        summarize_scenes,
+        write_scene_report,
+    )
+
+    weights = args.fvd_weights
+    if weights is None:
+        from phyray.eval.fvd import DEFAULT_I3D_WEIGHTS
+
+        weights = str(DEFAULT_I3D_WEIGHTS) if DEFAULT_I3D_WEIGHTS.is_file() else None
+    for name, path in (("--lpips-backbone", args.lpips_backbone), ("--fvd-weights", args.fvd_weights)):
+        if path is not None and not Path(path).is_file():
+            raise CliError(f"{name}: {path} does not exist")
+    scoring = SceneScoring(
+        cond_frames=args.cond_frames, ssim=not args.no_ssim, abnormal=not args.no_abnormal,
+        lpips_backbone=args.lpips_backbone, fvd_weights=None if args.no_fvd else weights, fvd_videos=args.fvd_videos,
+    )
+    try:
+        scores = score_scene_set(args.rollouts, args.reference, scoring, device=args.device)
+        rows = [*summarize_scenes(scores["records"]), *scores["fvd"]]
+        paths = write_scene_report(rows, scores["records"], args.out)
+    except (ProductError, ValueError, LpipsWeightsNotFound) as err:
+        raise CliError(str(err)) from None
+    if scoring.lpips_backbone is None:
+        print(LPIPS_SKIPPED)
+    if scoring.fvd_weights is None and not args.no_fvd:
+        print("fvd: skipped, no I3D weights; run `bash scripts/fetch_weights.sh` or give --fvd-weights")
+    for row in rows:
+        if row["template"] == "all" and not row["metric"].startswith("abnormal_"):
+            interval = "" if row["ci_low"] is None else f" [{row['ci_low']:.4g}, {row['ci_high']:.4g}]"
+            print(f"{row['split']:<22} {row['resolution']:>4} {row['metric']:<20} {row['value']:.4g}{interval} (n={row['n']})")
+    print(f"report: {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _eval_abnormal(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from phyray.eval.abnormal import (
+        CHECKS,
+        abnormal_records,
+        summarize_abnormal,
+        write_abnormal_report,
+    )
+
+    out = Path(args.out or Path("runs/reports") / f"abnormal-{Path(args.videos).name}" / "report.json")
+    try:
+        records = abnormal_records(args.videos, resolution=args.resolution, progress=not args.quiet)
+        rows = summarize_abnormal(records)
+        json_path, csv_path, videos_path = write_abnormal_report(rows, records, out)
+    except (ProductError, ValueError) as err:  # ShardError, UnknownPalette, a bad --out
+        raise CliError(str(err)) from None
+    print(f"{'split':<22} {'res':>4} {'n':>6} {'abnormal':>8}  " + " ".join(f"{c[:10]:>10}" for c in CHECKS))
+    by_group: dict[tuple, dict[str, float]] = {}
+    for row in (r for r in rows if r["template_id"] == "all"):
+        by_group.setdefault((str(row["split"]), row["resolution"], row["n"]), {})[row["metric"]] = row["value"]
+    for (split, resolution, n), values in by_group.items():
+        cells = " ".join(f"{values[f'abnormal_rate/{c}']:>10.3f}" for c in CHECKS)
+        print(f"{split:<22} {resolution:>4} {n:>6} {values['abnormal_rate']:>8.3f}  {cells}")
+    print(f"report: {json_path} and {csv_path}; per video: {videos_path}")
+    return 0
+
+
+def _eval_corrupt(args: argparse.Namespace) -> int:
+    from phyray.eval.corrupt import CORRUPTIONS, corrupt_dataset
+
+    kinds = list(CORRUPTIONS) if args.kinds == "all" else [k.strip() for k in args.kinds.split(",")]
+    try:
+        manifest = corrupt_dataset(args.reference, args.out, kinds, seed=args.seed, with_clean=not args.no_clean)
+    except (ProductError, ValueError) as err:
+        raise CliError(str(err)) from None
+    counts = ", ".join(f"{k}: {v}" for k, v in manifest["counts"].items())
+    skipped = ", ".join(f"{k}: {v}" for k, v in manifest["skipped"].items() if v) or "none"
+    print(f"{args.out}: {manifest['num_videos']} labelled videos ({counts}); skipped, no suitable object: {skipped}")
+    return 0
+
+
 def _add_eval_commands(groups) -> None:
     evaluate = groups.add_parser("eval", help="roll out and score").add_subparsers(dest="command", required=True)
     roll = evaluate.add_parser("rollout", help="continue every video of a dataset from its first c frames with a trained DiT")
@@ -274,6 +380,37 @@ def _add_eval_commands(groups) -> None:
     physics.add_argument("--device", default="cpu", help="torch device for PSNR and SSIM")
     physics.add_argument("--quiet", action="store_true", help="no progress bar")
     physics.set_defaults(handler=_eval_physics)
+    video = evaluate.add_parser("video", help="PSNR, SSIM, LPIPS, FVD and the abnormal rate of PHYRE rollouts")
+    video.add_argument("--rollouts", required=True, help="dataset of generated videos, joined to --reference by video_id")
+    video.add_argument("--reference", required=True, help="the PHYRE dataset the rollouts were conditioned on")
+    video.add_argument("--out", required=True, help="report JSON path; its CSV and the per-video videos.csv go beside it")
+    video.add_argument("--cond-frames", type=int, default=1, help="conditioning frames c, not scored (PHYRE: 1)")
+    video.add_argument("--lpips-backbone", help="local torchvision AlexNet state dict (default: LPIPS skipped)")
+    video.add_argument("--fvd-weights", help="I3D checkpoint (default: .weights/i3d-kinetics-400.ckpt if fetched)")
+    video.add_argument("--fvd-videos", type=positive_int, help="compare the first N videos only (paper: 600 in, 500 out)")
+    video.add_argument("--no-fvd", action="store_true", help="skip FVD")
+    video.add_argument("--no-ssim", action="store_true", help="skip SSIM")
+    video.add_argument("--no-abnormal", action="store_true", help="skip the abnormal-rate judge")
+    video.add_argument("--device", default="cpu", help="torch device")
+    video.set_defaults(handler=_eval_video)
+    abnormal = evaluate.add_parser("abnormal", help="abnormal rate of PHYRE videos from their pixels alone (no reference)")
+    abnormal.add_argument("--videos", required=True, help="dataset of PHYRE videos: rollouts or ground truth")
+    abnormal.add_argument("--out", default=None,
+                          help="report JSON path; its CSV and the per-video abnormal.csv are written beside it "
+                               "(default runs/reports/abnormal-<videos dir>/report.json)")
+    abnormal.add_argument("--resolution", type=positive_int, default=None,
+                          help="area-average the frames to this side first (default: as stored)")
+    abnormal.add_argument("--quiet", action="store_true", help="no progress bar")
+    abnormal.set_defaults(handler=_eval_abnormal)
+    corrupt = evaluate.add_parser("corrupt", help="labelled physics violations made from PHYRE ground truth")
+    corrupt.add_argument("--reference", required=True, help="PHYRE ground-truth dataset (palette-encoded)")
+    corrupt.add_argument("--out", required=True, help="directory for the labelled copy")
+    corrupt.add_argument("--kinds", default="all",
+                         help="all, or a comma list of vanish, appear, teleport, morph, freeze, interpenetrate, "
+                              "static_moves, colour_swap")
+    corrupt.add_argument("--seed", type=int, default=0, help="seed of the random objects, frames and edits")
+    corrupt.add_argument("--no-clean", action="store_true", help="leave out the unchanged copies (label 'none')")
+    corrupt.set_defaults(handler=_eval_corrupt)
 
 
 # ---- study -----------------------------------------------------------------------------------
@@ -304,7 +441,7 @@ def _study_report(args: argparse.Namespace) -> int:
         raise CliError(str(err)) from None
     if not report["records"]:
         raise CliError(f"--experiment: study run {report['parent_run_id']} of {args.experiment!r} has no finished trials in {uri}")
-    print(report["files"]["results.md"].read_text())
+    print(report["summary"].read_text())
     print(f"report of study {report['study']} (study id {report['study_id']}): {out} "
           f"(logged to parent run {report['parent_run_id']}; `--list` shows the others)")
     return 0

@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 
 BALL_SCENARIOS = ("uniform_motion", "collision", "parabola")
+# PHYRE scenes: templates instead of a data config (phyray/sim/phyre.py, phyray/study/combinatorial.py).
+COMBINATORIAL = "combinatorial"
 # dev_id / dev_ood are drawn as eval_id / eval_ood are, from their own random streams: sets of
 # the same distributions and sizes for choosing settings, so the test sets stay unseen until
 # the verdict (appended: the codes of the first three, and so their videos, are unchanged).
@@ -441,6 +443,23 @@ class TrainConfig(Strict):
 STUDY_OWNED_TRAIN_FIELDS = ("task", "name", "output_dir", "tracking", "fail_once_at_step", "data.train", "data.eval")
 
 
+class StudyPhyre(Strict):
+    """How a combinatorial study draws its PHYRE videos (docs/paper.md §12) and cuts them.
+
+    A data size is videos per training template: seeds 0..S-1 (S = min(size, template_seeds))
+    times size / S red-ball trials each (trials 0-989). In-template evaluation takes trial 990
+    of seeds 0..n-1 of every training template (n = data.eval_id, the paper's 100 when unset),
+    out-of-template trial 0 of seeds 0..n-1 of every held-out template (n = data.eval_ood).
+    """
+
+    # Task seeds (object layouts) per template: the paper's 100.
+    template_seeds: int = Field(100, ge=1)
+    # Frames kept of PHYRE's 32 (1/3 s apart): fewer for CPU presets.
+    num_frames: int = Field(32, ge=2, le=32)
+    # PHYRE videos per shard of the 256² palette datasets.
+    shard_size: int = Field(1000, ge=1)
+
+
 class StudyData(Strict):
     """The datasets a study generates (or reuses) for every scenario."""
 
@@ -449,8 +468,10 @@ class StudyData(Strict):
     # Evaluation-set sizes; None = the paper's (configs/data/<scenario>.yaml `eval_sizes`).
     eval_id: int | None = Field(None, ge=1)
     eval_ood: int | None = Field(None, ge=1)
-    # Data-config overrides applied to every scenario, e.g. ["physics.num_frames=16"].
+    # Data-config overrides applied to every ball scenario, e.g. ["physics.num_frames=16"].
     overrides: list[str] = []
+    # PHYRE scenes of a combinatorial study (its eval_id / eval_ood are videos per template).
+    phyre: StudyPhyre = StudyPhyre()
 
 
 class StudyVAE(Strict):
@@ -496,6 +517,17 @@ class StudyEval(Strict):
     # The released evaluator's radius filter and collision window on every velocity metric
     # (phyray/eval/physics.py); `paper_vel_err`, the paper's Fig. 3 metric, always has them.
     paper_filter: bool = False
+    # Combinatorial studies (phyray/eval/scenes.py): the abnormal-rate judge; LPIPS's AlexNet
+    # backbone, a local torchvision state dict (None: LPIPS skipped, with a line saying so);
+    # the I3D weights of FVD (None: those `scripts/fetch_weights.sh` fetched, skipped with a
+    # line if absent); and the videos FVD compares per evaluation set (the paper's 600
+    # in-template and 500 out-of-template; a set with fewer uses all of them).
+    abnormal: bool = True
+    lpips_backbone: str | None = None
+    fvd_weights: str | None = None
+    fvd_videos: dict[Literal["eval_in_template", "eval_out_of_template"], int] = {
+        "eval_in_template": 600, "eval_out_of_template": 500,
+    }
 
     @property
     def splits(self) -> tuple[str, str]:
@@ -534,6 +566,14 @@ class StudyConfig(Strict):
     # Training seeds: every cell trains once per seed (DiT init, noise and data order; the VAE
     # too with vae.seeds: per_seed); the report gives mean and sd across seeds.
     seeds: list[int] = Field([0], min_length=1)
+    # Training template sets of a combinatorial study ("6", "30", "60", or ids and ranges such as
+    # "10003,10005" or "10000-10009"): a grid axis beside models and data sizes, which are then
+    # videos per template. Checked against PHYRE's catalogue by phyray.study.settings.
+    templates: list[str] = []
+    # Cells left out of the grid: each entry names some of a trial's fields (scenario, model,
+    # data_size, templates, seed) and removes every trial that matches all of them, e.g. the
+    # paper's DiT-B, run at 60 templates only: [{model: DiT-B, templates: "6"}, ...].
+    exclude: list[dict[Literal["scenario", "model", "data_size", "templates", "seed"], str | int]] = []
     data: StudyData = StudyData()
     vae: StudyVAE = StudyVAE()
     # TrainConfig fields of every DiT trial (steps, batch_size, micro_batch, optim, diffusion,
@@ -549,9 +589,16 @@ class StudyConfig(Strict):
     @classmethod
     def _scenarios(cls, scenarios: list[str]) -> list[str]:
         for scenario in scenarios:
-            if scenario not in BALL_SCENARIOS:
-                raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(BALL_SCENARIOS)}")
+            if scenario not in (*BALL_SCENARIOS, COMBINATORIAL):
+                raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join((*BALL_SCENARIOS, COMBINATORIAL))}")
+        if COMBINATORIAL in scenarios and len(scenarios) > 1:
+            raise ValueError(f"{COMBINATORIAL} runs alone: its grid is models x templates x videos per template")
         return _unique(scenarios)
+
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _templates(cls, templates: Any) -> Any:
+        return _unique([str(spec) for spec in templates]) if isinstance(templates, list) else templates
 
     @field_validator("models")
     @classmethod
@@ -587,6 +634,11 @@ class StudyConfig(Strict):
             raise ValueError(f"vae.train: {self.vae.preset!r} has no weights to train; remove vae.train")
         if not is_trainable(self.vae.preset) and self.vae.seeds == "per_seed":
             raise ValueError(f"vae.seeds: {self.vae.preset!r} has no weights, so no seed to vary; use shared")
+        if (COMBINATORIAL in self.scenarios) != bool(self.templates):
+            raise ValueError(
+                "templates: a combinatorial study needs its template sets" if COMBINATORIAL in self.scenarios
+                else "templates: only a combinatorial study has a template axis"
+            )
         if any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds: {self.seeds} must be distinct integers >= 0")
         for section, fields in (("vae.train", self.vae.train), ("dit", self.dit)):

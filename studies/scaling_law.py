@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"scaling_law: error: {err}", file=sys.stderr)
         return 2
-    print(result.report["files"]["results.md"].read_text())
+    print(result.report["summary"].read_text())
     print(f"study: {result.study_dir}")
-    print(f"report: {result.report['files']['results.md'].parent}")
+    print(f"report: {result.report['summary'].parent}")
     print(f"mlflow: {result.tracking_uri} (parent run {result.parent_run_id}); "
           f"UI: mlflow ui --backend-store-uri {result.tracking_uri}")
     if result.failed:

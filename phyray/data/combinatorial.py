@@ -151,6 +151,19 @@ class PhyreShardWriter:
         return {"entry": entries, "timings": timings}
 
 
+def dataset_identity(templates: list[int], seeds: int, trials: int, split: str, shard_size: int = 1000) -> Identity:
+    """What makes a combinatorial dataset: its (template, seed, trial) plan and shard size."""
+    return Identity("dataset", {
+        "format_version": FORMAT_VERSION,
+        "scenario": "combinatorial",
+        "split": split,
+        "templates": templates,
+        "seeds": seeds,
+        "trials": trials,
+        "shard_size": shard_size,
+    })
+
+
 def generate_combinatorial(
     templates: list[int],
     seeds: int,
@@ -168,15 +181,7 @@ def generate_combinatorial(
     out = Path(out)
     shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
     sizes = [len(s) for s in shards]
-    identity = Identity("dataset", {
-        "format_version": FORMAT_VERSION,
-        "scenario": "combinatorial",
-        "split": split,
-        "templates": templates,
-        "seeds": seeds,
-        "trials": trials,
-        "shard_size": shard_size,
-    })
+    identity = dataset_identity(templates, seeds, trials, split, shard_size)
     runner = RayShards(
         lambda missing: [{"shard": i, "out": str(out), "split": split, "items": shards[i]} for i in missing],
         PhyreShardWriter, sizes, num_workers, progress, f"combinatorial/{split}",

@@ -21,7 +21,14 @@ import numpy as np
 import pyarrow as pa
 
 from phyray.artifacts import Identity, identity_of, write_product
-from phyray.data.shards import decode_frames, read_manifest, read_shard, shard_paths, write_shard
+from phyray.data.shards import (
+    decode_frames,
+    frame_columns,
+    read_manifest,
+    read_shard,
+    shard_paths,
+    write_shard,
+)
 
 # torch and the models are imported inside the encoder actor and the encode job: the training
 # driver reads `decode_latents` from here without loading them.
@@ -64,7 +71,7 @@ class ShardEncoder:
         from phyray.models.diffusion import encode_condition
         from phyray.models.vae import frames_to_tensor
 
-        rows = read_shard(source, ["video_id", "frames", "frames_encoding", "frame_shape"]).to_pylist()
+        rows = read_shard(source, ["video_id", *frame_columns(source)]).to_pylist()
         columns: dict[str, list] = {name: [] for name in LATENT_SCHEMA.names}
         with torch.no_grad():
             for start in range(0, len(rows), self.batch_size):

@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 PLANAR_RGB = "zstd-planar-rgb"
 PALETTE8 = "zstd-palette8"
 _CODEC = pa.Codec("zstd", compression_level=1)
+FRAME_COLUMNS = ["frames", "frames_encoding", "frame_shape"]
 
 _VEC2 = pa.list_(pa.float32(), 2)
 SCHEMA = pa.schema(
@@ -103,7 +104,8 @@ def decode_frames(row: dict[str, Any], resolution: int | None = None) -> np.ndar
         frames = np.frombuffer(raw, dtype=np.uint8).reshape(t, c, h, w).transpose(0, 2, 3, 1)
     elif encoding == PALETTE8:
         raw = _CODEC.decompress(row["frames"], decompressed_size=t * h * w, asbytes=False)
-        palette = np.asarray(row["palette"], dtype=np.uint8)  # (P, 3)
+        # (P, 3); a Ray Data batch hands each palette over as an object array of rows
+        palette = np.asarray([np.asarray(colour, dtype=np.uint8) for colour in row["palette"]])
         frames = palette[np.frombuffer(raw, dtype=np.uint8).reshape(t, h, w)]
     else:
         raise ShardError(f"video {row.get('video_id')}: unknown frames_encoding {encoding!r}")
@@ -183,6 +185,17 @@ def shard_paths(directory: str | Path) -> list[Path]:
 def verify_dataset(directory: str | Path) -> None:
     """Check every shard against its manifest checksum (ShardError naming the first bad one)."""
     shard_paths(directory)
+
+
+def frame_columns(path: str | Path) -> list[str]:
+    """The columns `decode_frames` needs from this shard: the frames, their encoding and shape,
+    and the palette where the shard has one (PHYRE's "zstd-palette8" frames cannot be decoded
+    without it)."""
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as err:
+        raise ShardError(f"{path}: corrupt shard ({err})") from None
+    return [*FRAME_COLUMNS, *(["palette"] if "palette" in names else [])]
 
 
 def iter_rows(directory: str | Path, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from phyray.artifacts import atomic_write_bytes
 from phyray.config import PhysicsConfig
@@ -69,9 +70,9 @@ ROW_FIELDS = (
     "n_excluded", "parser", "cond_frames",
 )
 ROLLOUT_COLUMNS = ["video_id", "frames", "frames_encoding", "frame_shape"]
+STATE_COLUMNS = ["positions", "velocities", "radii", "colors"]
 REFERENCE_COLUMNS = [
-    "video_id", "scenario", "split", "ood_level", "params", "frames", "frames_encoding", "frame_shape",
-    "positions", "velocities", "radii", "colors",
+    "video_id", "scenario", "split", "ood_level", "params", "frames", "frames_encoding", "frame_shape", *STATE_COLUMNS,
 ]
 # Decoded rollout + reference frames scored together: large enough to amortise numpy's per-call
 # overhead over many small videos, small enough to stay in memory at 256² (~5 videos).
@@ -81,6 +82,17 @@ CHUNK_BYTES = 64 * 2**20
 # ---------------------------------------------------------------------------------------------
 # Scoring videos in memory
 # ---------------------------------------------------------------------------------------------
+
+
+def _check_ball_states(columns, what: str) -> None:
+    """ValueError naming the first ball-state column a reference lacks (a PHYRE scene has none:
+    its videos are scored by `phyray.eval.scenes`, `phyray eval video`)."""
+    missing = [name for name in STATE_COLUMNS if name not in columns]
+    if missing:
+        raise ValueError(
+            f"{what}: no {missing[0]!r} column; the physics report needs ball states "
+            "(score PHYRE scenes with `phyray eval video`)"
+        )
 
 
 def _check_options(parser: str, cond_frames: int) -> None:
@@ -171,6 +183,8 @@ def evaluate_videos(
     _check_options(parser, cond_frames)
     if len(reference_rows) != len(rollout_frames):
         raise ValueError(f"{len(reference_rows)} reference rows but {len(rollout_frames)} rollouts")
+    for row in reference_rows[:1]:
+        _check_ball_states(row.keys(), f"video {row.get('video_id')!r}")
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (row, frames) in enumerate(zip(reference_rows, rollout_frames)):
         key = (row["scenario"], frames.shape, tuple(row["frame_shape"]), json.dumps(row["colors"]))
@@ -396,7 +410,9 @@ def evaluate_physics_records(
     _check_options(parser, cond_frames)
     rollouts_dir, reference_dir = Path(rollouts_dir), Path(reference_dir)
     physics = _physics_of(reference_dir)
-    index = {vid: (path, i) for path in shard_paths(reference_dir) for i, vid in enumerate(_video_ids(path))}
+    reference_paths = shard_paths(reference_dir)
+    _check_ball_states(pq.read_schema(reference_paths[0]).names, str(reference_paths[0]))
+    index = {vid: (path, i) for path in reference_paths for i, vid in enumerate(_video_ids(path))}
     rollout_paths = shard_paths(rollouts_dir)
     _check_rollout_ids(rollout_paths, index, reference_dir)
     references = _ReferenceRows(index)

@@ -3,11 +3,12 @@
     manifest = rollout_dataset("runs/train/dit-run", "data/um/eval_id", "rollouts/eval_id")
     rows = evaluate_physics("rollouts/eval_id", "data/um/eval_id")
 
-The output is a dataset in the shard schema: each row is its reference row (video_id, states,
-params, ...) with `frames` replaced by the generated video, one rollout shard per reference shard
+The output is a dataset in its reference's schema: each row is its reference row (video_id,
+states, params, ...; a PHYRE row's template_id, trial, palette and objects) with `frames`
+replaced by the generated video, one rollout shard per reference shard
 (same file name), written through `phyray.artifacts.write_product`, so `phyray eval physics`
 joins them by video_id and a rerun after a kill only rolls out the missing shards. Each video's starting noise is seeded by its own
-`seed` and the rollout seed, so a video's rollout does not depend on the batch it lands in.
+`seed` (and a PHYRE video's template and trial) and the rollout seed, so a video's rollout does not depend on the batch it lands in.
 Plain torch: it runs wherever it is called (a study runs it as a Ray task on the trial's
 resources).
 """
@@ -21,8 +22,8 @@ import numpy as np
 
 from phyray.artifacts import Identity, ProductError, identity_of, write_product
 from phyray.data.shards import (
+    FRAME_COLUMNS,
     PLANAR_RGB,
-    SCHEMA,
     decode_frames,
     encode_frames,
     read_manifest,
@@ -31,15 +32,18 @@ from phyray.data.shards import (
     write_shard,
 )
 
-# Reference columns copied into every rollout row (all but the frames).
-STATE_COLUMNS = [name for name in SCHEMA.names if name not in ("frames", "frames_encoding", "frame_shape")]
 # torch and the models are imported in `rollout_dataset`: naming and reading rollouts needs
 # neither.
 
 
-def video_noise_seed(video_seed: int, rollout_seed: int) -> int:
-    """A video's sampling seed: its dataset seed mixed with the rollout seed (fits in int64)."""
-    return (int(video_seed) * 1_000_003 + rollout_seed) % 2**63
+def video_noise_seed(row: dict[str, Any], rollout_seed: int) -> int:
+    """A video's sampling seed (fits in int64): its dataset seed mixed with the rollout seed. A
+    PHYRE video's task seed is shared by its template's other seeds' trials and by other
+    templates, so its template and trial (red-ball placement) are mixed in too."""
+    video_seed = int(row["seed"])
+    if "trial" in row:
+        video_seed = (video_seed * 100_003 + int(row["template_id"])) * 1_009 + int(row["trial"])
+    return (video_seed * 1_000_003 + rollout_seed) % 2**63
 
 
 def rollouts_identity(dit_id: str, reference_id: str, sample_steps: int, cond_frames: int, seed: int) -> Identity:
@@ -107,14 +111,15 @@ def rollout_dataset(
         vae = load_vae(dit_vae(meta, vae_path)).to(torch_device)
         schedule = NoiseSchedule(diffusion["timesteps"], diffusion["beta_schedule"])
         for index in missing:
-            rows = read_shard(sources[index]).to_pylist()
+            table = read_shard(sources[index])
+            rows = table.to_pylist()
             generated: list[np.ndarray] = []
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
                 frames = np.stack([decode_frames(r) for r in chunk])  # (B, T, H, W, 3)
-                seeds = [video_noise_seed(r["seed"], seed) for r in chunk]
+                seeds = [video_noise_seed(r, seed) for r in chunk]
                 generated += list(rollout(vae, model, schedule, frames[:, :c], frames.shape[1], steps, seeds))
-            yield write_shard(_rollout_table(rows, generated), Path(out) / sources[index].name)
+            yield write_shard(_rollout_table(table.schema, rows, generated), Path(out) / sources[index].name)
 
     return write_product(
         Path(out), identity, [p.name for p in sources], [e["num_videos"] for e in reference["shards"]], roll_out,
@@ -150,14 +155,15 @@ def reconstruct_dataset(
         torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         vae = load_vae(vae_file).to(torch_device).eval()
         for index in missing:
-            rows = read_shard(sources[index]).to_pylist()
+            table = read_shard(sources[index])
+            rows = table.to_pylist()
             decoded: list[np.ndarray] = []
             with torch.no_grad():
                 for start in range(0, len(rows), batch_size):
                     frames = np.stack([decode_frames(r) for r in rows[start : start + batch_size]])  # (B, T, H, W, 3)
                     pixels = frames_to_tensor(frames, torch_device)
                     decoded += list(tensor_to_frames(vae.decode(vae.encode(pixels), frames.shape[1])))
-            yield write_shard(_rollout_table(rows, decoded), Path(out) / sources[index].name)
+            yield write_shard(_rollout_table(table.schema, rows, decoded), Path(out) / sources[index].name)
 
     return write_product(
         Path(out), identity, [p.name for p in sources], [e["num_videos"] for e in reference["shards"]], reconstruct,
@@ -166,12 +172,12 @@ def reconstruct_dataset(
     )
 
 
-def _rollout_table(rows: list[dict[str, Any]], generated: list[np.ndarray]):
-    """Reference rows with their frames replaced by the rollouts, in the shard schema."""
+def _rollout_table(schema, rows: list[dict[str, Any]], generated: list[np.ndarray]):
+    """Reference rows with their frames replaced by the generated videos, in the reference's schema."""
     import pyarrow as pa
 
-    columns: dict[str, list] = {name: [row[name] for row in rows] for name in STATE_COLUMNS}
+    columns: dict[str, list] = {name: [row[name] for row in rows] for name in schema.names if name not in FRAME_COLUMNS}
     columns["frames"] = [encode_frames(video) for video in generated]
     columns["frames_encoding"] = [PLANAR_RGB] * len(rows)
     columns["frame_shape"] = [list(video.shape) for video in generated]
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
+    return pa.Table.from_pydict(columns, schema=schema.remove_metadata())

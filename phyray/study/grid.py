@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from phyray.artifacts import Identity
-from phyray.config import StudyConfig, to_flat_dict
+from phyray.config import COMBINATORIAL, StudyConfig, to_flat_dict
 from phyray.study.plan import check_fits, cost_plan, expand_grid, max_concurrent_trials
 from phyray.study.prepare import (
     ScenarioInputs,
@@ -152,6 +152,12 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     # Ray (cluster or embedded), and every stage must fit on it before anything runs.
     cfg = resolve_paths(cfg)
     check_study(cfg)
+    if COMBINATORIAL in cfg.scenarios:
+        from phyray.study.combinatorial import check_phyre_environment, skipped_metrics
+
+        check_phyre_environment()
+        for line in skipped_metrics(cfg):
+            log(line)
     init_ray(cfg.resources.local_cpus)
     quiet_ray_data()
     check_fits(cfg, ray.cluster_resources())
@@ -192,7 +198,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         # [5] The report of this config's grid, from MLflow alone, onto the parent run.
         report_dir = study_dir / "reports" / study_identity(cfg).id
         report = publish_report(uri, cfg.experiment_name, report_dir, cfg.eval.headline_metric, parent)
-        log(f"[5] report: {report['files']['results.md']}")
+        log(f"[5] report: {report['summary']}")
     except BaseException:
         tracking.end_run(uri, parent, "FAILED")
         raise

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from phyray.config import ConfigError, StudyConfig, load_data_config, parse_size
-from phyray.study.settings import dit_settings, vae_settings
+from phyray.config import COMBINATORIAL, ConfigError, StudyConfig, load_data_config, parse_size
+from phyray.study.settings import dit_settings, scenario_frames, vae_settings
 
 # CPUs a trial asks for beside its workers: the Ray Data tasks that read and decode its batches
 # (a run whose workers hold every CPU waits forever for data; see phyray/runtime.py).
@@ -26,30 +26,48 @@ DATA_CPUS_PER_TRIAL = 1
 
 @dataclass(frozen=True)
 class Trial:
-    """One cell of the grid; `key` names it everywhere (directories, MLflow tags, Tune)."""
+    """One cell of the grid; `key` names it everywhere (directories, MLflow tags, Tune).
+
+    A combinatorial cell also has its training template set (`templates`, a spec of the
+    study's `templates`); its data size is then videos per template."""
 
     scenario: str
     model: str
     data_size: str
     seed: int = 0
+    templates: str | None = None
+
+    @property
+    def data_key(self) -> str:
+        """The key of the trial's training set: its data size, or "<templates>t-<size>"."""
+        return self.data_size if self.templates is None else f"{template_label(self.templates)}t-{self.data_size}"
 
     @property
     def key(self) -> str:
-        return f"{self.scenario}-{self.model}-{self.data_size}-s{self.seed}"
+        return f"{self.scenario}-{self.model}-{self.data_key}-s{self.seed}"
 
     def as_dict(self) -> dict[str, str | int]:
-        return asdict(self)
+        # A ball trial's record (and so its identity) has no templates entry at all.
+        return {k: v for k, v in asdict(self).items() if k != "templates" or v is not None}
+
+
+def template_label(spec: str) -> str:
+    """A template set's spec as it appears in trial keys, paths and metric names: "6", "10003_10005"."""
+    return spec.replace(",", "_").replace(" ", "")
 
 
 def expand_grid(cfg: StudyConfig) -> list[Trial]:
-    """Every trial of the study: scenarios x models x data sizes x seeds, in config order."""
-    return [
-        Trial(scenario, model, size, seed)
+    """Every trial of the study: scenarios x models x (template sets x) data sizes x seeds, in
+    config order, less the cells `exclude` names."""
+    trials = [
+        Trial(scenario, model, size, seed, templates)
         for scenario in cfg.scenarios
         for model in cfg.models
+        for templates in (cfg.templates if scenario == COMBINATORIAL else [None])
         for size in cfg.data_sizes
         for seed in cfg.seeds
     ]
+    return [t for t in trials if not any(all(str(getattr(t, k)) == str(v) for k, v in e.items()) for e in cfg.exclude)]
 
 
 def nominal_videos(size: str) -> int:
@@ -115,9 +133,30 @@ def max_concurrent_trials(cfg: StudyConfig, cluster: dict[str, float], pending: 
 # ---------------------------------------------------------------------------------------------
 
 
-def _eval_videos(cfg: StudyConfig, scenario: str) -> int:
-    sizes = load_data_config(scenario).eval_sizes
+def _eval_videos(cfg: StudyConfig, trial: Trial) -> int:
+    if trial.scenario == COMBINATORIAL:
+        from phyray.sim.phyre import TEMPLATE_SETS
+        from phyray.study.combinatorial import (
+            IN_TEMPLATE,
+            OUT_OF_TEMPLATE,
+            eval_per_template,
+            template_ids,
+        )
+
+        per_template = eval_per_template(cfg)
+        return (per_template[IN_TEMPLATE] * len(template_ids(trial.templates))
+                + per_template[OUT_OF_TEMPLATE] * len(TEMPLATE_SETS["heldout"]))
+    sizes = load_data_config(trial.scenario).eval_sizes
     return (cfg.data.eval_id or sizes["eval_id"]) + (cfg.data.eval_ood or sizes["eval_ood"])
+
+
+def trial_videos(cfg: StudyConfig, trial: Trial) -> int:
+    """Training videos of a trial: its size, times its templates for a combinatorial cell."""
+    if trial.scenario == COMBINATORIAL:
+        from phyray.study.combinatorial import template_ids
+
+        return nominal_videos(trial.data_size) * len(template_ids(trial.templates))
+    return nominal_videos(trial.data_size)
 
 
 def cost_plan(cfg: StudyConfig) -> dict[str, Any]:
@@ -130,19 +169,20 @@ def cost_plan(cfg: StudyConfig) -> dict[str, Any]:
     rows = []
     for trial in expand_grid(cfg):
         run = dit_settings(cfg, trial.model)
-        frames = load_data_config(trial.scenario, cfg.data.overrides).physics.num_frames
+        frames = scenario_frames(cfg, trial.scenario)
         info = model_info(trial.model, cfg.data.resolution, frames, vae=cfg.vae.preset, patch=run.model.patch)
         train_flops = info["train_flops_per_video"] * run.steps * run.batch_size
-        eval_flops = info["forward_flops_per_video"] * cfg.eval.sample_steps * _eval_videos(cfg, trial.scenario)
+        eval_flops = info["forward_flops_per_video"] * cfg.eval.sample_steps * _eval_videos(cfg, trial)
+        videos = trial_videos(cfg, trial)
         rows.append({
             "trial": trial.key,
             **trial.as_dict(),
-            "videos": nominal_videos(trial.data_size),
+            "videos": videos,
             "params": info["params"],
             "tokens_per_video": info["tokens_per_video"],
             "steps": run.steps,
             "batch_size": run.batch_size,
-            "epochs": run.steps * run.batch_size / nominal_videos(trial.data_size),
+            "epochs": run.steps * run.batch_size / videos,
             "train_flops": train_flops,
             "eval_flops": eval_flops,
             "gpu_hours": (train_flops + eval_flops) / (cfg.plan.mfu * peak) / 3600,
@@ -159,12 +199,12 @@ def cost_plan(cfg: StudyConfig) -> dict[str, Any]:
 
 def format_plan(plan: dict[str, Any]) -> str:
     """The plan as a fixed-width table with a total line."""
-    header = (f"{'trial':<34} {'params':>8} {'tokens':>7} {'steps x batch':>15} {'epochs':>8} "
+    header = (f"{'trial':<42} {'params':>8} {'tokens':>7} {'steps x batch':>15} {'epochs':>8} "
               f"{'train FLOPs':>11} {'eval FLOPs':>10} {'GPU-h':>9}")
     lines = [header]
     for r in plan["trials"]:
         lines.append(
-            f"{r['trial']:<34} {r['params'] / 1e6:>7.1f}M {r['tokens_per_video']:>7} "
+            f"{r['trial']:<42} {r['params'] / 1e6:>7.1f}M {r['tokens_per_video']:>7} "
             f"{r['steps']:>7} x {r['batch_size']:<5} {r['epochs']:>8.3g} {r['train_flops']:>11.3e} "
             f"{r['eval_flops']:>10.3e} {r['gpu_hours']:>9.2f}"
         )

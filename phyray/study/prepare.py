@@ -13,6 +13,11 @@ changed setting makes a new product beside the old one, and a moved `data_dir` i
                                        study seed with vae.seeds: per_seed)
             reconstructions/<split>-<id>/   its reconstruction of each evaluation set
         latents/train-<size>-<id>/     latents of each training set with that VAE
+    <data_dir>/combinatorial/          (phyray/study/combinatorial.py) the same, keyed by
+        train-<templates>t-<size>-256-<id>/ and -<side>-<id>/   PHYRE at 256², resampled
+        eval_in_template-<templates>t-<n>-..., eval_out_of_template-<n>-...
+        vae/<preset>-<id>/reconstructions/..., scores/   the VAE floor and its cached scores
+        i3d-features/                  FVD's reference features, per set and videos
 
 Each step is resumable on its own: generation and encoding finish missing shards, a killed VAE
 run resumes from its last checkpoint.
@@ -26,11 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from phyray.artifacts import Identity, ProductError, identity_of
-from phyray.config import EVAL_KIND, StudyConfig, TrainConfig, load_data_config, parse_size
+from phyray.config import (
+    COMBINATORIAL,
+    EVAL_KIND,
+    StudyConfig,
+    TrainConfig,
+    load_data_config,
+    parse_size,
+)
 from phyray.data.plan import plan_dataset
 from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.presets import is_trainable
-from phyray.study.plan import nominal_videos
+from phyray.study.plan import expand_grid, nominal_videos, template_label
 from phyray.study.settings import dit_settings, train_config
 
 # torch, Ray and MLflow, and the phyray modules that load them, are imported inside the stage
@@ -48,7 +60,16 @@ class ScenarioInputs:
     # Per study seed (one shared VAE gives every seed the same paths):
     vae: dict[int, str] = field(default_factory=dict)  # seed -> the VAE export
     latents: dict[str, dict[int, str]] = field(default_factory=dict)  # data size -> seed -> latents
-    vae_floor: dict[int, dict[str, str]] = field(default_factory=dict)  # seed -> split -> reconstructions
+    vae_floor: dict[int, dict[str, str]] = field(default_factory=dict)  # seed -> eval key -> reconstructions
+
+    def eval_keys(self, trial) -> dict[str, str]:
+        """{split: key in `eval` and `vae_floor`} of a trial's evaluation sets: the split itself,
+        except a combinatorial cell's in-template set, which is its template set's own."""
+        if self.scenario == COMBINATORIAL:
+            from phyray.study.combinatorial import SPLITS, eval_key
+
+            return {split: eval_key(split, trial.templates) for split in SPLITS}
+        return {split: split for split in self.eval}
 
 
 def scenario_root(cfg: StudyConfig, scenario: str) -> Path:
@@ -60,9 +81,37 @@ def vae_train_size(cfg: StudyConfig) -> str:
     return cfg.vae.train_size or max(cfg.data_sizes, key=nominal_videos)
 
 
+def vae_train_key(cfg: StudyConfig, scenario: str) -> str:
+    """The key in ScenarioInputs.train of the VAE's training set."""
+    if scenario == COMBINATORIAL:
+        from phyray.study.combinatorial import largest_train_key
+
+        return largest_train_key(cfg)
+    return vae_train_size(cfg)
+
+
+def vae_eval_set(cfg: StudyConfig, inputs: ScenarioInputs) -> str:
+    """The evaluation set the VAE run scores itself on while it trains."""
+    if inputs.scenario == COMBINATORIAL:
+        from phyray.study.combinatorial import IN_TEMPLATE, eval_key, template_ids
+
+        return inputs.eval[eval_key(IN_TEMPLATE, max(cfg.templates, key=lambda s: len(template_ids(s))))]
+    return inputs.eval[cfg.eval.splits[0]]
+
+
+def train_keys(cfg: StudyConfig, scenario: str) -> list[str]:
+    """The keys of the training sets the scenario's trials train on (Trial.data_key), in order."""
+    return list(dict.fromkeys(t.data_key for t in expand_grid(cfg) if t.scenario == scenario))
+
+
 def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInputs:
     """Step 1 for one scenario: every training size and both evaluation sets (reused if there)."""
     from phyray.data.generate import dataset_identity, generate_dataset
+
+    if scenario == COMBINATORIAL:
+        from phyray.study.combinatorial import generate_combinatorial_inputs
+
+        return generate_combinatorial_inputs(cfg, log)
 
     data_cfg = load_data_config(scenario, [*cfg.data.overrides, f"render.resolution={cfg.data.resolution}"])
     root, seed = scenario_root(cfg, scenario), cfg.data.seed
@@ -152,7 +201,7 @@ def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tag
     """Step 2 for one scenario: the VAE of its data settings, trained once (or reused); one per
     study seed with `vae.seeds: per_seed`."""
     root = scenario_root(cfg, inputs.scenario)
-    train_set = inputs.train[vae_train_size(cfg)]
+    train_set = inputs.train[vae_train_key(cfg, inputs.scenario)]
     train_manifest = read_manifest(train_set)
     if not is_trainable(cfg.vae.preset):
         data_id = identity_of(train_manifest, train_set)["id"]
@@ -163,7 +212,7 @@ def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tag
         log(f"  {inputs.scenario} VAE ({cfg.vae.preset}, calibrated, nothing to train): {export}")
         return
     tags = {**tags, "phyray.role": "vae", "phyray.scenario": inputs.scenario}
-    eval_set = inputs.eval[cfg.eval.splits[0]]
+    eval_set = vae_eval_set(cfg, inputs)
     for seed, (run_cfg, identity) in vae_runs(cfg, train_set, train_manifest, eval_set, str(root / "vae"), tracking_uri).items():
         export = str(train_or_resume(run_cfg, identity, tags=tags))
         inputs.vae |= dict.fromkeys(cfg.seeds if seed is None else [seed], export)
@@ -176,12 +225,13 @@ def prepare_latents(cfg: StudyConfig, inputs: ScenarioInputs, log=print) -> None
     from phyray.models.export import export_id
 
     cond_frames = dit_settings(cfg).diffusion.cond_frames
-    for size in cfg.data_sizes:
+    for size in train_keys(cfg, inputs.scenario):
         data_id = identity_of(read_manifest(inputs.train[size]), inputs.train[size])["id"]
+        label = f"train-{size if inputs.scenario == COMBINATORIAL else parse_size(size)[0]}"
         by_vae: dict[str, str] = {}
         for seed, vae in inputs.vae.items():
             if vae not in by_vae:
-                name = latents_identity(data_id, export_id(vae), cond_frames).name(f"train-{parse_size(size)[0]}")
+                name = latents_identity(data_id, export_id(vae), cond_frames).name(label)
                 out = scenario_root(cfg, inputs.scenario) / "latents" / name
                 encode_dataset(inputs.train[size], vae, out, cond_frames, log=log)
                 by_vae[vae] = str(out)
@@ -189,17 +239,32 @@ def prepare_latents(cfg: StudyConfig, inputs: ScenarioInputs, log=print) -> None
             inputs.latents.setdefault(size, {})[seed] = by_vae[vae]
 
 
-def vae_floor_task(
-    vae: str, reference: str, out: str, parser: str, cond_frames: int, ssim: bool, paper_filter: bool
-) -> list[dict[str, Any]]:
+def vae_floor_task(cfg: StudyConfig, scenario: str, split: str, vae: str, reference: str, out: str, cond_frames: int) -> dict[str, float]:
     """Reconstruct an evaluation set with a VAE and score the reconstructions as rollouts are
-    scored; the report rows (a Ray task: it runs the VAE where the cluster has room)."""
-    from phyray.eval.report import evaluate_physics_records, summarize
+    scored; their metrics named `vae_floor/<group>/<metric>` (a Ray task: it runs the VAE where
+    the cluster has room). A PHYRE set's scores are kept beside the reconstructions for the
+    trials (`phyray.eval.scenes.score_scene_set`)."""
+    from phyray.eval.report import evaluate_physics_records, report_metrics, summarize
     from phyray.eval.rollouts import reconstruct_dataset
 
     reconstruct_dataset(vae, reference, out)
-    records = evaluate_physics_records(out, reference, parser, cond_frames, ssim=ssim, paper_filter=paper_filter)
-    return summarize(records, parser, cond_frames)
+    if scenario == COMBINATORIAL:
+        from phyray.eval.scenes import scene_metrics, score_scene_set, summarize_scenes
+        from phyray.study.combinatorial import scene_scoring
+
+        scores = score_scene_set(out, reference, scene_scoring(cfg, split, cond_frames), cache_dir=floor_scores_dir(out))
+        rows = summarize_scenes(scores["records"], cfg.eval.bootstrap_resamples, cfg.data.seed, per_template=False)
+        return scene_metrics([*rows, *scores["fvd"]], prefix="vae_floor")
+    records = evaluate_physics_records(
+        out, reference, cfg.eval.parser, cond_frames, ssim=cfg.eval.ssim, paper_filter=cfg.eval.paper_filter
+    )
+    metrics = report_metrics(summarize(records, cfg.eval.parser, cond_frames))
+    return {name.replace("eval/", "vae_floor/", 1): value for name, value in metrics.items()}
+
+
+def floor_scores_dir(reconstructions: str | Path) -> Path:
+    """Where a PHYRE set's reconstruction scores are kept: beside its reconstruction product."""
+    return Path(reconstructions).parent / "scores"
 
 
 def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, log=print) -> None:
@@ -209,7 +274,6 @@ def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: s
     import ray
 
     from phyray import tracking
-    from phyray.eval.report import report_metrics
     from phyray.eval.rollouts import reconstructions_identity
     from phyray.models.export import export_id
 
@@ -219,18 +283,20 @@ def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: s
     for seed, vae in inputs.vae.items():
         if vae not in done:
             directories, jobs = {}, []
-            for split, reference in inputs.eval.items():
+            for key, reference in inputs.eval.items():
                 identity = reconstructions_identity(export_id(vae), identity_of(read_manifest(reference), reference)["id"])
-                directories[split] = str(Path(vae).parent.parent / "reconstructions" / identity.name(split))
-                jobs.append(floor.remote(
-                    vae, reference, directories[split], cfg.eval.parser, cond_frames, cfg.eval.ssim, cfg.eval.paper_filter,
-                ))
-            rows = [row for job in ray.get(jobs) for row in job]
-            metrics = {name.replace("eval/", "vae_floor/", 1): value for name, value in report_metrics(rows).items()}
+                directories[key] = str(Path(vae).parent.parent / "reconstructions" / identity.name(key.replace("/", "-")))
+                split = key.split("/")[0]
+                jobs.append(floor.remote(cfg, inputs.scenario, split, vae, reference, directories[key], cond_frames))
+            metrics = {}
+            for key, job in zip(directories, jobs):
+                # A combinatorial study has one in-template set per template set: vae_floor/in_template_6t/...
+                label = f"/in_template_{template_label(key.split('/')[1])}t/" if "/" in key else None
+                metrics |= {name.replace("/in_template/", label) if label else name: v for name, v in ray.get(job).items()}
             vae_run = _vae_run(cfg, tracking_uri, export_id(vae))
             if vae_run is not None and not metrics.keys() <= vae_run.data.metrics.keys():
                 tracking.log_metrics(tracking_uri, vae_run.info.run_id, metrics, step=0)
-            headline = cfg.eval.headline_metric
+            headline = "psnr" if inputs.scenario == COMBINATORIAL else cfg.eval.headline_metric
             log(f"  {inputs.scenario} VAE floor ({headline}): "
                 + ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in metrics.items() if k.endswith("/" + headline)))
             done[vae] = directories

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from phyray.artifacts import atomic_write_bytes
-from phyray.config import ConfigError
+from phyray.config import COMBINATORIAL, ConfigError
 from phyray.eval.physics import PAPER_METRIC
 from phyray.study.plan import nominal_videos
 from phyray.study.verdict import (
@@ -126,6 +126,7 @@ def collect_results(uri: str, experiment: str, parent) -> tuple[list[dict[str, A
             "model": tags["phyray.model"],
             "data_size": tags["phyray.data_size"],
             "seed": int(tags.get("phyray.seed", 0)),
+            "templates": tags.get("phyray.templates"),
             "num_videos": int(params["trial.num_videos"]),
             "run_id": run.info.run_id,
             **{k: v for k, v in run.data.metrics.items() if k.startswith("eval/")},
@@ -154,6 +155,7 @@ class Cell:
     num_videos: int
     trials: list[dict[str, Any]]
     metrics: dict[str, Estimate]
+    templates: str | None = None  # a combinatorial cell's training template set
 
     def get(self, name: str) -> Estimate | None:
         return self.metrics.get(name)
@@ -161,11 +163,11 @@ class Cell:
 
 def grid_cells(records: list[dict[str, Any]]) -> list[Cell]:
     """The trials of `collect_results` grouped into cells, in the records' order."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str | None], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        groups[(record["scenario"], record["model"], record["data_size"])].append(record)
+        groups[(record["scenario"], record["model"], record["data_size"], record.get("templates"))].append(record)
     cells = []
-    for (scenario, model, size), trials in groups.items():
+    for (scenario, model, size, templates), trials in groups.items():
         names = sorted({k for t in trials for k in t if k.startswith("eval/") and not k.endswith(("_ci_low", "_ci_high"))})
         metrics = {}
         for name in names:
@@ -176,7 +178,7 @@ def grid_cells(records: list[dict[str, Any]]) -> list[Cell]:
             lows = [t.get(f"{name}_ci_low", t[name]) for t in have]
             highs = [t.get(f"{name}_ci_high", t[name]) for t in have]
             metrics[name] = combine_seeds(values, lows, highs)
-        cells.append(Cell(scenario, model, size, trials[0]["num_videos"], trials, metrics))
+        cells.append(Cell(scenario, model, size, trials[0]["num_videos"], trials, metrics, templates))
     return cells
 
 
@@ -439,7 +441,9 @@ def publish_report(
 
     Returns:
         {"records" (one per trial), "cells" (seeds combined), "checks" (the paper's claims),
-        "missing", "files": {name: path}, "parent_run_id", "study", "study_id"}.
+        "missing", "files": {name: path}, "summary" (the markdown table's path), "parent_run_id",
+        "study", "study_id"}. A combinatorial study's report is Table 2 instead
+        (`phyray.study.table2`).
     """
     from mlflow.tracking import MlflowClient
 
@@ -453,6 +457,10 @@ def publish_report(
              "run_id": parent.info.run_id}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if COMBINATORIAL in parent.data.params.get("scenarios", ""):
+        from phyray.study.table2 import publish_table2
+
+        return publish_table2(client, parent, records, missing, study, out)
     contents = {
         "results.csv": results_csv(records).encode(),
         "results.md": results_markdown(records, metric, experiment, study, missing, parent.data.params).encode(),
@@ -470,6 +478,7 @@ def publish_report(
         "cells": cells,
         "checks": grid_checks(cells, metric),
         "files": files,
+        "summary": files["results.md"],
         "parent_run_id": parent.info.run_id,
         "study": study["name"],
         "study_id": study["id"],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from phyray.config import (
+    COMBINATORIAL,
     ConfigError,
     StudyConfig,
     TrainConfig,
@@ -75,7 +76,11 @@ def check_study(study: StudyConfig) -> None:
             f"{spec['spatial_compression']}x spatial compression times the DiT patch {list(dit.model.patch)})"
         )
     for scenario in study.scenarios:
-        frames = load_data_config(scenario, study.data.overrides).physics.num_frames
+        if scenario == COMBINATORIAL:
+            from phyray.study.combinatorial import check_combinatorial
+
+            check_combinatorial(study)
+        frames = scenario_frames(study, scenario)
         if dit.diffusion.cond_frames >= frames:
             raise ConfigError(f"dit.diffusion.cond_frames: {dit.diffusion.cond_frames} leaves nothing to predict of {frames} frames")
         if vae is not None and vae.vae_clip_frames and vae.vae_clip_frames > frames:
@@ -85,6 +90,13 @@ def check_study(study: StudyConfig) -> None:
                 f"dit.model.patch: {frames} frames make {latent_frames(frames, spec['temporal_compression'])} latent "
                 f"frames, not a multiple of the temporal patch {dit.model.patch[0]}"
             )
+
+
+def scenario_frames(study: StudyConfig, scenario: str) -> int:
+    """Frames per video of a scenario's datasets in this study."""
+    if scenario == COMBINATORIAL:
+        return study.data.phyre.num_frames
+    return load_data_config(scenario, study.data.overrides).physics.num_frames
 
 
 def resolve_paths(study: StudyConfig) -> StudyConfig:

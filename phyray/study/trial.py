@@ -19,7 +19,10 @@ again by its identity, never by its name:
 - params: the DiT run's flat config plus `trial.*` (scenario, model, data size, videos);
 - metrics: `train/*` from training, `eval/<split>/<metric>` from the physics report
   (`eval/id/...`, `eval/ood/...` pooled, `eval/ood_<level>/...`, `gt_floor_*` and
-  `vae_floor_*` beside each);
+  `vae_floor_*` beside each); a combinatorial cell's from the scene report
+  (`eval/in_template/...`, `eval/out_of_template/...`: psnr, ssim, lpips, fvd, abnormal and
+  its checks, with `vae_floor_*` and `gt_floor_abnormal`; tag `phyray.templates`, and FVD's
+  protocol as tags `phyray.fvd.<split>.fvd`);
 - artifacts: `report/report.json|csv`, `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
 
 A rerun skips a done trial (in any study run of the experiment: a trial is its identity),
@@ -30,6 +33,7 @@ another identity: it is a new trial, in a new directory and a new run.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from phyray.artifacts import Identity, identity_of
-from phyray.config import StudyConfig, TrainConfig, to_flat_dict
+from phyray.config import COMBINATORIAL, StudyConfig, TrainConfig, to_flat_dict
 from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.study.plan import Trial
 from phyray.study.prepare import ScenarioInputs, train_or_resume
@@ -67,26 +71,32 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
     from phyray.eval.rollouts import rollouts_identity
     from phyray.train.trainer import run_dir_of, training_identity
 
-    latents = inputs.latents[trial.data_size][trial.seed]
+    latents = inputs.latents[trial.data_key][trial.seed]
     run_cfg = train_config(study, "dit", name="dit", train=latents, model=trial.model, tracking_uri=tracking_uri)
     run_cfg = run_cfg.model_copy(update={"seed": trial.seed})
     dit = training_identity(run_cfg, read_manifest(latents))
     run_cfg = run_cfg.model_copy(update={"name": dit.name(trial.key)})
     run_dir = run_dir_of(run_cfg)
     # Sampling noise is the trial's seed too: seeds replicate everything model-side.
+    cond_frames = run_cfg.diffusion.cond_frames
     rollouts = {
         split: rollouts_identity(
-            dit.id, identity_of(read_manifest(reference), reference)["id"], study.eval.sample_steps,
-            run_cfg.diffusion.cond_frames, trial.seed,
+            dit.id, identity_of(read_manifest(inputs.eval[key]), inputs.eval[key])["id"], study.eval.sample_steps,
+            cond_frames, trial.seed,
         )
-        for split, reference in inputs.eval.items()
+        for split, key in inputs.eval_keys(trial).items()
     }
     # The VAE floor's reconstructions are named by the VAE and the reference sets, both already
     # inputs of the DiT and the rollouts; they need no entry of their own.
+    if trial.scenario == COMBINATORIAL:
+        from phyray.study.combinatorial import scene_scoring
+
+        scoring = {"scenes": {split: scene_scoring(study, split, cond_frames).record() for split in rollouts}}
+    else:
+        scoring = {"parser": study.eval.parser, "ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
     report = Identity(
         "report",
-        {"format_version": REPORT_FORMAT_VERSION, "parser": study.eval.parser,
-         "cond_frames": run_cfg.diffusion.cond_frames, "ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter,
+        {"format_version": REPORT_FORMAT_VERSION, **scoring, "cond_frames": cond_frames,
          "bootstrap": {"resamples": study.eval.bootstrap_resamples, "seed": study.data.seed}},
         {split: identity.id for split, identity in rollouts.items()},
     )
@@ -113,7 +123,7 @@ def trial_tags(study: StudyConfig, spec: TrialSpec) -> dict[str, str]:
         "phyray.data_size": trial.data_size,
         "phyray.seed": str(trial.seed),
         "phyray.eval_split": study.eval.split,
-    }
+    } | ({"phyray.templates": trial.templates} if trial.templates is not None else {})
 
 
 def find_trial_run(client, experiment_id: str, trial_id: str):
@@ -142,10 +152,26 @@ def _gif_of(record: dict[str, Any], rollout_dir: str, reference_dir: str, path: 
     return side_by_side_gif(frames_of(reference_dir), frames_of(rollout_dir), path)
 
 
+def _scene_scores(study: StudyConfig, split: str, rollout_dir: str, floor_dir: str, reference: str, cond_frames: int):
+    """A combinatorial split's per-video records (with their VAE floor) and its FVD rows."""
+    from phyray.eval.scenes import add_scene_floor, floor_fvd_row, score_scene_set
+    from phyray.study.combinatorial import scene_scoring
+    from phyray.study.prepare import floor_scores_dir
+
+    scoring = scene_scoring(study, split, cond_frames)
+    scores = score_scene_set(rollout_dir, reference, scoring)
+    floor = score_scene_set(floor_dir, reference, scoring, cache_dir=floor_scores_dir(floor_dir))
+    return add_scene_floor(scores["records"], floor["records"]), [*scores["fvd"], *map(floor_fvd_row, floor["fvd"])]
+
+
 def evaluate_trial(
     study: StudyConfig, spec: TrialSpec, export: str, inputs: ScenarioInputs, tracking_uri: str, run_id: str
 ) -> list[dict[str, Any]]:
-    """Roll out the EMA model on both evaluation sets, score, log to the trial's run; report rows."""
+    """Roll out the EMA model on its evaluation sets, score, log to the trial's run; report rows.
+
+    Ball scenes get the physics report (`phyray.eval.report`); PHYRE scenes the combinatorial
+    one (`phyray.eval.scenes`: PSNR, SSIM, LPIPS, FVD and the abnormal rate, each beside its VAE
+    floor), logged as eval/in_template/<metric> and eval/out_of_template/<metric>."""
     from mlflow.tracking import MlflowClient
 
     from phyray import tracking
@@ -157,33 +183,51 @@ def evaluate_trial(
         write_report,
     )
     from phyray.eval.rollouts import rollout_dataset
+    from phyray.eval.scenes import scene_metrics, summarize_scenes, write_scene_report
 
     report_dir = Path(spec.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     cond_frames, seed = spec.run_cfg.diffusion.cond_frames, spec.trial.seed
+    scenes = spec.trial.scenario == COMBINATORIAL
     options = {"ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
-    records, gifs = [], []
-    for split, reference in inputs.eval.items():
-        rollout_dir = spec.rollouts[split]
+    records, fvd_rows, gifs = [], [], []
+    for split, key in inputs.eval_keys(spec.trial).items():
+        reference, rollout_dir, floor_dir = inputs.eval[key], spec.rollouts[split], inputs.vae_floor[seed][key]
         rollout_dataset(
             export, reference, rollout_dir, study.eval.sample_steps, study.eval.batch_size, seed, vae_path=inputs.vae[seed],
         )
-        split_records = add_vae_floor(
-            evaluate_physics_records(rollout_dir, reference, study.eval.parser, cond_frames, **options),
-            evaluate_physics_records(inputs.vae_floor[seed][split], reference, study.eval.parser, cond_frames, **options),
-        )
+        if scenes:
+            split_records, split_fvd = _scene_scores(study, split, rollout_dir, floor_dir, reference, cond_frames)
+            fvd_rows += split_fvd
+        else:
+            split_records = add_vae_floor(
+                evaluate_physics_records(rollout_dir, reference, study.eval.parser, cond_frames, **options),
+                evaluate_physics_records(floor_dir, reference, study.eval.parser, cond_frames, **options),
+            )
         records += split_records
-        scored = [r for r in split_records if np.isfinite(r[study.eval.headline_metric])]
+        # Best and worst rollouts: lowest and highest velocity error, or highest and lowest PSNR.
+        metric, sign = ("psnr", -1) if scenes else (study.eval.headline_metric, 1)
+        scored = [r for r in split_records if np.isfinite(r[metric])]
         if study.eval.gifs and scored:
-            scored.sort(key=lambda r: r[study.eval.headline_metric])
+            scored.sort(key=lambda r: sign * r[metric])
             for name, record in (("best", scored[0]), ("worst", scored[-1])):
                 gifs.append(_gif_of(record, rollout_dir, reference, report_dir / f"{split}_{name}.gif"))
-    rows = summarize(records, study.eval.parser, cond_frames, study.eval.bootstrap_resamples, study.data.seed)
-    report_json, report_csv = write_report(rows, report_dir / "report.json")
+    resamples, bootstrap_seed = study.eval.bootstrap_resamples, study.data.seed
+    if scenes:
+        rows = [*summarize_scenes(records, resamples, bootstrap_seed), *fvd_rows]
+        report_files = write_scene_report(rows, records, report_dir / "report.json")
+        metrics = scene_metrics(rows)
+    else:
+        rows = summarize(records, study.eval.parser, cond_frames, resamples, bootstrap_seed)
+        report_files = write_report(rows, report_dir / "report.json")
+        metrics = report_metrics(rows)
 
     client = MlflowClient(tracking_uri)
-    tracking.log_metrics(tracking_uri, run_id, report_metrics(rows), step=0)
-    for path in (report_json, report_csv):
+    tracking.log_metrics(tracking_uri, run_id, metrics, step=0)
+    for row in fvd_rows:  # FVD depends on N: its protocol beside it
+        group = row["split"].removeprefix("eval_")
+        tracking.set_tags(tracking_uri, run_id, {f"phyray.fvd.{group}.{row['metric']}": json.dumps(row["protocol"], sort_keys=True)})
+    for path in report_files:
         client.log_artifact(run_id, str(path), artifact_path="report")
     for path in gifs:
         client.log_artifact(run_id, str(path), artifact_path="rollouts")
@@ -216,7 +260,7 @@ def execute_trial(
         client.update_run(run_id, status="RUNNING")
     else:
         params = to_flat_dict(run_cfg) | {f"trial.{k}": v for k, v in spec.trial.as_dict().items()}
-        params["trial.num_videos"] = inputs.num_videos[spec.trial.data_size]
+        params["trial.num_videos"] = inputs.num_videos[spec.trial.data_key]
         run_id = tracking.start_run(
             tracking_uri, study.experiment_name, spec.trial.key, params,
             tags={"mlflow.parentRunId": parent_run_id, **trial_tags(study, spec)},

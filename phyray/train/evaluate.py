@@ -1,5 +1,7 @@
 """In-training evaluation (rank 0): roll out a few held-out videos, score their physics, log a GIF.
 
+PHYRE scenes have no ball states to parse: their rollouts are scored by PSNR and SSIM alone.
+
 VAE runs "roll out" by reconstruction (the VAE's share of the physics error, paper Table 3);
 DiT runs generate from the first c frames with the EMA weights. Both are scored by the same
 physics evaluator as the study, and the first video is logged as a side-by-side GIF
@@ -20,7 +22,7 @@ from phyray import tracking
 from phyray.config import TrainConfig
 from phyray.data.shards import decode_frames, iter_rows
 from phyray.eval import report_metrics, score_rollouts
-from phyray.eval.video import side_by_side_gif
+from phyray.eval.video import pixel_metrics, side_by_side_gif
 from phyray.models.diffusion import NoiseSchedule, rollout
 from phyray.models.export import load_vae
 from phyray.models.vae import frames_to_tensor, tensor_to_frames
@@ -58,8 +60,11 @@ def evaluate_rollouts(cfg: TrainConfig, model: torch.nn.Module, loop: dict[str, 
         frames = reconstruct(model, reference, device)
     else:
         frames = generate(cfg, model, loop["vae_checkpoint"], reference, device)
-    report = score_rollouts(rows, frames, cond_frames=cfg.diffusion.cond_frames)
-    metrics = report_metrics(report)
+    if "positions" in rows[0]:
+        metrics = report_metrics(score_rollouts(rows, frames, cond_frames=cfg.diffusion.cond_frames))
+    else:  # a PHYRE scene has no ball states to parse: pixel metrics only
+        pixels = pixel_metrics(list(frames), list(reference), cond_frames=cfg.diffusion.cond_frames)
+        metrics = {f"eval/{rows[0]['split']}/{name}": float(np.nanmean(values)) for name, values in pixels.items()}
     tracking.log_metrics(loop["tracking_uri"], loop["run_id"], metrics, step)
     with tempfile.TemporaryDirectory() as tmp:
         gif = side_by_side_gif(reference[0], frames[0], Path(tmp) / f"rollout_step{step:07d}.gif")

@@ -20,7 +20,7 @@ import yaml
 
 from phyray.artifacts import Identity, ProductError, identity_of
 from phyray.config import ConfigError, TrainConfig, to_flat_dict
-from phyray.data.shards import decode_frames, read_manifest, shard_paths
+from phyray.data.shards import decode_frames, frame_columns, read_manifest, shard_paths
 from phyray.presets import VAE_PRESETS
 
 # Ray Train, torch and MLflow are imported inside the functions that train: checking a config
@@ -118,13 +118,11 @@ def check_data(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def decode_pixel_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """Ray Data batch of pixel rows -> {"frames": (B, T, H, W, 3) uint8}."""
+    """Ray Data batch of pixel rows (`frame_columns`) -> {"frames": (B, T, H, W, 3) uint8}."""
     import numpy as np
 
-    rows = [
-        {"frames": f, "frames_encoding": e, "frame_shape": list(s)}
-        for f, e, s in zip(batch["frames"], batch["frames_encoding"], batch["frame_shape"])
-    ]
+    names = [name for name in batch if name in ("frames", "frames_encoding", "frame_shape", "palette")]
+    rows = [dict(zip(names, values)) for values in zip(*(batch[name] for name in names))]
     return {"frames": np.stack([decode_frames(r) for r in rows])}
 
 
@@ -139,7 +137,7 @@ def build_dataset(cfg: TrainConfig):
     # coordinator with a fixed cost, so micro-batch-sized blocks would tax every step;
     # iter_torch_batches re-batches locally. The block stays around 64 MB of decoded frames.
     if cfg.task == "vae":
-        ds = ray.data.read_parquet(paths).select_columns(["frames", "frames_encoding", "frame_shape"])
+        ds = ray.data.read_parquet(paths).select_columns(frame_columns(paths[0]))
         frame_bytes = 3 * 32 * 256 * 256  # upper bound: 32 frames at 256²
         return ds.map_batches(decode_pixel_batch, batch_size=max(cfg.micro_batch, DECODE_BLOCK_BYTES // frame_bytes))
     ds = ray.data.read_parquet(paths).select_columns(["latent", "cond", "latent_shape"])

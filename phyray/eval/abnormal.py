@@ -1,0 +1,660 @@
+"""The abnormal rate: physics violations in a PHYRE video, found from its pixels alone.
+
+The paper's combinatorial headline (Table 2) is the share of generated videos that human raters
+called physically implausible. This judge sees only the video (and the palette): it parses the
+objects (phyray/eval/objects.py) and fires named rules; a video is **abnormal** if any fires.
+It needs no reference, so it scores any model's videos, and ground truth too (its false-positive
+floor).
+
+The rules (`CHECKS`; thresholds in `AbnormalConfig`, pixel sizes at 256² and scaled with the
+frame side). "Blob": a connected component of one colour, one object or a group of touching
+ones; a plain move links it one-to-one to a blob of the previous frame, a merge or split links
+several (see objects.py); an unexplained birth or death is a blob with no link.
+
+- vanish: a blob dies with no blob of the next frame touching it, or a merge / split loses
+  about one of its members' whole area; unless a same-colour blob of similar area is born far
+  away (a teleport) or one of another colour in its place (a colour change). PHYRE's scene is
+  closed by walls on all four sides (phyre.creator), so leaving through the frame edge is no
+  excuse unless `border_exits`.
+- appear: the same for a birth, or a member's area gained in a merge / split.
+- static_moves: the static (black) pixels differ from the first frame's in more than
+  `static_change_fraction` of their area (and `static_change_px` pixels). PHYRE's static
+  objects never move, and nothing is ever drawn over them in ground truth.
+- not_rigid: a blob's area leaves its reference (its area when its chain of plain moves began;
+  after a merge / split, the share of the parents' total) by more than the shrink or grow
+  tolerance (a group's growth: `group_grow_tolerance`, since same-colour objects that PHYRE
+  left overlapping drift apart), or by more than half a pixel along its outline; or a single
+  solid object's (ball, bar) principal spreads, a rotation-invariant shape descriptor, leave
+  those at the start of its track by more than `shape_tolerance` of its major spread; or a
+  dying and a born blob of one colour in the same place differ in size.
+- teleport: a plain move longer than `max_step` of the frame side in one frame, or a blob dies
+  and one of its colour and similar area is born farther away.
+- interpenetration: a blob shrinks beyond tolerance while touching a blob of another colour
+  (drawn under it) for `overlap_frames` frames in a row, or a merge's union of one colour is
+  smaller than its parts beyond tolerance.
+- levitation: a moving (non-static) blob in a chain of plain moves whose acceleration
+  c[t+1] - 2 c[t] + c[t-1] differs from gravity by more than `acceleration_tolerance` · g while
+  nothing (another blob, or a wall) is within reach at t-1, t or t+1: hovering, rising or
+  swerving without a collision. Reach is `contact_px` plus how far the blob moved in those
+  frames, since with frames 1/3 s apart a bounce usually happens between two frames.
+- colour_change: a blob dies and one of another colour and similar area is born in its place,
+  or it dies next to a blob of another colour that grows by about its area.
+
+Each check records the first frame where it fired (the later frame of the pair or triple that
+shows it); `abnormal_report` turns videos into per-video records, `summarize_abnormal` into
+report rows `abnormal_rate` and `abnormal_rate/<check>` per split and template, and
+`abnormal_records` / `write_abnormal_report` do it for a directory of video shards.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import ndimage
+
+from phyray.artifacts import atomic_write_bytes
+from phyray.data.shards import PALETTE8, ShardError, decode_frames, read_shard, shard_paths
+from phyray.eval.objects import (
+    REFERENCE_SIDE,
+    Blobs,
+    Links,
+    ObjectConfig,
+    find_blobs,
+    link_blobs,
+    segment,
+    unknown_fraction,
+)
+from phyray.eval.stats import bootstrap_ci
+from phyray.sim.phyre import PHYRE_PALETTE
+
+CHECKS = (
+    "vanish",
+    "appear",
+    "static_moves",
+    "not_rigid",
+    "teleport",
+    "interpenetration",
+    "levitation",
+    "colour_change",
+)
+STATIC_COLOUR = 6  # black in PHYRE_PALETTE: static objects
+ALL_TEMPLATES = "all"
+ROW_FIELDS = ("split", "template_id", "resolution", "metric", "value", "ci_low", "ci_high", "n")
+RECORD_FIELDS = ("video_id", "split", "template_id", "resolution", "abnormal", *CHECKS,
+                 *(f"{check}_frame" for check in CHECKS))
+_ZSTD = pa.Codec("zstd")  # "zstd-palette8" frames are zstd of (T, H, W) uint8 indices
+SHARD_COLUMNS = ["video_id", "split", "template_id", "frames", "frames_encoding", "frame_shape", "palette"]
+
+
+class UnknownPalette(ValueError):
+    """The video's colours are not PHYRE's palette."""
+
+
+@dataclass(frozen=True)
+class AbnormalConfig:
+    """Thresholds of the checks. Pixel sizes are at 256² and scale with the frame side.
+
+    The values were set at 256² on 72 ground-truth PHYRE videos of 47 templates (none flagged)
+    and their corruptions by phyray/eval/corrupt.py (97-100 % caught per kind); below 128² they
+    are not calibrated (the resolution study is still to do).
+    """
+
+    objects: ObjectConfig = field(default_factory=ObjectConfig)
+    # A video whose non-background pixels are more than this share unexplained by the palette
+    # is not a PHYRE video (UnknownPalette). A VAE's blurred edges leave a few %.
+    max_unknown_fraction: float = 0.5
+    # PHYRE has walls on all four sides: nothing leaves or enters the view.
+    border_exits: bool = False
+    # static_moves: changed static pixels, as a share of the first frame's (a VAE wobbles a
+    # few % of an edge) and at least this many pixels at 256².
+    static_change_fraction: float = 0.05
+    static_change_px: float = 12.0
+    # not_rigid, area: how far a blob's area may leave its reference, as a share of it, by
+    # shrinking or by growing (single objects / groups and blobs out of a merge or split), or
+    # by `edge_px` pixels (of the video itself) along its whole outline (a thin bar's
+    # rasterised width flips between 5 and 6 px: 15 % of its area), or by `area_tolerance_px`
+    # px at 256². In ground truth, single
+    # objects change by up to ~9 % beyond their outline term, groups shrink by at most ~6 %, and
+    # grow by up to ~18 % when PHYRE resolves an overlap its scene generator left (its first
+    # step) or same-colour objects that overlapped drift apart.
+    shrink_tolerance: float = 0.12
+    grow_tolerance: float = 0.15
+    group_grow_tolerance: float = 0.3
+    edge_px: float = 0.5
+    area_tolerance_px: float = 15.0
+    # not_rigid, shape: the principal spreads of a single object may move this share of its
+    # major spread (rotating thin bars rasterise differently), and at least this many pixels.
+    shape_tolerance: float = 0.12
+    shape_tolerance_px: float = 1.0
+    # Blobs whose area / (12 σ_major σ_minor) lies in this range are solid primitives (a disc
+    # 1.05, a rectangle 1.0, an ellipse or parallelogram too); others (a U-shaped jar ~0.6, the
+    # crossing sticks ~0.5, a ball on a bar ~0.4) are not shape-checked.
+    solid_range: tuple[float, float] = (0.85, 1.2)
+    # teleport: the fastest ground-truth motion is ~43 px per frame at 256² (0.17 of the side)
+    # and free fall adds at most g = 6.5 px per frame; 0.2 of the side (51 px) is beyond both.
+    max_step: float = 0.2
+    # A dying and a born blob of similar area (ratio below this) can be one object.
+    pair_area_ratio: float = 1.5
+    # interpenetration: a deficit must last this many consecutive frames; blobs this close
+    # (px at 256²) are touching.
+    overlap_frames: int = 2
+    contact_px: float = 2.0
+    # levitation: PHYRE's gravity is 6.5 px per frame² at 256² (frames 1/3 s apart), measured
+    # on free-falling ground-truth objects; a deviation of half of it is not centroid noise
+    # (below 0.5 px per frame² at 256²).
+    gravity: float = 6.5 / REFERENCE_SIDE
+    acceleration_tolerance: float = 0.5
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One fired rule: the check, the frame where it shows, and the blob (index into Blobs)."""
+
+    check: str
+    frame: int
+    blob: int
+
+
+@dataclass(frozen=True)
+class VideoVerdict:
+    """A video's violations, first frame per check (None where it did not fire)."""
+
+    violations: list[Violation]
+    first: dict[str, int | None]
+    blobs: Blobs = field(repr=False)
+    links: Links = field(repr=False)
+
+    @property
+    def abnormal(self) -> bool:
+        return any(frame is not None for frame in self.first.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks on one video
+# ---------------------------------------------------------------------------------------------
+
+
+def palette_labels(
+    frames: np.ndarray, palette: np.ndarray = PHYRE_PALETTE, config: AbnormalConfig = AbnormalConfig(),
+    name: str = "video",
+) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB -> (T, H, W) palette indices; UnknownPalette if they are not PHYRE's."""
+    labels = segment(frames, palette, config.objects.colour_tolerance)
+    share = unknown_fraction(labels)
+    if share > config.max_unknown_fraction:
+        raise UnknownPalette(
+            f"{name}: {share:.0%} of its non-background pixels are no PHYRE palette colour "
+            f"(limit {config.max_unknown_fraction:.0%}); not a PHYRE video?"
+        )
+    return labels
+
+
+def find_violations(labels: np.ndarray, config: AbnormalConfig = AbnormalConfig()) -> VideoVerdict:
+    """Run every check on (T, H, W) palette-index frames (`palette_labels`)."""
+    scale = labels.shape[2] / REFERENCE_SIDE
+    blobs = find_blobs(labels, config.objects.min_area_px * scale**2)
+    links = link_blobs(blobs, config.objects)
+    judge = _Judge(blobs, links, config)
+    violations = _static_moves(labels, config, scale)
+    violations += judge.births_and_deaths()
+    violations += judge.areas()
+    violations += judge.shapes()
+    violations += judge.teleports()
+    violations += judge.levitation()
+    first: dict[str, int | None] = dict.fromkeys(CHECKS)
+    for violation in sorted(violations, key=lambda v: v.frame):
+        if first[violation.check] is None:
+            first[violation.check] = violation.frame
+    return VideoVerdict(violations, first, blobs, links)
+
+
+def _static_moves(labels: np.ndarray, config: AbnormalConfig, scale: float) -> list[Violation]:
+    """static_moves: the first frame whose static pixels differ too much from frame 0's."""
+    static = labels == STATIC_COLOUR  # (T, H, W)
+    changed = np.count_nonzero(static != static[0], axis=(1, 2))  # (T,)
+    limit = max(config.static_change_px * scale**2, config.static_change_fraction * np.count_nonzero(static[0]))
+    return [Violation("static_moves", int(t), -1) for t in np.flatnonzero(changed > limit)[:1]]
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Pixel gap between two boxes (row0, col0, row1, col1); 0 when they touch or overlap."""
+    dy = max(0, a[0] - b[2], b[0] - a[2])
+    dx = max(0, a[1] - b[3], b[1] - a[3])
+    return float(np.hypot(dx, dy))
+
+
+def _similar(a: float, b: float, ratio: float) -> bool:
+    return max(a, b) <= ratio * min(a, b)
+
+
+class _Judge:
+    """The blob-level checks of one video (shared state: blobs, links, sizes in pixels)."""
+
+    def __init__(self, blobs: Blobs, links: Links, config: AbnormalConfig):
+        self.blobs, self.links, self.config = blobs, links, config
+        self.side = blobs.shape[2]
+        self.scale = self.side / REFERENCE_SIDE
+        self.area_floor = config.area_tolerance_px * self.scale**2
+        self.explained: set[int] = set()  # blobs whose area change a colour change explains
+        self.area_off = np.zeros(len(blobs), dtype=bool)  # blobs the area rules judged (`areas`)
+
+    # -- births and deaths ----------------------------------------------------------------------
+
+    def births_and_deaths(self) -> list[Violation]:
+        """Unexplained births and deaths: teleport, colour change or morph when a death and a
+        birth pair up, colour change when another colour absorbs the dead blob, else vanish /
+        appear (unless `border_exits` and the blob crosses the frame's edge)."""
+        blobs, links, config = self.blobs, self.links, self.config
+        t_count = blobs.shape[0]
+        births = [j for j in range(len(blobs)) if blobs.frame[j] > 0 and not links.parents[j]]
+        deaths = [i for i in range(len(blobs)) if blobs.frame[i] < t_count - 1 and not links.children[i]]
+        if config.border_exits:
+            births = [j for j in births if not self._at_edge(j, np.zeros(2))]
+            deaths = [i for i in deaths if not self._at_edge(i, links.velocity[i])]
+        near = config.max_step * self.side
+        born_at = defaultdict(list)
+        for j in births:
+            born_at[blobs.frame[j]].append(j)
+        violations, paired = [], set()
+        for i in deaths:
+            t = int(blobs.frame[i]) + 1
+            predicted = blobs.centroid[i] + links.velocity[i]
+            best, best_distance = None, np.inf
+            for j in born_at[t]:
+                distance = float(np.linalg.norm(blobs.centroid[j] - predicted))
+                similar = _similar(blobs.area[j], blobs.area[i], config.pair_area_ratio)
+                same = blobs.colour[j] == blobs.colour[i]
+                # Same colour: similar area anywhere (teleport), any area nearby (morph); other
+                # colour: similar area nearby (recolour).
+                fits = (distance <= near or similar) if same else (distance <= near and similar)
+                if fits and j not in paired and distance < best_distance:
+                    best, best_distance = j, distance
+            if best is not None:
+                paired.add(best)
+                if blobs.colour[best] != blobs.colour[i]:
+                    check = "colour_change"
+                else:
+                    check = "teleport" if best_distance > near else "not_rigid"
+                violations.append(Violation(check, t, best))
+                continue
+            absorber = self._absorbing_neighbour(i)
+            if absorber is not None:
+                self.explained.add(absorber)
+                violations.append(Violation("colour_change", t, absorber))
+            else:
+                violations.append(Violation("vanish", t, i))
+        violations += [Violation("appear", int(blobs.frame[j]), j) for j in births if j not in paired]
+        return violations
+
+    def _at_edge(self, index: int, velocity: np.ndarray) -> bool:
+        """Whether the blob, moved by `velocity`, reaches the frame's edge."""
+        _, h, w = self.blobs.shape
+        box = self.blobs.bbox[index] + np.tile(velocity[::-1], 2)
+        return box[0] <= 0 or box[1] <= 0 or box[2] >= h or box[3] >= w
+
+    def _absorbing_neighbour(self, dead: int) -> int | None:
+        """A blob of another colour next to where `dead` was that grew by about its area in a
+        plain move: the dead blob took its colour and merged with it."""
+        blobs, links = self.blobs, self.links
+        candidates = blobs.in_frame(blobs.frame[dead] + 1)
+        candidates = candidates[blobs.colour[candidates] != blobs.colour[dead]]
+        reach = self.config.objects.touch_px * self.scale + np.linalg.norm(links.velocity[dead])
+        for j in candidates:
+            parent = links.single_parent(j)
+            if parent is None or _gap(blobs.bbox[dead], blobs.bbox[j]) > reach:
+                continue
+            growth = blobs.area[j] - blobs.area[parent]
+            if growth > 0 and _similar(growth, blobs.area[dead], self.config.pair_area_ratio):
+                return int(j)
+        return None
+
+    # -- areas ----------------------------------------------------------------------------------
+
+    def areas(self) -> list[Violation]:
+        """vanish / appear inside a merge or split, not_rigid and interpenetration from areas.
+
+        Each blob has a reference area, what it should cover: a plain move carries it on; an
+        event shares its previous blobs' total among its current blobs by their areas, after
+        taking out an object it lost or gained whole (most of a member's area: vanish /
+        appear); a blob a colour change explains starts afresh. A blob whose area leaves its
+        reference by more than the tolerance is not rigid; interpenetrating when it shrank as
+        the union of a merge, or while touching another colour (drawn under it) for
+        `overlap_frames` frames in a row (a single such frame is tolerated).
+        """
+        blobs, links, config = self.blobs, self.links, self.config
+        reference = blobs.area.copy()
+        loose = links.multiplicity > 1  # groups and what came out of events: the group tolerance
+        violations = []
+        events_at = defaultdict(list)
+        for before, after in links.events:
+            events_at[int(blobs.frame[after[0]])].append((before, after))
+        for t in range(1, blobs.shape[0]):
+            for j in blobs.in_frame(t):
+                parent = links.single_parent(j)
+                if parent is not None:
+                    reference[j], loose[j] = reference[parent], loose[j] | loose[parent]
+            for before, after in events_at[t]:
+                violations += self._share_event(before, after, reference)
+                loose[after] = True
+            if t == 1:
+                # PHYRE's first step resolves the overlaps its scene generator leaves (a red
+                # ball over a bar, a ball through crossing sticks): what frame 0 hid shows, so
+                # growth there is the true area.
+                first = blobs.in_frame(1)
+                reference[first] = np.maximum(reference[first], blobs.area[first])
+            for j in self.explained & set(blobs.in_frame(t).tolist()):
+                reference[j] = blobs.area[j]
+        change = blobs.area - reference
+        axes = blobs.axes
+        outline = 2 * np.sqrt(12) * axes.sum(axis=1)  # a rectangle's perimeter from its spreads, px
+        share = np.where(change > 0, np.where(loose, config.group_grow_tolerance, config.grow_tolerance),
+                         config.shrink_tolerance)
+        allowed = np.maximum(np.maximum(share * reference, config.edge_px * outline), self.area_floor)
+        shrinking = np.zeros(len(blobs), dtype=bool)
+        reported_events = set()
+        self.area_off = np.abs(change) > allowed
+        for j in np.flatnonzero(self.area_off):
+            if j in self.explained or blobs.frame[j] == 0:
+                continue
+            if change[j] < 0 and self._touches_other_colour(j):
+                shrinking[j] = True  # overlapped by another colour: judged below, once it lasts
+                continue
+            key = tuple(links.parents[j]) if links.single_parent(j) is None else (j,)
+            if key in reported_events:
+                continue  # an event's pieces share one deviation: report it once
+            reported_events.add(key)
+            # A merge's union falling short of its parts is an overlap of one colour.
+            check = "interpenetration" if change[j] < 0 and len(links.parents[j]) > 1 else "not_rigid"
+            violations.append(Violation(check, int(blobs.frame[j]), int(j)))
+        violations += self._lasting(shrinking)
+        return violations
+
+    def _share_event(self, before: list[int], after: list[int], reference: np.ndarray) -> list[Violation]:
+        """Set the references of an event's current blobs; a member lost or gained whole is a
+        vanish / appear."""
+        blobs, ratio = self.blobs, self.config.pair_area_ratio
+        expected = sum(reference[i] for i in before)
+        got = sum(blobs.area[j] for j in after)
+        t = int(blobs.frame[after[0]])
+        violations, fresh = [], []
+        if t == 1:
+            expected = max(expected, got)  # frame 0's overlaps resolve (see `areas`)
+        if expected - got > self.area_floor:
+            lost = min(before, key=lambda i: abs(expected - got - reference[i]))
+            if _similar(expected - got, reference[lost], ratio) and len(before) > 1:
+                violations.append(Violation("vanish", t, lost))
+                expected -= reference[lost]
+        elif got - expected > self.area_floor:
+            gained = min(after, key=lambda j: abs(got - expected - blobs.area[j]))
+            if _similar(got - expected, blobs.area[gained], ratio) and len(after) > 1:
+                violations.append(Violation("appear", t, gained))
+                got -= blobs.area[gained]
+                fresh.append(gained)
+        for j in after:
+            reference[j] = blobs.area[j] if j in fresh else expected * blobs.area[j] / got
+        return violations
+
+    def _lasting(self, shrinking: np.ndarray) -> list[Violation]:
+        """interpenetration where a shrinking blob's plain-move chain stays shrunk long enough."""
+        violations = []
+        for j in np.flatnonzero(shrinking):
+            chain, k = 1, j
+            while chain < self.config.overlap_frames:
+                following = self.links.children[k]
+                if len(following) != 1 or self.links.single_parent(following[0]) != k or not shrinking[following[0]]:
+                    break
+                k, chain = following[0], chain + 1
+            if chain >= self.config.overlap_frames:
+                violations.append(Violation("interpenetration", int(self.blobs.frame[j]), int(j)))
+        return violations
+
+    def _touches_other_colour(self, index: int) -> bool:
+        return self._within_reach(index, self.config.contact_px * self.scale, other_colours_only=True, walls=False)
+
+    def _within_reach(self, index: int, reach: float, other_colours_only: bool, walls: bool) -> bool:
+        """Whether another blob (or a wall: the frame's edge) comes within `reach` px of the blob."""
+        blobs = self.blobs
+        _, h, w = blobs.shape
+        box = blobs.bbox[index]
+        if walls and (box[0] <= reach or box[1] <= reach or h - box[2] <= reach or w - box[3] <= reach):
+            return True
+        t = blobs.frame[index]
+        others = blobs.in_frame(t)
+        others = others[others != index]
+        if other_colours_only:
+            others = others[blobs.colour[others] != blobs.colour[index]]
+        near = [k for k in others if _gap(box, blobs.bbox[k]) <= reach]
+        if not near:
+            return False
+        # Exact: the distance from the blob's pixels to the near blobs' pixels, in a window.
+        margin = int(np.ceil(reach)) + 1
+        window = np.s_[max(0, box[0] - margin) : box[2] + margin, max(0, box[1] - margin) : box[3] + margin]
+        ids = blobs.ids[t][window]
+        distance = ndimage.distance_transform_edt(~np.isin(ids, np.asarray(near) + 1))
+        return bool(distance[ids == index + 1].min() <= reach)
+
+    # -- shape, motion --------------------------------------------------------------------------
+
+    def shapes(self) -> list[Violation]:
+        """not_rigid: a single solid object's principal spreads against its track's first blob."""
+        blobs, links, config = self.blobs, self.links, self.config
+        axes = blobs.axes  # (M, 2)
+        start = links.track  # a track is named by its first blob
+        # Only solid primitives (PHYRE's balls and bars) have a shape to keep: a jar, the
+        # crossing sticks, and above all objects of one colour touching since the first frame
+        # (a group nothing reveals) are hollow or branched, and their spreads change
+        # legitimately as their members move.
+        solidity = blobs.area / np.maximum(12 * axes[:, 0] * axes[:, 1], 1e-9)
+        solid = (solidity >= config.solid_range[0]) & (solidity <= config.solid_range[1])
+        # A blob the area rules already judged (e.g. half hidden under another) is not judged
+        # again by its shape.
+        single = (links.multiplicity == 1) & solid & solid[start] & ~self.area_off
+        drift = np.abs(axes - axes[start]).max(axis=1)
+        limit = np.maximum(config.shape_tolerance * axes[start, 0], config.shape_tolerance_px * self.scale)
+        return [Violation("not_rigid", int(blobs.frame[j]), int(j)) for j in np.flatnonzero(single & (drift > limit))]
+
+    def teleports(self) -> list[Violation]:
+        """teleport: a plain move longer than `max_step` of the side."""
+        blobs, links = self.blobs, self.links
+        violations = []
+        for j in range(len(blobs)):
+            parent = links.single_parent(j)
+            step = np.linalg.norm(blobs.centroid[j] - blobs.centroid[parent]) if parent is not None else 0.0
+            if step > self.config.max_step * self.side:
+                violations.append(Violation("teleport", int(blobs.frame[j]), j))
+        return violations
+
+    def levitation(self) -> list[Violation]:
+        """levitation: accelerations other than gravity, out of reach of anything that could push."""
+        blobs, links, config = self.blobs, self.links, self.config
+        gravity = np.array([0.0, config.gravity * self.side])  # image y points down
+        violations = []
+        for j in range(len(blobs)):
+            before = links.single_parent(j)
+            after = links.children[j]
+            if blobs.colour[j] == STATIC_COLOUR or before is None or len(after) != 1:
+                continue
+            after = after[0]
+            if links.single_parent(after) != j:
+                continue
+            steps = np.diff(blobs.centroid[[before, j, after]], axis=0)  # (2, 2) px per frame
+            if np.linalg.norm(steps[1] - steps[0] - gravity) <= config.acceleration_tolerance * gravity[1]:
+                continue
+            reach = config.contact_px * self.scale + np.linalg.norm(steps, axis=1).max()
+            if not any(self._within_reach(k, reach, other_colours_only=False, walls=True) for k in (before, j, after)):
+                violations.append(Violation("levitation", int(blobs.frame[j]), j))
+        return violations
+
+
+# ---------------------------------------------------------------------------------------------
+# Many videos: records and report rows
+# ---------------------------------------------------------------------------------------------
+
+
+def verdict_record(verdict: VideoVerdict, **identity: Any) -> dict[str, Any]:
+    """One CSV-ready record: identity fields, abnormal, a flag and a first frame per check."""
+    record = dict(identity)
+    record["abnormal"] = verdict.abnormal
+    record |= {check: verdict.first[check] is not None for check in CHECKS}
+    record |= {f"{check}_frame": verdict.first[check] for check in CHECKS}
+    return record
+
+
+def abnormal_report(
+    videos: Iterable[dict[str, Any]], config: AbnormalConfig = AbnormalConfig()
+) -> list[dict[str, Any]]:
+    """Per-video records of in-memory videos.
+
+    Each video is a dict with `video_id` and `frames`: (T, H, W, 3) uint8 RGB (read against
+    PHYRE's palette), or (T, H, W) uint8 indices into its `palette` (default PHYRE's, whose
+    colours it must use); optional `split` and `template_id` are carried into the record for
+    `summarize_abnormal`. Raises UnknownPalette naming the video for colours not PHYRE's.
+    """
+    records = []
+    for video in videos:
+        frames = np.asarray(video["frames"])
+        if frames.ndim == 3:
+            labels = _indices_to_phyre(frames, video.get("palette", PHYRE_PALETTE), str(video["video_id"]))
+        else:
+            labels = palette_labels(frames, PHYRE_PALETTE, config, str(video["video_id"]))
+        verdict = find_violations(labels, config)
+        records.append(
+            verdict_record(
+                verdict, video_id=video["video_id"], split=video.get("split"),
+                template_id=video.get("template_id"), resolution=int(labels.shape[2]),
+            )
+        )
+    return records
+
+
+def phyre_indices(row: dict[str, Any], name: str = "video") -> np.ndarray:
+    """A "zstd-palette8" row's frames as (T, H, W) PHYRE palette indices; UnknownPalette if its
+    palette holds a colour that is not PHYRE's."""
+    t, h, w, _ = row["frame_shape"]
+    raw = _ZSTD.decompress(row["frames"], decompressed_size=t * h * w, asbytes=False)
+    indices = np.frombuffer(raw, dtype=np.uint8).reshape(t, h, w)
+    return _indices_to_phyre(indices, row.get("palette") or PHYRE_PALETTE, name)
+
+
+def _indices_to_phyre(indices: np.ndarray, palette, name: str) -> np.ndarray:
+    """Palette-index frames whose palette must be (a reordering of part of) PHYRE's."""
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    match = (palette[:, None, :] == PHYRE_PALETTE[None, :, :]).all(axis=2)  # (P, 8)
+    if not match.any(axis=1).all():
+        unknown = palette[~match.any(axis=1)][0].tolist()
+        raise UnknownPalette(f"{name}: palette colour {unknown} is not a PHYRE colour")
+    return match.argmax(axis=1).astype(np.uint8)[indices]
+
+
+def summarize_abnormal(
+    records: Sequence[dict[str, Any]], resamples: int = 1000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Report rows: `abnormal_rate` and `abnormal_rate/<check>` per (split, template, resolution),
+    and per (split, resolution) over all templates (template_id "all"), each with its 95 %
+    bootstrap interval over videos."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        split, resolution = record.get("split"), record["resolution"]
+        groups[(split, ALL_TEMPLATES, resolution)].append(record)
+        if record.get("template_id") is not None:
+            groups[(split, str(record["template_id"]), resolution)].append(record)
+    rows = []
+    for key in sorted(groups, key=lambda k: (str(k[0]), k[2], k[1] != ALL_TEMPLATES, k[1])):
+        members = groups[key]
+        for metric, column in [("abnormal_rate", "abnormal"), *((f"abnormal_rate/{c}", c) for c in CHECKS)]:
+            flags = np.array([float(m[column]) for m in members])
+            low, high = bootstrap_ci(flags, resamples, seed) or (None, None)
+            rows.append(dict(zip(ROW_FIELDS, (*key, metric, float(flags.mean()), low, high, len(flags)))))
+    return rows
+
+
+def abnormal_records(
+    directory: str | Path, resolution: int | None = None, config: AbnormalConfig = AbnormalConfig(),
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Per-video records of every video in a shard directory (rollouts or ground truth).
+
+    Palette-encoded frames at their own resolution are read as indices directly; RGB frames,
+    and any frames at another `resolution` (area-averaged, `decode_frames`), are segmented.
+    Raises ShardError naming the file for a shard without frames, UnknownPalette (also naming
+    it) for colours that are not PHYRE's.
+    """
+    from tqdm import tqdm
+
+    paths = shard_paths(directory)
+    records = []
+    with tqdm(unit="video", disable=not progress, desc="eval abnormal") as bar:
+        for path in paths:
+            present = _shard_columns(path)
+            missing = [c for c in ("video_id", "frames", "frames_encoding", "frame_shape") if c not in present]
+            if missing:
+                raise ShardError(f"{path}: no {', '.join(missing)} column; not a video shard")
+            table = read_shard(path, [c for c in SHARD_COLUMNS if c in present])
+            for row in table.to_pylist():
+                name = f"{path}: video {row['video_id']}"
+                if not row["frames"]:
+                    raise ShardError(f"{name} has no frames")
+                _, h, w, _ = row["frame_shape"]
+                if row["frames_encoding"] == PALETTE8 and resolution in (None, h):
+                    labels = phyre_indices(row, name)
+                else:
+                    try:
+                        frames = decode_frames(row, resolution)
+                    except ValueError as err:  # a resolution that does not divide the frames'
+                        raise ShardError(f"{name}: {err}") from None
+                    labels = palette_labels(frames, PHYRE_PALETTE, config, name)
+                verdict = find_violations(labels, config)
+                records.append(
+                    verdict_record(
+                        verdict, video_id=row["video_id"], split=row.get("split"),
+                        template_id=row.get("template_id"), resolution=int(w if resolution is None else resolution),
+                    )
+                )
+                bar.update()
+    if not records:
+        raise ShardError(f"{directory}: no videos")
+    return records
+
+
+def _shard_columns(path: Path) -> set[str]:
+    """The column names of a shard, read from its footer (ShardError if it is unreadable)."""
+    try:
+        return set(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError) as err:
+        raise ShardError(f"{path}: corrupt shard ({err})") from None
+
+
+def write_abnormal_report(
+    rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]], out: str | Path
+) -> tuple[Path, Path, Path]:
+    """Write the report rows (`summarize_abnormal`) as JSON to `out` and CSV beside it (same
+    stem), and the per-video records as `abnormal.csv` in the same directory. Returns the three
+    paths."""
+    out = Path(out)
+    if out.suffix == ".csv":
+        raise ValueError(f"--out {out}: name the JSON report; the CSVs are written beside it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, (json.dumps(rows, indent=1) + "\n").encode())
+    csv_path, videos_path = out.with_suffix(".csv"), out.parent / "abnormal.csv"
+    if csv_path == videos_path:
+        raise ValueError(f"--out {out}: its CSV would overwrite the per-video abnormal.csv; name it otherwise")
+    atomic_write_bytes(csv_path, _csv(rows, ROW_FIELDS))
+    atomic_write_bytes(videos_path, _csv(records, RECORD_FIELDS))
+    return out, csv_path, videos_path
+
+
+def _csv(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()

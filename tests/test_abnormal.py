@@ -1,0 +1,343 @@
+"""The abnormal-rate judge (phyray/eval/abnormal.py) and what it stands on.
+
+- objects from pixels: segmentation, and tracks against PHYRE's own object states;
+- each check's known answer on a hand-made video (one object misbehaving at a known frame);
+- real PHYRE ground truth, and "different but plausible" videos (same template and seed,
+  another red-ball placement), not flagged; every corruption of phyray/eval/corrupt.py caught;
+- the CLI on a mixed directory, and its one-line errors on bad input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from phyray.artifacts import Identity, write_product
+from phyray.cli import main
+from phyray.data.shards import PLANAR_RGB, encode_frames, shard_name, write_shard
+from phyray.eval.abnormal import CHECKS, abnormal_report, find_violations, summarize_abnormal
+from phyray.eval.corrupt import CORRUPTIONS, CorruptionError, corrupt
+from phyray.eval.objects import BACKGROUND, UNKNOWN, find_blobs, link_blobs, segment
+from phyray.sim.phyre import PHYRE_PALETTE, index_to_rgb
+
+SIDE = 256
+FRAMES = 8
+G = 6.5  # PHYRE's gravity, px per frame² at 256²
+WHITE, RED, PURPLE, GRAY, BLACK = 0, 1, 4, 5, 6
+
+# Real videos: one per object family (bars and jar, balls, sticks, held-out 10066, ...), and two
+# "different but plausible" videos: template 10023 seed 1 with other red-ball placements.
+GROUND_TRUTH = [(10003, 1, 2), (10016, 1, 2), (10023, 1, 2), (10053, 1, 2), (10066, 1, 2), (10068, 1, 2)]
+PLAUSIBLE = [(10023, 1, 3), (10023, 1, 4)]
+# PHYRE's featurised objects (PhyreSidecar.simulate): x, y (fractions, y up), shape one-hot
+# (ball, bar, jar, sticks) at 4-7, colour one-hot (red, green, blue, purple, gray, black) at 8-13.
+SHAPE, COLOUR = slice(4, 8), slice(8, 14)
+JAR = 2
+COLOUR_INDEX = np.array([RED, 2, 3, PURPLE, GRAY, BLACK])  # one-hot position -> palette index
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-made videos
+# ---------------------------------------------------------------------------------------------
+
+ROWS, COLS = np.mgrid[0:SIDE, 0:SIDE] + 0.5  # pixel centres
+
+
+def disc(frame: np.ndarray, x: float, y: float, r: float, colour: int) -> None:
+    frame[(COLS - x) ** 2 + (ROWS - y) ** 2 <= r * r] = colour
+
+
+def ellipse(frame: np.ndarray, x: float, y: float, a: float, b: float, colour: int) -> None:
+    frame[((COLS - x) / a) ** 2 + ((ROWS - y) / b) ** 2 <= 1] = colour
+
+
+def scene(falling: bool = True, stop_after: int | None = None) -> np.ndarray:
+    """(8, 256, 256) indices: a static black bar, a red and a gray ball resting on the floor
+    (the bottom wall), and a gray ball falling freely from rest (hovering from `stop_after`)."""
+    frames = np.zeros((FRAMES, SIDE, SIDE), dtype=np.uint8)
+    frames[:, 150:156, 30:110] = BLACK
+    for t in range(FRAMES):
+        disc(frames[t], 60, SIDE - 10, 10, RED)
+        disc(frames[t], 180, SIDE - 12, 12, GRAY)
+        if falling:
+            k = t if stop_after is None else min(t, stop_after)
+            disc(frames[t], 140, 40 + G * k * k / 2, 10, GRAY)
+    return frames
+
+
+def from_frame(first: int, erase: tuple | None, draw) -> np.ndarray:
+    """The scene, edited from frame `first` on: erase disc (x, y, r), then draw(frame)."""
+    frames = scene()
+    for t in range(first, FRAMES):
+        if erase is not None:
+            disc(frames[t], *erase, WHITE)
+        draw(frames[t])
+    return frames
+
+
+RESTING = (180, SIDE - 12, 12)  # the gray ball on the floor
+
+
+def vanish() -> np.ndarray:
+    frames = scene()
+    for t in range(4, FRAMES):  # the falling ball is gone from frame 4
+        disc(frames[t], 140, 40 + G * t * t / 2, 10, WHITE)
+    return frames
+
+
+def appear() -> np.ndarray:
+    return from_frame(4, None, lambda f: disc(f, 230, SIDE - 10, 10, GRAY))
+
+
+def static_moves() -> np.ndarray:
+    def shift_bar(frame):
+        frame[150:156, 30:110] = WHITE
+        frame[150:156, 38:118] = BLACK
+
+    return from_frame(3, None, shift_bar)
+
+
+def not_rigid() -> np.ndarray:  # the resting ball swells
+    return from_frame(5, RESTING, lambda f: disc(f, 180, SIDE - 17, 17, GRAY))
+
+
+def teleport() -> np.ndarray:  # the resting ball jumps 80 px along the floor
+    return from_frame(4, RESTING, lambda f: disc(f, 100, SIDE - 12, 12, GRAY))
+
+
+def interpenetration() -> np.ndarray:
+    """The red ball rests beside the gray one, then slides half into it (drawn over it)."""
+    frames = from_frame(0, (60, SIDE - 10, 10), lambda f: disc(f, 158, SIDE - 10, 10, RED))
+    for t in range(4, FRAMES):
+        disc(frames[t], 158, SIDE - 10, 10, WHITE)
+        disc(frames[t], *RESTING, GRAY)
+        disc(frames[t], 170, SIDE - 10, 10, RED)
+    return frames
+
+
+def levitation() -> np.ndarray:  # falls for 3 frames, then hangs: c[4] - 2 c[3] + c[2] is not g
+    return scene(stop_after=3)
+
+
+def colour_change() -> np.ndarray:
+    return from_frame(5, None, lambda f: disc(f, *RESTING, PURPLE))
+
+
+# check -> (video, the frame where it must first fire)
+KNOWN_ANSWERS = {
+    "vanish": (vanish, 4),
+    "appear": (appear, 4),
+    "static_moves": (static_moves, 3),
+    "not_rigid": (not_rigid, 5),
+    "teleport": (teleport, 4),
+    "interpenetration": (interpenetration, 4),
+    "levitation": (levitation, 3),
+    "colour_change": (colour_change, 5),
+}
+
+
+def test_hand_made_clean_scene_passes():
+    verdict = find_violations(scene())
+    assert not verdict.abnormal, verdict.violations
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_each_check_fires_alone_at_its_frame(check):
+    make, frame = KNOWN_ANSWERS[check]
+    verdict = find_violations(make())
+    fired = {name: first for name, first in verdict.first.items() if first is not None}
+    assert fired == {check: frame}, verdict.violations
+
+
+def test_a_stretched_ball_is_not_rigid():
+    # Same area, other shape: caught by the principal spreads, not by the area.
+    frames = from_frame(5, RESTING, lambda f: ellipse(f, 180, SIDE - 8, 18, 8, GRAY))
+    verdict = find_violations(frames)
+    assert {k: v for k, v in verdict.first.items() if v is not None} == {"not_rigid": 5}
+
+
+def test_segmentation_reads_blends_and_noise():
+    palette = PHYRE_PALETTE.astype(float)
+    white, gray, red = palette[WHITE], palette[GRAY], palette[RED]
+    pixels = np.array(
+        [
+            white, gray, red, palette[BLACK],
+            0.7 * gray + 0.3 * white,  # mostly gray: gray
+            0.3 * gray + 0.7 * white,  # a faint rim: background
+            red + [-6, 5, 4],  # a VAE's noise
+            [255, 0, 0],  # pure red is no PHYRE colour
+            palette[7],  # light red is a faint red: background (see objects.py)
+        ]
+    ).round().astype(np.uint8)[None]  # (1, 9, 3)
+    np.testing.assert_array_equal(
+        segment(pixels)[0], [WHITE, GRAY, RED, BLACK, GRAY, BACKGROUND, RED, UNKNOWN, BACKGROUND]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Real PHYRE videos
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phyre_videos(phyre_env):
+    from phyray.sim.phyre import PhyreSidecar
+
+    with PhyreSidecar() as sidecar:
+        videos = sidecar.simulate_batch(GROUND_TRUTH + PLAUSIBLE)
+    return videos
+
+
+def test_tracks_match_phyre_states(phyre_videos):
+    """Where an object is its own component (no other object of its colour inside its box),
+    the centroid sits on PHYRE's centre of mass; object counts are right where every object is
+    separately visible, and merged groups are counted from when they part."""
+    errors, jar_errors = [], []
+    counted = right = separate = separate_right = 0
+    for video in phyre_videos:
+        objects = video["objects"]  # (T, N, 15)
+        blobs = find_blobs(video["frames"])
+        links = link_blobs(blobs)
+        counts = links.object_count(blobs)
+        colours = COLOUR_INDEX[objects[0, :, COLOUR].argmax(axis=1)]  # (N,)
+        for t in range(objects.shape[0]):
+            xy = np.stack([objects[t, :, 0] * SIDE, SIDE - objects[t, :, 1] * SIDE], axis=1)  # image px
+            here = blobs.in_frame(t)
+            counted += 1
+            right += counts[t] == len(colours)
+            if all(np.sum(blobs.colour[here] == c) == np.sum(colours == c) for c in np.unique(colours)):
+                separate += 1
+                separate_right += counts[t] == len(colours)
+            for colour in np.unique(colours):
+                mine, theirs = here[blobs.colour[here] == colour], np.flatnonzero(colours == colour)
+                distance = np.linalg.norm(xy[theirs][:, None] - blobs.centroid[mine][None], axis=2)
+                for i, j in zip(*linear_sum_assignment(distance)):
+                    box = blobs.bbox[mine[j]]
+                    inside = ((xy[theirs, 1] >= box[0]) & (xy[theirs, 1] <= box[2])
+                              & (xy[theirs, 0] >= box[1]) & (xy[theirs, 0] <= box[3]))
+                    if inside.sum() == 1 and inside[i] and links.multiplicity[mine[j]] == 1:
+                        is_jar = objects[t, theirs[i], SHAPE].argmax() == JAR
+                        (jar_errors if is_jar else errors).append(distance[i, j])
+    errors, jar_errors = np.array(errors), np.array(jar_errors)
+    print(f"\ncentroid error: {len(errors)} balls/bars/sticks, max {errors.max():.2f} px, "
+          f"p99 {np.percentile(errors, 99):.2f}; {len(jar_errors)} jars, median {np.median(jar_errors):.2f}; "
+          f"count right on {right / counted:.0%} of frames, {separate_right}/{separate} where all are apart")
+    assert len(errors) > 500 and np.mean(errors < 1.0) >= 0.99
+    # PHYRE's jar position is its polygons' centre of mass, ~1 px from its drawn pixels' centroid.
+    assert np.median(jar_errors) < 1.5
+    assert separate > 50 and separate_right / separate >= 0.99
+    assert right / counted >= 0.6
+
+
+def test_ground_truth_and_plausible_videos_are_not_flagged(phyre_videos):
+    records = abnormal_report(
+        {"video_id": f"t{v['template_id']}-s{v['seed']}-r{v['trial']}", "frames": index_to_rgb(v["frames"]),
+         "split": "eval", "template_id": v["template_id"]}
+        for v in phyre_videos
+    )
+    assert [r["video_id"] for r in records if r["abnormal"]] == []
+    assert len(records) == len(GROUND_TRUTH) + len(PLAUSIBLE)
+    rows = summarize_abnormal(records, resamples=100)
+    pooled = {r["metric"]: r for r in rows if r["template_id"] == "all"}
+    assert pooled["abnormal_rate"]["value"] == 0.0 and pooled["abnormal_rate"]["n"] == 8
+    assert set(pooled) == {"abnormal_rate", *(f"abnormal_rate/{c}" for c in CHECKS)}
+    assert {r["template_id"] for r in rows} == {"all", "10003", "10016", "10023", "10053", "10066", "10068"}
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_every_corruption_is_caught(phyre_videos, kind):
+    made = 0
+    for index, video in enumerate(phyre_videos[: len(GROUND_TRUTH)]):
+        try:
+            corrupted = corrupt(video["frames"], kind, np.random.default_rng(index))
+        except CorruptionError:  # e.g. no static object to move in this template
+            continue
+        made += 1
+        assert 1 <= corrupted.frame < len(video["frames"])
+        changed = np.flatnonzero((corrupted.frames != video["frames"]).any(axis=(1, 2)))
+        assert changed.min() == corrupted.frame, (kind, index)
+        verdict = find_violations(corrupted.frames)
+        assert verdict.abnormal, (kind, index, corrupted.details)
+    assert made >= 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def write_dataset(out, table: pa.Table) -> None:
+    """A one-shard dataset product of `table` (no Ray)."""
+    write_product(
+        out, Identity("dataset", {"test": out.name}), [shard_name(0)], [table.num_rows],
+        lambda missing: [write_shard(table, out / shard_name(0))],
+    )
+
+
+@pytest.fixture(scope="module")
+def ground_truth_table(phyre_videos):
+    from phyray.data.combinatorial import PhyreShardWriter
+
+    writer = PhyreShardWriter()  # its sidecar starts only when asked to simulate
+    items = GROUND_TRUTH[:3]
+    writer.sidecar.simulate_batch = lambda _: phyre_videos[: len(items)]
+    table, _ = writer.build_shard({"items": [list(i) for i in items], "split": "eval_in_template"})
+    return table
+
+
+def test_cli_scores_a_mixed_directory(tmp_path, ground_truth_table, capsys):
+    write_dataset(tmp_path / "gt", ground_truth_table)
+    code = main(["eval", "corrupt", "--reference", str(tmp_path / "gt"), "--out", str(tmp_path / "mixed"),
+                 "--kinds", "vanish,teleport,colour_swap"])
+    assert code == 0, capsys.readouterr().err
+    assert "12 labelled videos" in capsys.readouterr().out
+    code = main(["eval", "abnormal", "--videos", str(tmp_path / "mixed"), "--out", str(tmp_path / "r" / "report.json"),
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    with open(tmp_path / "r" / "abnormal.csv") as handle:
+        flags = {row["video_id"]: row for row in csv.DictReader(handle)}
+    assert len(flags) == 12
+    for video_id, row in flags.items():
+        kind = video_id.rsplit("-", 1)[1]
+        assert row["abnormal"] == str(kind != "none"), video_id
+    assert all(flags[v]["colour_change"] == "True" for v in flags if v.endswith("-colour_swap"))
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    pooled = {r["metric"]: r["value"] for r in report if r["template_id"] == "all"}
+    assert pooled["abnormal_rate"] == 0.75
+    assert (tmp_path / "r" / "report.csv").is_file()
+
+
+def bad_input(tmp_path, capsys, *args) -> str:
+    code = main(["eval", "abnormal", *args, "--out", str(tmp_path / "report.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    return err
+
+
+def test_cli_bad_input_is_one_line_naming_the_file(tmp_path, ground_truth_table, capsys):
+    (tmp_path / "empty").mkdir()
+    err = bad_input(tmp_path, capsys, "--videos", str(tmp_path / "empty"))
+    assert str(tmp_path / "empty") in err and "manifest.json" in err
+
+    write_dataset(tmp_path / "noframes", ground_truth_table.drop_columns(["frames"]))
+    err = bad_input(tmp_path, capsys, "--videos", str(tmp_path / "noframes"))
+    assert "shard-00000.parquet" in err and "no frames" in err
+
+    # Ball-scene colours (pure red, pure blue) are not PHYRE's palette.
+    row = ground_truth_table.slice(0, 1).to_pylist()[0]
+    from phyray.eval.abnormal import phyre_indices
+
+    foreign = np.array([[255, 255, 255], [255, 0, 0], [0, 0, 255]], dtype=np.uint8)
+    indices = phyre_indices(row)
+    rgb = foreign[np.where(indices == WHITE, 0, np.where(indices == RED, 1, 2))]
+    table = ground_truth_table.slice(0, 1)
+    table = table.set_column(table.schema.get_field_index("frames"), "frames", pa.array([encode_frames(rgb)]))
+    table = table.set_column(table.schema.get_field_index("frames_encoding"), "frames_encoding", pa.array([PLANAR_RGB]))
+    write_dataset(tmp_path / "foreign", table)
+    err = bad_input(tmp_path, capsys, "--videos", str(tmp_path / "foreign"))
+    assert "shard-00000.parquet" in err and "not a PHYRE video" in err
