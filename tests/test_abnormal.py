@@ -161,6 +161,73 @@ def test_a_stretched_ball_is_not_rigid():
     assert {k: v for k, v in verdict.first.items() if v is not None} == {"not_rigid": 5}
 
 
+def fired(frames: np.ndarray) -> dict[str, int]:
+    return {k: v for k, v in find_violations(frames).first.items() if v is not None}
+
+
+def falling_onto_floor(rest: int) -> np.ndarray:
+    """A gray ball falls, stops with its bottom 5 px above the floor (where PHYRE's objects first
+    come to rest) and, after `rest` frames there, sinks onto the floor."""
+    frames = scene(falling=False)
+    heights = [170, 170 + G / 2, 170 + 2 * G, 170 + 4.5 * G] + [SIDE - 15] * (FRAMES - 4)
+    heights[4 + rest:] = [SIDE - 10] * (FRAMES - 4 - rest)
+    for t, y in enumerate(heights):
+        disc(frames[t], 140, y, 10, GRAY)
+    return frames
+
+
+def test_resting_above_the_floor_briefly_is_not_levitation():
+    assert fired(falling_onto_floor(rest=3)) == {}
+    # ... but hanging there for good is.
+    assert fired(falling_onto_floor(rest=FRAMES)) == {"levitation": 5}
+
+
+def test_touching_across_a_rasterised_gap_at_128():
+    """At 128², a ball at rest on a bar may show a one-pixel gap (each edge rounds by up to
+    half a pixel): touching, not levitating; a 3-pixel gap is levitation."""
+    side = 128
+    rows, cols = np.mgrid[0:side, 0:side] + 0.5
+
+    def video(gap: int) -> np.ndarray:
+        frames = np.zeros((FRAMES, side, side), dtype=np.uint8)
+        frames[:, 100:104, 20:80] = BLACK
+        frames[:, (cols - 50) ** 2 + (rows - (94 - gap)) ** 2 <= 36] = RED  # bottom row 99 - gap
+        return frames
+
+    assert fired(video(1)) == {}
+    assert fired(video(3)) == {"levitation": 1}
+
+
+def test_a_bar_sunk_into_the_floor_keeps_its_shape():
+    """A bar standing on the floor sinks 12 px below the frame's edge for two frames (16 % of it
+    hidden, as fast PHYRE objects do): no violation; halved there, it is not rigid."""
+
+    def video(top_from_4: int) -> np.ndarray:
+        frames = scene(falling=False)
+        for t in range(FRAMES):
+            frames[t, (top_from_4 if t in (4, 5) else 180) : SIDE, 200:212] = GRAY
+        return frames
+
+    assert fired(video(192)) == {}
+    assert fired(video(218)) == {"not_rigid": 4}
+
+
+def test_static_blends_next_to_another_object_do_not_count():
+    """At 64², static pixels next to another object may flip (their colours blend); as many
+    flipping away from any object are the static object moving."""
+    side = 64
+
+    def video(cols: slice) -> np.ndarray:
+        frames = np.zeros((FRAMES, side, side), dtype=np.uint8)
+        frames[:, 30:35, 5:45] = BLACK  # 200 px: 10 may change
+        frames[:, 26:30, 20:32] = GRAY  # a gray object on top of it
+        frames[1:, 30, cols] = WHITE
+        return frames
+
+    assert "static_moves" not in fired(video(slice(18, 34)))  # 16 px, all within 2 px of the gray
+    assert fired(video(slice(1, 17))).get("static_moves") == 1  # 12 px of them beyond it
+
+
 def test_segmentation_reads_blends_and_noise():
     palette = PHYRE_PALETTE.astype(float)
     white, gray, red = palette[WHITE], palette[GRAY], palette[RED]
