@@ -278,6 +278,7 @@ def _eval_rollout(args: argparse.Namespace) -> int:
 def _eval_video(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from phyray.eval.fvd import default_weights
     from phyray.eval.lpips import LPIPS_SKIPPED, LpipsWeightsNotFound
     from phyray.eval.scenes import (
         SceneScoring,
@@ -286,11 +287,7 @@ def _eval_video(args: argparse.Namespace) -> int:
         write_scene_report,
     )
 
-    weights = args.fvd_weights
-    if weights is None:
-        from phyray.eval.fvd import DEFAULT_I3D_WEIGHTS
-
-        weights = str(DEFAULT_I3D_WEIGHTS) if DEFAULT_I3D_WEIGHTS.is_file() else None
+    weights = args.fvd_weights or default_weights()
     for name, path in (("--lpips-backbone", args.lpips_backbone), ("--fvd-weights", args.fvd_weights)):
         if path is not None and not Path(path).is_file():
             raise CliError(f"{name}: {path} does not exist")

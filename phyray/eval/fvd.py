@@ -65,6 +65,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # $PHYRAY_WEIGHTS_DIR (a container image, whose code may be replaced by a Ray job's working dir).
 WEIGHTS_DIR = Path(os.environ.get("PHYRAY_WEIGHTS_DIR") or REPO_ROOT / ".weights")
 DEFAULT_I3D_WEIGHTS = WEIGHTS_DIR / "i3d-kinetics-400.ckpt"
+
+
+def default_weights() -> str | None:
+    """The fetched I3D weights where `scripts/fetch_weights.sh` has run, else None (FVD skipped)."""
+    return str(DEFAULT_I3D_WEIGHTS) if DEFAULT_I3D_WEIGHTS.is_file() else None
+
 I3D_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 RESOLUTION = 224
 CLIP_FRAMES = 16

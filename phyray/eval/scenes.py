@@ -48,6 +48,7 @@ from phyray.data.shards import (
 )
 from phyray.eval.abnormal import (
     CHECKS,
+    TRUSTED_RESOLUTION,
     AbnormalConfig,
     UnknownPalette,
     find_violations,
@@ -57,11 +58,6 @@ from phyray.eval.report import reference_frames
 from phyray.eval.stats import bootstrap_ci
 from phyray.eval.video import pixel_metrics
 
-# The lowest side at which the judge is used without a warning. On all 70 templates (test seeds
-# 0-7, bench/abnormal.py, docs/abnormal.md) it flags 2.9 % of ground truth at 256², 2.3 % at
-# 128² and 64.5 % at 64², and catches >= 95 % of every corruption at 128² and 256². No side
-# meets the 1 % ground-truth target; 128² and 256² come within a few percent of it.
-TRUSTED_RESOLUTION = 128
 # Bump when the rules of phyray/eval/abnormal.py change (its thresholds enter scores' identity
 # on their own): cached scores and trial reports made by other rules are then not reused.
 JUDGE_VERSION = 2  # 2: the calibration of 2026-12-02 (docs/abnormal.md)
@@ -109,13 +105,22 @@ def score_scene_videos(
     return records
 
 
+def reference_rows(reference_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The reference set's rows (what scoring needs, frames included) by video_id."""
+    names = pq.read_schema(shard_paths(reference_dir)[0]).names
+    columns = [c for c in (*SCENE_COLUMNS, "palette") if c in names]
+    return {row["video_id"]: row for row in iter_rows(reference_dir, columns)}
+
+
 def evaluate_scene_records(
     rollouts_dir: str | Path, reference_dir: str | Path, cond_frames: int = 1, ssim: bool = True,
     lpips_model=None, abnormal: bool = True, device: str = "cpu", chunk: int = 16,
+    reference: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-video records of a rollout (or reconstruction) dataset against its reference set,
-    joined by video_id; a rollout without a reference is a ShardError naming it."""
-    reference = {row["video_id"]: row for row in iter_rows(reference_dir, _columns(reference_dir))}
+    joined by video_id (`reference`: its rows, if already read); a rollout without a reference
+    is a ShardError naming it."""
+    reference = reference if reference is not None else reference_rows(reference_dir)
     records: list[dict[str, Any]] = []
     for path in shard_paths(rollouts_dir):
         table = read_shard(path, ["video_id", "frames", "frames_encoding", "frame_shape"])
@@ -136,14 +141,9 @@ def evaluate_scene_records(
     return records
 
 
-def _columns(directory: str | Path) -> list[str]:
-    names = pq.read_schema(shard_paths(directory)[0]).names
-    return [c for c in (*SCENE_COLUMNS, "palette") if c in names]
-
-
 def fvd_row(
     rollouts_dir: str | Path, reference_dir: str | Path, model, cond_frames: int, max_videos: int | None = None,
-    device: str = "cpu",
+    device: str = "cpu", reference: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """FVD of a rollout set against its reference set (the first `max_videos` videos of each, in
     rollout order; the paper uses 600 in-template and 500 out-of-template), with its protocol:
@@ -152,7 +152,7 @@ def fvd_row(
     the set, the videos and the weights) since every cell and the VAE floor compare with them."""
     from phyray.eval.fvd import CLIP_FRAMES, RESOLUTION, frechet_distance, i3d_features
 
-    reference = {row["video_id"]: row for row in iter_rows(reference_dir, _columns(reference_dir))}
+    reference = reference if reference is not None else reference_rows(reference_dir)
     rollouts = list(iter_rows(rollouts_dir, ["video_id", "frames", "frames_encoding", "frame_shape"]))[:max_videos]
     generated = np.stack([decode_frames(r) for r in rollouts])  # (N, T, H, W, 3)
     clip = min(CLIP_FRAMES, generated.shape[1])
@@ -279,8 +279,17 @@ class SceneScoring:
             record["abnormal"] = {"version": JUDGE_VERSION, "config": asdict(AbnormalConfig())}
         for name in ("lpips_backbone", "fvd_weights"):
             if record[name] is not None:
-                record[name] = sha256_file(Path(record[name]))
+                path = Path(record[name])
+                stat = path.stat()
+                record[name] = _content_id(path, stat.st_size, stat.st_mtime_ns)
         return record
+
+
+@lru_cache(maxsize=8)
+def _content_id(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a weights file, read once per process and file version (plans name every
+    trial's scoring; the I3D file is 51 MB)."""
+    return sha256_file(path)
 
 
 @lru_cache(maxsize=4)
@@ -313,15 +322,19 @@ def score_scene_set(
         if cache.is_file():
             return json.loads(cache.read_text())
     lpips_model = _lpips_model(scoring.lpips_backbone) if scoring.lpips_backbone else None
+    reference = reference_rows(reference_dir)  # read once for the per-video scores and FVD
     scores = {
         "records": evaluate_scene_records(
             rollouts_dir, reference_dir, scoring.cond_frames, scoring.ssim, lpips_model, scoring.abnormal, device,
+            reference=reference,
         ),
         "fvd": [],
     }
     if scoring.fvd_weights:
         model = _i3d_model(scoring.fvd_weights)
-        scores["fvd"].append(fvd_row(rollouts_dir, reference_dir, model, scoring.cond_frames, scoring.fvd_videos, device))
+        scores["fvd"].append(fvd_row(
+            rollouts_dir, reference_dir, model, scoring.cond_frames, scoring.fvd_videos, device, reference=reference,
+        ))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cache, json.dumps(scores).encode())

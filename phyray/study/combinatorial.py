@@ -138,11 +138,15 @@ def generate_combinatorial_inputs(cfg: StudyConfig, log=print) -> ScenarioInputs
     return inputs
 
 
+def largest_template_set(cfg: StudyConfig) -> str:
+    """The study's template set with the most templates: the VAE trains and checks itself on it."""
+    return max(cfg.templates, key=lambda s: len(template_ids(s)))
+
+
 def largest_train_key(cfg: StudyConfig) -> str:
     """The training set the VAE learns from: the largest template set at the largest size."""
-    spec = max(cfg.templates, key=lambda s: len(template_ids(s)))
     size = max(cfg.data_sizes, key=lambda s: parse_size(s)[1] or 0)
-    return f"{template_label(spec)}t-{size}"
+    return f"{template_label(largest_template_set(cfg))}t-{size}"
 
 
 
@@ -158,11 +162,9 @@ def scene_scoring(cfg: StudyConfig, split: str, cond_frames: int):
 
 
 def fvd_weights(cfg: StudyConfig) -> str | None:
-    from phyray.eval.fvd import DEFAULT_I3D_WEIGHTS
+    from phyray.eval.fvd import default_weights
 
-    if cfg.eval.fvd_weights:
-        return cfg.eval.fvd_weights
-    return str(DEFAULT_I3D_WEIGHTS) if DEFAULT_I3D_WEIGHTS.is_file() else None
+    return cfg.eval.fvd_weights or default_weights()
 
 
 def skipped_metrics(cfg: StudyConfig) -> list[str]:

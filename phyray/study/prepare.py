@@ -93,9 +93,9 @@ def vae_train_key(cfg: StudyConfig, scenario: str) -> str:
 def vae_eval_set(cfg: StudyConfig, inputs: ScenarioInputs) -> str:
     """The evaluation set the VAE run scores itself on while it trains."""
     if inputs.scenario == COMBINATORIAL:
-        from phyray.study.combinatorial import IN_TEMPLATE, eval_key, template_ids
+        from phyray.study.combinatorial import IN_TEMPLATE, eval_key, largest_template_set
 
-        return inputs.eval[eval_key(IN_TEMPLATE, max(cfg.templates, key=lambda s: len(template_ids(s))))]
+        return inputs.eval[eval_key(IN_TEMPLATE, largest_template_set(cfg))]
     return inputs.eval[cfg.eval.splits[0]]
 
 

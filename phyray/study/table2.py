@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from phyray.artifacts import atomic_write_bytes
+from phyray.eval.abnormal import TRUSTED_RESOLUTION
 from phyray.study.combinatorial import template_ids
 from phyray.study.report import Cell, grid_cells
 from phyray.study.verdict import Estimate, falls
@@ -47,9 +48,6 @@ TABLE2_METRICS = (
 )
 SPLITS = (("in_template", "in"), ("out_of_template", "out"))
 REPORT_FILES = ("table2.csv", "table2.md", "template_scaling.png")
-# The judge's calibrated resolution (phyray.eval.scenes.TRUSTED_RESOLUTION, not imported: it
-# loads torch).
-TRUSTED_RESOLUTION = 128
 
 
 def num_templates(cell: Cell) -> int:
