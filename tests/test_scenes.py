@@ -68,7 +68,8 @@ def test_palette_frames_decode_in_a_ray_data_batch(scenes):
     ds = ray.data.read_parquet(paths).select_columns(frame_columns(paths[0])).map_batches(decode_pixel_batch, batch_size=2)
     decoded = ds.take_batch(4)["frames"]  # as the VAE's training data (phyray.train.trainer.build_dataset)
     expected = np.stack([decode_frames(r) for r in iter_rows(source)])
-    np.testing.assert_array_equal(decoded, expected)
+    # Ray Data reads the shards in whatever order its tasks finish: compare video by video.
+    assert sorted(v.tobytes() for v in decoded) == sorted(v.tobytes() for v in expected)
 
 
 def test_reconstructions_keep_the_scene_columns_and_a_lossless_vae_scores_the_floor(scenes, tmp_path):
