@@ -3,12 +3,56 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _session_members(session: int) -> list[int]:
+    """Live (not zombie) processes of a session: /proc/<pid>/stat after the name is
+    `state ppid pgrp session ...`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        state, _ppid, _pgrp, sid = stat[stat.rindex(")") + 2:].split()[:4]
+        if int(sid) == session and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _kill_session(process: subprocess.Popen, timeout: float = 60.0) -> None:
+    """SIGKILL a process started with `start_new_session=True` and everything it started, as a
+    kill -9 of a job would, and wait until they are gone.
+
+    Ray's workers run in process groups of their own (a kill of the group misses them and they
+    finish the task they hold), but stay in the session.
+    """
+    deadline = time.monotonic() + timeout
+    while members := _session_members(process.pid):
+        assert time.monotonic() < deadline, f"processes {members} outlived SIGKILL"
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    process.wait()
+
+
+@pytest.fixture
+def kill_session():
+    """The function that kills a test's subprocess with all it started (see `_kill_session`)."""
+    return _kill_session
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,7 @@ those of a real one, without minutes of training.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -46,7 +44,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
 
-def test_a_killed_encode_rerun_with_another_config_leaves_it_intact(source, tmp_path, capsys):
+def test_a_killed_encode_rerun_with_another_config_leaves_it_intact(source, tmp_path, capsys, kill_session):
     train, vae = source
     first = tmp_path / "latents-c3"
     command = [sys.executable, "-m", "phyray.cli", "data", "encode", "--shards", str(train), "--vae", str(vae),
@@ -60,9 +58,7 @@ def test_a_killed_encode_rerun_with_another_config_leaves_it_intact(source, tmp_
             assert time.monotonic() < deadline
             time.sleep(0.02)
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the whole group, Ray's processes included
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        kill_session(process)  # Ray's workers included: none may write after the snapshot
     assert (first / PLAN_FILE).is_file() and not (first / MANIFEST).exists(), "the encode finished before the kill"
     killed = snapshot(first)
 

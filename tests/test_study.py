@@ -11,12 +11,10 @@ videos) and share one data cache, so data and the VAE are made once:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -365,7 +363,7 @@ def _in_training(trials: Path) -> dict[str, int]:
     return steps
 
 
-def test_a_changed_setting_trains_new_trials_and_a_killed_one_resumes(http_study, mlflow_server, study_cwd):
+def test_a_changed_setting_trains_new_trials_and_a_killed_one_resumes(http_study, mlflow_server, study_cwd, kill_session):
     """Rerun with another dit.steps: new trials under a new parent run, the old ones untouched.
     Killed mid-training (the whole process group, as a kill -9 of the job would), the rerun
     resumes each trial from its checkpoint in the study directory."""
@@ -387,9 +385,7 @@ def test_a_changed_setting_trains_new_trials_and_a_killed_one_resumes(http_study
             assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
             time.sleep(0.2)
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the whole group, Ray's processes included
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        kill_session(process)  # Ray's workers included: none may write after the snapshot
     interrupted = _in_training(trials)
     assert interrupted
 
