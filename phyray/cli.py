@@ -14,11 +14,13 @@ import sys
 from phyray.artifacts import ProductError
 from phyray.config import (
     BALL_SCENARIOS,
+    PROBE_PAIRS,
     SPLITS,
     ConfigError,
     TrainConfig,
     load_config,
     load_data_config,
+    load_probe_config,
 )
 
 # Each command imports the rest (torch, Ray, MLflow and the phyray modules built on them) when it
@@ -53,7 +55,12 @@ def _data_generate(args: argparse.Namespace) -> int:
             overrides = list(args.set)
             if args.resolution is not None:
                 overrides.append(f"render.resolution={args.resolution}")
-            cfg = load_data_config(args.scenario, overrides)
+            if args.probe is None:
+                cfg = load_data_config(args.scenario, overrides)
+            elif args.scenario == "uniform_motion":
+                cfg = load_probe_config(args.probe, overrides)
+            else:
+                raise CliError(f"--probe: attribute probes run on uniform_motion, not {args.scenario}")
             manifest = generate_dataset(
                 cfg, args.split, args.size, args.out, seed=args.seed, num_workers=args.num_workers,
                 progress=not args.quiet,
@@ -123,6 +130,7 @@ def _add_data_commands(groups) -> None:
     gen.add_argument("--resolution", type=int, default=None, help="frame side in pixels (default: the config's, 128)")
     gen.add_argument("--num-workers", type=positive_int, default=None, help="concurrent shard tasks (default: all CPUs)")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a data-config field")
+    gen.add_argument("--probe", default=None, help=f"uniform_motion: an attribute probe ({', '.join(PROBE_PAIRS)})")
     gen.add_argument("--templates", help="combinatorial: 6, 30, 60, heldout, or ids/ranges (10003,10060-10069)")
     gen.add_argument("--seeds", type=int, help="combinatorial: task seeds per template")
     gen.add_argument("--trials", type=int, help="combinatorial: red-ball placements per seed")

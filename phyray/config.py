@@ -142,8 +142,92 @@ class GridPreset(Strict):
     velocity: int = Field(ge=1)
 
 
+# Attribute probes (docs/paper.md §6.4): object shapes the renderer draws, and the attributes a
+# probe can pit against each other. Size is a disc's or ring's radius, a square's half-side.
+SHAPES = ("disc", "square", "ring")
+PROBE_ATTRIBUTES = ("color", "shape", "size", "velocity")
+# The probe pairs of the paper (configs/data/probes/<pair>.yaml), in its Figs. 8, 9 and 13 order.
+PROBE_PAIRS = ("color_shape", "size_shape", "velocity_shape", "velocity_size", "color_size", "color_velocity", "ring_ball")
+
+
+class ProbeConfig(Strict):
+    """An attribute-priority probe on uniform motion (paper §5.3, Figs. 8, 9, 13).
+
+    Each of the two probed `attributes` (A, B) has two disjoint value sets, index 0 and 1: one
+    colour or shape each, or one range of size or speed each. Training videos take the
+    (A set, B set) combinations in `train`; evaluation takes all four: the trained two are the
+    eval_id split, the swapped two the eval_ood split, one OOD level each, named by its values
+    ("blue-disc"). An attribute not probed keeps `color[0]`, `shape[0]`, or the ID range.
+    """
+
+    attributes: tuple[Literal[PROBE_ATTRIBUTES], Literal[PROBE_ATTRIBUTES]]
+    color: tuple[tuple[int, int, int], tuple[int, int, int]] = ((255, 0, 0), (0, 0, 255))
+    shape: tuple[Literal[SHAPES], Literal[SHAPES]] = ("disc", "square")
+    size: tuple[ValueRange, ValueRange] = (ValueRange(lo=0.7, hi=1.05), ValueRange(lo=1.05, hi=1.4))
+    velocity: tuple[ValueRange, ValueRange] = (ValueRange(lo=1.0, hi=2.5), ValueRange(lo=2.5, hi=4.0))
+    # (A set, B set) of each trained combination: one pairing of the sets, e.g. small-red and
+    # large-blue, so each value of one attribute is seen with one value of the other only.
+    train: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (1, 1))
+    # A ring's inner radius over its outer radius (the paper's ring is not specified).
+    ring_inner: float = Field(0.6, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ProbeConfig:
+        if self.attributes[0] == self.attributes[1]:
+            raise ValueError(f"probe.attributes: two different attributes, got {list(self.attributes)}")
+        if sorted(self.train) not in ([(0, 0), (1, 1)], [(0, 1), (1, 0)]):
+            raise ValueError(f"probe.train: one pairing of the sets, [[0, 0], [1, 1]] or [[0, 1], [1, 0]]; got {list(self.train)}")
+        if any(not 0 <= c <= 255 for rgb in self.color for c in rgb) or self.color[0] == self.color[1]:
+            raise ValueError(f"probe.color: two different RGB colours in 0-255, got {list(self.color)}")
+        if self.shape[0] == self.shape[1]:
+            raise ValueError(f"probe.shape: two different shapes, got {list(self.shape)}")
+        for name in ("size", "velocity"):
+            first, second = getattr(self, name)
+            if first.overlaps(second):
+                raise ValueError(f"probe.{name}: the two ranges overlap: [{first.lo}, {first.hi}] and [{second.lo}, {second.hi}]")
+        if any(r.lo <= 0 for r in self.size):
+            raise ValueError("probe.size: sizes must be > 0")
+        return self
+
+    def set_of(self, attribute: str, values: Any) -> Any:
+        """Which set (0 or 1) each value of a continuous attribute falls in; -1: neither. A value
+        on the boundary of two touching ranges belongs to the first."""
+        import numpy as np
+
+        values = np.asarray(values, dtype=np.float64)
+        first, second = getattr(self, attribute)
+        return np.where((values >= first.lo) & (values <= first.hi), 0,
+                        np.where((values >= second.lo) & (values <= second.hi), 1, -1))
+
+    def value_label(self, attribute: str, index: int) -> str:
+        """A readable name of one value set: "red", "square", "small", "slow"."""
+        if attribute == "color":
+            return COLOR_NAMES.get(tuple(self.color[index]), "#{:02x}{:02x}{:02x}".format(*self.color[index]))
+        if attribute == "shape":
+            return self.shape[index]
+        ranges = getattr(self, attribute)
+        lower = int(ranges[index].lo > ranges[1 - index].lo)  # 0: the lower range
+        return {"size": ("small", "large"), "velocity": ("slow", "fast")}[attribute][lower]
+
+    def combo_label(self, combo: tuple[int, int]) -> str:
+        """A combination's name, A's value first: "red-square", "slow-large"."""
+        return "-".join(self.value_label(a, i) for a, i in zip(self.attributes, combo))
+
+    @property
+    def swapped(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The two combinations never trained on."""
+        return tuple(c for c in ((0, 0), (0, 1), (1, 0), (1, 1)) if c not in self.train)
+
+
+COLOR_NAMES = {(255, 0, 0): "red", (0, 0, 255): "blue", (0, 160, 0): "green", (0, 0, 0): "black"}
+
+
 class DataConfig(Strict):
-    """One ball scenario: its physics, parameter ranges, OOD levels, size presets and shards."""
+    """One ball scenario: its physics, parameter ranges, OOD levels, size presets and shards.
+
+    With `probe` (uniform motion only), a dataset is an attribute probe: see `ProbeConfig`;
+    its `ood` ranges and `ood_levels` are not used.
+    """
 
     scenario: Literal["uniform_motion", "collision", "parabola"]
     physics: PhysicsConfig = PhysicsConfig()
@@ -170,6 +254,7 @@ class DataConfig(Strict):
     min_frames_in_view: int = Field(24, ge=1)
     min_frames_around_collision: int = Field(8, ge=1)
     collision_frames_in_view_after: int = Field(0, ge=0)
+    probe: ProbeConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
@@ -194,7 +279,21 @@ class DataConfig(Strict):
                         )
         if len(self.id.radius) != 1 or len(self.id.velocity) != 1:
             raise ValueError("id.radius and id.velocity are single ranges")
+        if self.probe is not None:
+            if self.scenario != "uniform_motion":
+                raise ValueError(f"probe: attribute probes run on uniform_motion, not {self.scenario}")
+            for name, space in (("size", self.id.radius[0]), ("velocity", self.id.velocity[0])):
+                for value_set in getattr(self.probe, name):
+                    if value_set.lo < space.lo or value_set.hi > space.hi:
+                        raise ValueError(
+                            f"probe.{name}: [{value_set.lo}, {value_set.hi}] is outside the ID range [{space.lo}, {space.hi}]"
+                        )
         return self
+
+    def identity_fields(self) -> dict[str, Any]:
+        """The config as an identity records it: a probe left unset does not enter it, so ball
+        datasets keep the identities they had before probes existed."""
+        return self.model_dump(mode="json", exclude={"probe"} if self.probe is None else None)
 
     @property
     def num_balls(self) -> int:
@@ -300,6 +399,16 @@ def load_data_config(scenario: str, overrides: list[str] | None = None) -> DataC
     if scenario not in BALL_SCENARIOS:
         raise ConfigError(f"scenario: unknown {scenario!r}; choose from {', '.join(BALL_SCENARIOS)}")
     return load_config(DataConfig, CONFIG_DIR / "data" / f"{scenario}.yaml", overrides)
+
+
+def load_probe_config(pair: str, overrides: list[str] | None = None) -> DataConfig:
+    """The dataset config of an attribute probe: `configs/data/probes/<pair>.yaml` laid over
+    the uniform-motion config (its keys replace the base's), then the overrides."""
+    if pair not in PROBE_PAIRS:
+        raise ConfigError(f"probe: unknown pair {pair!r}; choose from {', '.join(PROBE_PAIRS)}")
+    path = CONFIG_DIR / "data" / "probes" / f"{pair}.yaml"
+    data = load_yaml(CONFIG_DIR / "data" / "uniform_motion.yaml") | load_yaml(path)
+    return validate(DataConfig, apply_overrides(data, overrides or []), source=str(path))
 
 
 def to_flat_dict(obj: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""States -> frames: anti-aliased discs on white, vectorised over a batch of videos.
+"""States -> frames: anti-aliased discs, squares and rings on white, vectorised over a batch of videos.
 
 World coordinates are y-up in [0, world_size]²; image rows run top-down, so world y maps to
 row `(world_size - y) / world_size * H`. Pixel (row i, col j) covers the world square whose
@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from phyray.config import SHAPES
+
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
+DISC, SQUARE, RING = (SHAPES.index(name) for name in ("disc", "square", "ring"))
 
 
 def ball_colors(num_balls: int) -> np.ndarray:
@@ -68,6 +71,32 @@ def disc_coverage(
     return coverage, row0, col0
 
 
+def shape_coverage(
+    centers_px: np.ndarray, sizes_px: np.ndarray, shapes: np.ndarray, window: int, edge_px: float = 1.0,
+    ring_inner: float = 0.6,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`disc_coverage` for objects of any shape in `SHAPES` (codes (M,) int), same windows.
+
+    - square (axis-aligned, half-side = size): the product of the two 1-D ramps; with a 1 px
+      ramp that is the exact area of the pixel the square covers.
+    - ring: the disc of the outer radius minus the disc of `ring_inner` times it.
+    """
+    coverage, row0, col0 = disc_coverage(centers_px, sizes_px, window, edge_px)
+    squares = np.flatnonzero(shapes == SQUARE)
+    if squares.size:
+        offsets = np.arange(window) + 0.5
+        ramps = []
+        for axis, corner in ((0, col0), (1, row0)):
+            d = np.abs((corner[squares, None] + offsets) - centers_px[squares, axis : axis + 1])  # (S, w)
+            ramps.append(np.clip((sizes_px[squares, None] - d) / edge_px + 0.5, 0.0, 1.0).astype(np.float32))
+        coverage[squares] = ramps[1][:, :, None] * ramps[0][:, None, :]  # rows x cols
+    rings = np.flatnonzero(shapes == RING)
+    if rings.size:
+        inner, _, _ = disc_coverage(centers_px[rings], sizes_px[rings] * ring_inner, window, edge_px)
+        coverage[rings] -= inner
+    return coverage, row0, col0
+
+
 def render_videos(
     positions: np.ndarray,
     radii: np.ndarray,
@@ -75,16 +104,20 @@ def render_videos(
     resolution: int,
     world_size: float = 10.0,
     edge_px: float = 1.0,
+    shapes: np.ndarray | None = None,
+    ring_inner: float = 0.6,
 ) -> np.ndarray:
-    """Render ball videos.
+    """Render videos of balls or, given `shapes`, of discs, squares and rings.
 
     Args:
         positions: (N, T, K, 2) world positions (y up).
-        radii: (N, K) world radii.
-        colors: (K, 3) or (N, K, 3) uint8 colours; ball k is painted over balls < k.
+        radii: (N, K) world sizes: a disc's or ring's radius, a square's half-side.
+        colors: (K, 3) or (N, K, 3) uint8 colours; object k is painted over objects < k.
         resolution: output height = width in pixels.
         world_size: side of the square world in world units.
         edge_px: anti-aliasing ramp width in pixels.
+        shapes: (K,) or (N, K) codes into `SHAPES` (default: all discs); squares do not rotate.
+        ring_inner: a ring's inner radius over its outer radius.
 
     Returns:
         (N, T, H, W, 3) uint8 frames: a view of planar (N, T, 3, H, W) memory.
@@ -97,7 +130,12 @@ def render_videos(
     corners = []  # (row0, col0) of every earlier ball's windows, to detect overlaps
     for ball in range(k):
         centers = world_to_pixel(positions[:, :, ball].reshape(n * t, 2), resolution, world_size)
-        coverage, row0, col0 = disc_coverage(centers, np.repeat(radii_px[:, ball], t), window, edge_px)
+        sizes = np.repeat(radii_px[:, ball], t)
+        if shapes is None:
+            coverage, row0, col0 = disc_coverage(centers, sizes, window, edge_px)
+        else:
+            codes = np.repeat(np.broadcast_to(np.asarray(shapes), (n, k))[:, ball], t)
+            coverage, row0, col0 = shape_coverage(centers, sizes, codes, window, edge_px, ring_inner)
         color = np.repeat(colors[:, ball], t, axis=0)  # (M, 3) uint8
         # The disc painted over white, one (M, w, w) plane per distinct channel value (a red
         # ball's G and B share one; 255 leaves white as it is). It is the general blend below

@@ -18,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 
 from phyray.artifacts import Identity, write_product
-from phyray.config import DataConfig
+from phyray.config import SHAPES, DataConfig
 from phyray.data.plan import DatasetPlan, plan_dataset
 from phyray.data.shards import (
     FORMAT_VERSION,
     PLANAR_RGB,
+    PROBE_SCHEMA,
     SCHEMA,
     encode_frames,
     shard_name,
@@ -58,6 +59,19 @@ def simulate_video(cfg: DataConfig, params: dict[str, float], video_seed: int):
     return scene, trajectory, placement
 
 
+def probe_attributes(cfg: DataConfig, point: dict[str, float]) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """A probe video's (1, 3) uint8 colour, its shape, and what its record adds: the colour and
+    shape sets and the combination's name."""
+    probe = cfg.probe
+    sets = {name: int(point[name]) for name in ("color", "shape")}
+    chosen = {
+        "size": probe.set_of("size", point["radius"]), "velocity": probe.set_of("velocity", point["velocity"]), **sets,
+    }
+    combo = tuple(int(chosen[a]) for a in probe.attributes)
+    color = np.array([probe.color[sets["color"]]], dtype=np.uint8)
+    return color, probe.shape[sets["shape"]], sets | {"combo": probe.combo_label(combo)}
+
+
 def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[str, float]]:
     """Simulate, render and encode the videos of one shard.
 
@@ -65,23 +79,34 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
     """
     names, params = task["names"], np.asarray(task["params"], dtype=np.float64)
     timings = {"simulate": 0.0, "render": 0.0, "encode": 0.0}
-    colors = ball_colors(cfg.num_balls)
-    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+    schema = SCHEMA if cfg.probe is None else PROBE_SCHEMA
+    columns: dict[str, list] = {name: [] for name in schema.names}
     side = cfg.render.resolution
     batch_size = max(1, RENDER_BATCH_BYTES // (cfg.physics.num_frames * 3 * side * side))
     for start in range(0, len(params), batch_size):
         batch = range(start, min(start + batch_size, len(params)))
         t0 = time.perf_counter()
-        sims = []
+        sims, colors, shapes = [], [], []
         for i in batch:
             point = dict(zip(names, params[i].tolist()))
             scene, trajectory, placement = simulate_video(cfg, point, task["video_seeds"][i])
-            sims.append((point | placement, scene, trajectory))
+            record = point | placement
+            if cfg.probe is None:
+                colors.append(ball_colors(cfg.num_balls))
+                shapes.append(["disc"] * cfg.num_balls)
+            else:
+                color, shape, attributes = probe_attributes(cfg, point)
+                colors.append(color)
+                shapes.append([shape])
+                record |= attributes
+            sims.append((record, scene, trajectory))
         positions = np.stack([traj.positions for _, _, traj in sims])  # (B, T, K, 2)
         radii = np.stack([scene.radii for _, scene, _ in sims])  # (B, K)
         t1 = time.perf_counter()
         frames = render_videos(
-            positions, radii, colors, cfg.render.resolution, cfg.physics.world_size, cfg.render.edge_px
+            positions, radii, np.stack(colors), cfg.render.resolution, cfg.physics.world_size, cfg.render.edge_px,
+            shapes=None if cfg.probe is None else np.array([[SHAPES.index(s) for s in row] for row in shapes]),
+            ring_inner=cfg.probe.ring_inner if cfg.probe is not None else 0.6,
         )
         t2 = time.perf_counter()
         for j, i in enumerate(batch):
@@ -98,12 +123,14 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
             columns["positions"].append(trajectory.positions.astype(np.float32).tolist())
             columns["velocities"].append(trajectory.velocities.astype(np.float32).tolist())
             columns["radii"].append(scene.radii.astype(np.float32).tolist())
-            columns["colors"].append(colors.tolist())
+            columns["colors"].append(colors[j].tolist())
+            if cfg.probe is not None:
+                columns["shapes"].append(shapes[j])
         t3 = time.perf_counter()
         timings["simulate"] += t1 - t0
         timings["render"] += t2 - t1
         timings["encode"] += t3 - t2
-    return pa.Table.from_pydict(columns, schema=SCHEMA), timings
+    return pa.Table.from_pydict(columns, schema=schema), timings
 
 
 def generate_shard(row: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +158,7 @@ def dataset_identity(cfg: DataConfig, plan: DatasetPlan) -> Identity:
         "size": plan.size_label,
         "seed": plan.seed,
         "num_videos": plan.num_videos,
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.identity_fields(),
     })
 
 

@@ -37,10 +37,18 @@ from phyray.config import (
 from phyray.sim.balls import collision_feasible
 
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
+# A probe video's categorical attributes, as the index of their value set (0 or 1).
+PROBE_SET_NAMES = ("color", "shape")
+
+
+def grid_names(cfg: DataConfig) -> tuple[str, ...]:
+    """The parameters a training grid spans."""
+    return ("r1", "r2", "v1", "v2") if cfg.scenario == "collision" else ("radius", "velocity")
 
 
 def param_names(cfg: DataConfig) -> tuple[str, ...]:
-    return ("r1", "r2", "v1", "v2") if cfg.scenario == "collision" else ("radius", "velocity")
+    """A video's parameters: the grid's, then, for a probe, the colour and shape set (0 or 1)."""
+    return grid_names(cfg) + (PROBE_SET_NAMES if cfg.probe is not None else ())
 
 
 def _range_of(name: str) -> str:
@@ -91,7 +99,7 @@ def value_list(cfg: DataConfig, param: str, count: int, seed: int) -> np.ndarray
     if cfg.grid_spacing == "linspace":
         return np.linspace(value_range.lo, value_range.hi, count)
     # Sorted uniform samples, one independent stream per parameter (seeded, reproducible).
-    stream = 100 + param_names(cfg).index(param)
+    stream = 100 + grid_names(cfg).index(param)
     return np.sort(_rng(seed, "train", stream).uniform(value_range.lo, value_range.hi, count))
 
 
@@ -99,18 +107,59 @@ def grid_counts(cfg: DataConfig, size: str | int) -> tuple[str, dict[str, int], 
     """(label, values per parameter, requested count or None for a named preset)."""
     label, count = parse_size(size)
     base = cfg.grids[label if count is None else "30K"]
-    counts = {p: getattr(base, _range_of(p)) for p in param_names(cfg)}
+    counts = {p: getattr(base, _range_of(p)) for p in grid_names(cfg)}
     return label, counts, count
 
 
 def _grid(cfg: DataConfig, counts: dict[str, int], seed: int) -> np.ndarray:
-    """(G, P) Cartesian product of the value lists, feasible points only."""
-    lists = [value_list(cfg, p, counts[p], seed) for p in param_names(cfg)]
+    """(G, P) Cartesian product of the value lists, feasible points only (a probe's: those of
+    its trained combinations, with their colour and shape sets)."""
+    lists = [value_list(cfg, p, counts[p], seed) for p in grid_names(cfg)]
     mesh = np.meshgrid(*lists, indexing="ij")
     grid = np.stack([m.ravel() for m in mesh], axis=1)
     if cfg.scenario == "collision":
         grid = grid[collision_feasible(*grid.T, cfg)]
+    if cfg.probe is not None:
+        grid = _probe_training_points(cfg, grid)
     return grid
+
+
+def _probe_training_points(cfg: DataConfig, grid: np.ndarray) -> np.ndarray:
+    """(G, 2) radius, velocity -> (G', 4) with colour and shape sets: the points of the trained
+    combinations only (paper §5.3).
+
+    A probed size or speed decides its set from the point's value, and a point whose sets make
+    no trained combination is dropped (velocity-size keeps slow-small and fast-large: about half
+    the grid, as the paper's ~150K of 300K). A probed colour or shape then follows from the
+    combination; where both probed attributes are categorical, grid points alternate between
+    the two combinations (the grid is later shuffled, so each gets half, spread over the grid).
+    """
+    probe = cfg.probe
+    values = {"size": grid[:, 0], "velocity": grid[:, 1]}
+    sets = {a: probe.set_of(a, values[a]) for a in probe.attributes if a in values}
+    combo = np.full(len(grid), -1)
+    for index, (a_set, b_set) in enumerate(probe.train):
+        match = np.ones(len(grid), dtype=bool)
+        for attribute, wanted in zip(probe.attributes, (a_set, b_set)):
+            if attribute in sets:
+                match &= sets[attribute] == wanted
+        if not sets:  # both categorical
+            match &= np.arange(len(grid)) % len(probe.train) == index
+        combo = np.where(match & (combo < 0), index, combo)
+    keep = combo >= 0
+    chosen = np.asarray(probe.train)[combo[keep]]  # (G', 2): A set, B set
+    return np.concatenate([grid[keep], _categorical_sets(cfg, chosen)], axis=1)
+
+
+def _categorical_sets(cfg: DataConfig, combos: np.ndarray) -> np.ndarray:
+    """(N, 2) (A set, B set) -> (N, 2) float colour and shape sets (0 where not probed)."""
+    columns = []
+    for name in PROBE_SET_NAMES:
+        if name in cfg.probe.attributes:
+            columns.append(combos[:, cfg.probe.attributes.index(name)].astype(np.float64))
+        else:
+            columns.append(np.zeros(len(combos)))
+    return np.stack(columns, axis=1)
 
 
 def training_grid(cfg: DataConfig, size: str | int, seed: int) -> np.ndarray:
@@ -138,7 +187,7 @@ def _on_any_training_grid(cfg: DataConfig, points: np.ndarray, seed: int) -> np.
     for label in SIZE_PRESETS:
         _, counts, _ = grid_counts(cfg, label)
         on = np.ones(len(points), dtype=bool)
-        for col, p in enumerate(param_names(cfg)):
+        for col, p in enumerate(grid_names(cfg)):
             on &= np.isin(points[:, col], value_list(cfg, p, counts[p], seed))
         hit |= on
     return hit
@@ -179,6 +228,30 @@ def _eval_points(
     return points[:n]
 
 
+def _probe_eval_points(
+    cfg: DataConfig, rng: np.random.Generator, n: int, combo: tuple[int, int], seed: int
+) -> np.ndarray:
+    """n evaluation points of one probe combination: a probed size or speed drawn from its set's
+    range, the others from the ID range, none on a training grid value."""
+    probe = cfg.probe
+    ranges = {"size": cfg.id.radius[0], "velocity": cfg.id.velocity[0]}
+    for attribute, index in zip(probe.attributes, combo):
+        if attribute in ranges:
+            ranges[attribute] = getattr(probe, attribute)[index]
+    points = np.empty((0, 2))
+    while len(points) < n:
+        want = 2 * (n - len(points)) + 16
+        batch = np.stack([_draw_union(rng, [ranges[a]], want) for a in ("size", "velocity")], axis=1)
+        points = np.concatenate([points, batch[~_on_any_training_grid(cfg, batch, seed)]])
+    sets = _categorical_sets(cfg, np.tile(np.asarray(combo), (n, 1)))
+    return np.concatenate([points[:n], sets], axis=1)
+
+
+def _spread(count: int, parts: int) -> list[int]:
+    """count split into `parts` near-equal parts, the first parts taking the remainder."""
+    return [count // parts + (i < count % parts) for i in range(parts)]
+
+
 def eval_counts(cfg: DataConfig, split: str, size: str | int | None) -> tuple[str, int]:
     if size is None:
         default = cfg.eval_sizes[EVAL_KIND[split]]
@@ -214,13 +287,23 @@ def plan_dataset(cfg: DataConfig, split: str, size: str | int | None, seed: int)
     else:
         label, count = eval_counts(cfg, split, size)
         rng = _rng(seed, split, 1)
-        if EVAL_KIND[split] == "eval_id":
+        if cfg.probe is not None:
+            # ID: the trained combinations at points off the grid; OOD: the swapped ones, one
+            # level each, named by their values.
+            combos = cfg.probe.train if EVAL_KIND[split] == "eval_id" else cfg.probe.swapped
+            per_combo = _spread(count, len(combos))
+            params = np.concatenate([_probe_eval_points(cfg, rng, k, c, seed) for c, k in zip(combos, per_combo)])
+            if EVAL_KIND[split] == "eval_id":
+                levels = np.full(count, None, dtype=object)
+            else:
+                levels = np.concatenate([np.full(k, cfg.probe.combo_label(c), dtype=object) for c, k in zip(combos, per_combo)])
+        elif EVAL_KIND[split] == "eval_id":
             params = _eval_points(cfg, rng, count, [], seed)
             levels = np.full(count, None, dtype=object)
         else:
             # Spread the count evenly over the levels (the first levels take the remainder).
             level_names = list(cfg.ood_levels)
-            per_level = [count // len(level_names) + (i < count % len(level_names)) for i in range(len(level_names))]
+            per_level = _spread(count, len(level_names))
             chunks = [_eval_points(cfg, rng, k, cfg.ood_levels[name], seed) for name, k in zip(level_names, per_level)]
             params = np.concatenate(chunks) if chunks else np.empty((0, len(names)))
             levels = np.concatenate([np.full(k, name, dtype=object) for name, k in zip(level_names, per_level)])

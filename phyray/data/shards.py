@@ -50,6 +50,9 @@ SCHEMA = pa.schema(
         ("colors", pa.list_(pa.list_(pa.uint8(), 3))),  # [K][3]
     ]
 )
+# Attribute probes add each object's shape (a name in `phyray.config.SHAPES`); `radii` is then
+# a disc's or ring's radius, a square's half-side. Ball datasets keep SCHEMA, byte for byte.
+PROBE_SCHEMA = SCHEMA.append(pa.field("shapes", pa.list_(pa.string())))
 
 
 class ShardError(ProductError):
