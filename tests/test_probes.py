@@ -18,6 +18,8 @@ from phyray.data import decode_frames, iter_rows, read_manifest
 from phyray.data.generate import build_shard, dataset_identity, shard_tasks
 from phyray.data.plan import plan_dataset, training_grid
 from phyray.data.shards import PROBE_SCHEMA, SCHEMA
+from phyray.eval.attributes import read_attributes
+from phyray.eval.probes import priority, probe_records, summarize_outcomes
 from phyray.render import render_videos
 
 SQUARE, RING = SHAPES.index("square"), SHAPES.index("ring")
@@ -181,3 +183,91 @@ def test_a_probe_needs_uniform_motion_and_a_known_pair(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1
         assert not (tmp_path / "never").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Readout and the probe metric
+# ---------------------------------------------------------------------------------------------
+
+COLOURS = np.array([[255, 0, 0], [0, 0, 255]], np.uint8)
+
+
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_the_readout_recovers_shape_colour_size_and_position_from_ground_truth(resolution):
+    rng = np.random.default_rng(resolution)
+    n, t = 120, 6
+    radius, velocity = rng.uniform(0.7, 1.4, n), rng.uniform(1, 4, n)
+    x0, y0 = rng.uniform(radius, 10 - radius - velocity * 0.5), rng.uniform(radius + 0.5, 9.5 - radius)
+    positions = np.stack([x0[:, None] + velocity[:, None] * 0.1 * np.arange(t), np.repeat(y0[:, None], t, 1)], -1)
+    shapes, colours = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    videos = render_videos(positions[:, :, None], radius[:, None], COLOURS[colours][:, None], resolution,
+                           shapes=shapes[:, None])
+    readout = read_attributes(videos, COLOURS)
+    readable = readout.readable
+    assert readable.mean() > 0.95
+    assert (readout.shape == shapes[:, None])[readable].all() and (readout.color == colours[:, None])[readable].all()
+    assert np.abs(readout.size / radius[:, None] - 1)[readable].max() < 0.05
+    assert np.abs(readout.position - positions)[readable].max() < 0.1 * 10 / resolution  # a tenth of a pixel
+
+
+def _rollout(probe, before, after, frames=8, cond=3, x0=2.0, y=5.0):
+    """A hand-made rollout and its reference row: the object drawn with `before` = (colour set,
+    shape set, size, velocity) for the conditioning frames and `after` from then on."""
+    positions, sizes, colours, shapes = [], [], [], []
+    x = x0
+    for frame in range(frames):
+        color, shape, size, velocity = before if frame < cond else after
+        if frame:
+            x += (before if frame < cond else after)[3] * 0.1
+        positions.append([x, y])
+        sizes.append(size)
+        colours.append(probe.color[color])
+        shapes.append(SHAPES.index(probe.shape[shape]))
+    video = np.stack([
+        render_videos(np.array([[[p]]]), np.array([[s]]), np.array([c], np.uint8), 64, shapes=np.array([k]))[0, 0]
+        for p, s, c, k in zip(positions, sizes, colours, shapes)
+    ])
+    color, shape, size, velocity = before
+    row = {"video_id": "probe-0", "radii": [size],
+           "params": json.dumps({"color": color, "shape": shape, "radius": size, "velocity": velocity})}
+    return video, row
+
+
+@pytest.mark.parametrize(
+    "pair, before, after, expected",
+    [
+        # colour-shape, trained red discs and blue squares; conditioned on a red square (swapped):
+        ("color_shape", (0, 1, 1.0, 2.0), (0, 0, 1.0, 2.0), "a_wins"),  # red disc: colour kept
+        ("color_shape", (0, 1, 1.0, 2.0), (1, 1, 1.0, 2.0), "b_wins"),  # blue square: shape kept
+        ("color_shape", (0, 1, 1.0, 2.0), (0, 1, 1.0, 2.0), "composed"),
+        ("color_shape", (0, 1, 1.0, 2.0), (1, 0, 1.0, 2.0), "neither"),
+        # velocity-size, trained slow-small and fast-large; a slow large ball speeds up: size wins.
+        ("velocity_size", (0, 0, 1.3, 1.5), (0, 0, 1.3, 3.5), "b_wins"),
+        ("velocity_size", (0, 0, 1.3, 1.5), (0, 0, 0.8, 1.5), "a_wins"),  # it shrinks: velocity wins
+        # ring-ball, trained blue discs and red rings; a blue ring that becomes a red ring.
+        ("ring_ball", (0, 1, 1.2, 2.0), (1, 1, 1.2, 2.0), "b_wins"),
+        ("color_shape", (0, 1, 1.0, 2.0), (0, 1, 1.0, 40.0), "unreadable"),  # gone from view
+    ],
+)
+def test_the_probe_metric_classifies_hand_made_rollouts(pair, before, after, expected):
+    probe = load_probe_config(pair).probe
+    video, row = _rollout(probe, before, after)
+    readout = read_attributes(video[None], np.array(probe.color, np.uint8), ring_inner=probe.ring_inner)
+    [record] = probe_records(probe, readout, [row], cond_frames=3, frame_dt=0.1)
+    assert record["outcome"] == expected and not record["trained"]
+    if pair == "velocity_size" and expected == "b_wins":
+        assert record["velocity_drift"] == pytest.approx(2.0, abs=0.05)
+        assert record["velocity_drift_toward"] == pytest.approx(2.0, abs=0.05)  # toward fast, as trained
+        assert record["size_drift_toward"] == pytest.approx(0.0, abs=0.03)
+
+
+def test_outcomes_summarise_with_intervals_and_name_the_winner():
+    records = [{"trained": False, "outcome": "a_wins"}] * 30 + [{"trained": False, "outcome": "b_wins"}] * 5 \
+        + [{"trained": False, "outcome": "composed"}] * 5 + [{"trained": True, "outcome": "composed"}] * 40
+    summary = summarize_outcomes(records, resamples=500)
+    assert summary["num_videos"] == 40 and summary["outcomes"]["a_wins"]["count"] == 30
+    low, high = summary["outcomes"]["a_wins"]["ci"]
+    assert low < 0.75 < high and summary["margin"]["mean"] == pytest.approx(25 / 40)
+    assert priority(summary) == "a"
+    even = summarize_outcomes([{"trained": False, "outcome": o} for o in ["a_wins", "b_wins"] * 10], resamples=500)
+    assert priority(even) == "tie"
