@@ -148,6 +148,9 @@ SHAPES = ("disc", "square", "ring")
 PROBE_ATTRIBUTES = ("color", "shape", "size", "velocity")
 # The probe pairs of the paper (configs/data/probes/<pair>.yaml), in its Figs. 8, 9 and 13 order.
 PROBE_PAIRS = ("color_shape", "size_shape", "velocity_shape", "velocity_size", "color_size", "color_velocity", "ring_ball")
+# A probe is a study scenario of its own (uniform motion on the probe's data): "probe-<pair>".
+PROBE_PREFIX = "probe-"
+PROBE_SCENARIOS = tuple(PROBE_PREFIX + pair for pair in PROBE_PAIRS)
 
 
 class ProbeConfig(Strict):
@@ -399,6 +402,13 @@ def load_data_config(scenario: str, overrides: list[str] | None = None) -> DataC
     if scenario not in BALL_SCENARIOS:
         raise ConfigError(f"scenario: unknown {scenario!r}; choose from {', '.join(BALL_SCENARIOS)}")
     return load_config(DataConfig, CONFIG_DIR / "data" / f"{scenario}.yaml", overrides)
+
+
+def load_scenario_config(scenario: str, overrides: list[str] | None = None) -> DataConfig:
+    """The dataset config of a study scenario: a ball scenario, or a probe ("probe-color_shape")."""
+    if scenario.startswith(PROBE_PREFIX):
+        return load_probe_config(scenario.removeprefix(PROBE_PREFIX), overrides)
+    return load_data_config(scenario, overrides)
 
 
 def load_probe_config(pair: str, overrides: list[str] | None = None) -> DataConfig:
@@ -697,11 +707,15 @@ class StudyConfig(Strict):
     @field_validator("scenarios")
     @classmethod
     def _scenarios(cls, scenarios: list[str]) -> list[str]:
+        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS)
         for scenario in scenarios:
-            if scenario not in (*BALL_SCENARIOS, COMBINATORIAL):
-                raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join((*BALL_SCENARIOS, COMBINATORIAL))}")
+            if scenario not in known:
+                raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(known)}")
         if COMBINATORIAL in scenarios and len(scenarios) > 1:
             raise ValueError(f"{COMBINATORIAL} runs alone: its grid is models x templates x videos per template")
+        probes = [s for s in scenarios if s in PROBE_SCENARIOS]
+        if probes and len(probes) < len(scenarios):
+            raise ValueError("probe scenarios run apart from the others: their report is the attribute priority")
         return _unique(scenarios)
 
     @field_validator("templates", mode="before")

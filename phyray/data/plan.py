@@ -16,6 +16,11 @@ Evaluation sets draw points uniformly at random from continuous ranges (ID: the 
 ranges; OOD: each level's parameters from the union of OOD ranges, the others from ID), so ID
 evaluation points are off every training grid; the plan rejects any point that lands exactly
 on a grid value, which makes the disjointness a guarantee rather than a probability.
+
+Attribute probes (`DataConfig.probe`, uniform motion): each video also has a colour and a shape
+set (0 or 1). Training keeps the grid points of the probe's trained combinations
+(`_probe_training_points`); eval_id draws the trained combinations off the grid, eval_ood the
+two swapped ones, one OOD level each, named by their values.
 """
 
 from __future__ import annotations

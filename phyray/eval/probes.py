@@ -23,16 +23,22 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from phyray.config import SHAPES, ProbeConfig
-from phyray.eval.attributes import Readout
+from phyray.config import SHAPES, DataConfig, ProbeConfig
+from phyray.data.shards import decode_frames, iter_rows, read_manifest
+from phyray.eval.attributes import Readout, read_attributes
 from phyray.eval.stats import bootstrap_ci
 
 OUTCOMES = ("a_wins", "b_wins", "composed", "neither", "unreadable")
 CONTINUOUS = ("size", "velocity")
+# Bumped when the readout or the outcome rules change: reports made by another version are remade.
+PROBE_VERSION = 1
+# Videos read together: (N, T, H, W) float planes of a batch stay small at probe resolutions.
+READ_BATCH = 64
 
 
 def conditioned_sets(probe: ProbeConfig, params: dict[str, Any], radius: float, velocity: float) -> dict[str, int]:
@@ -178,3 +184,54 @@ def priority(summary: dict[str, Any]) -> str:
     if interval is None:
         return "tie"
     return "a" if interval[0] > 0 else "b" if interval[1] < 0 else "tie"
+
+
+def probe_config_of(reference_dir: str | Path) -> DataConfig | None:
+    """The data config a reference set was generated with, if it is a probe set (else None)."""
+    settings = (read_manifest(reference_dir).get("identity") or {}).get("settings", {})
+    config = settings.get("config") or {}
+    return DataConfig.model_validate(config) if config.get("probe") else None
+
+
+def score_probe_set(rollout_dir: str | Path, reference_dir: str | Path, cond_frames: int) -> list[dict[str, Any]]:
+    """Per-video probe records of a rollout set (or of a VAE's reconstructions) of a probe set,
+    joined to the reference rows by video_id."""
+    cfg = probe_config_of(reference_dir)
+    if cfg is None:
+        raise ValueError(f"{reference_dir}: not an attribute-probe dataset (its config has no probe)")
+    references = {row["video_id"]: row for row in iter_rows(reference_dir, ["video_id", "params", "radii"])}
+    colors = np.array(cfg.probe.color, dtype=np.uint8)
+    records: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        readout = read_attributes(np.stack([decode_frames(r) for r in batch]), colors, cfg.physics.world_size,
+                                  cfg.probe.ring_inner)
+        rows = [references[r["video_id"]] for r in batch]
+        records.extend(probe_records(cfg.probe, readout, rows, cond_frames, cfg.physics.frame_dt))
+        batch.clear()
+
+    for row in iter_rows(rollout_dir, ["video_id", "frames", "frames_encoding", "frame_shape"]):
+        batch.append(row)
+        if len(batch) == READ_BATCH:
+            flush()
+    if batch:
+        flush()
+    return records
+
+
+def probe_metrics(summary: dict[str, Any], prefix: str) -> dict[str, float]:
+    """A summary as flat MLflow metrics: <prefix>/<outcome> fractions, the margin and the
+    drifts, each with _ci_low / _ci_high."""
+    metrics: dict[str, float] = {f"{prefix}/num_videos": float(summary["num_videos"])}
+    entries = {name: (o["fraction"], o["ci"]) for name, o in summary["outcomes"].items()}
+    entries["margin"] = (summary["margin"]["mean"], summary["margin"]["ci"])
+    for attribute in CONTINUOUS:
+        if f"{attribute}_drift_toward" in summary:
+            drift = summary[f"{attribute}_drift_toward"]
+            entries[f"{attribute}_drift_toward"] = (drift["mean"], drift["ci"])
+    for name, (value, interval) in entries.items():
+        metrics[f"{prefix}/{name}"] = value
+        if interval is not None:
+            metrics[f"{prefix}/{name}_ci_low"], metrics[f"{prefix}/{name}_ci_high"] = interval
+    return metrics

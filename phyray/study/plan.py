@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from phyray.config import COMBINATORIAL, ConfigError, StudyConfig, load_data_config, parse_size
+from phyray.config import COMBINATORIAL, ConfigError, StudyConfig, load_scenario_config, parse_size
 from phyray.study.settings import dit_settings, scenario_frames, vae_settings
 
 # CPUs a trial asks for beside its workers: the Ray Data tasks that read and decode its batches
@@ -146,7 +146,7 @@ def _eval_videos(cfg: StudyConfig, trial: Trial) -> int:
         per_template = eval_per_template(cfg)
         return (per_template[IN_TEMPLATE] * len(template_ids(trial.templates))
                 + per_template[OUT_OF_TEMPLATE] * len(TEMPLATE_SETS["heldout"]))
-    sizes = load_data_config(trial.scenario).eval_sizes
+    sizes = load_scenario_config(trial.scenario).eval_sizes
     return (cfg.data.eval_id or sizes["eval_id"]) + (cfg.data.eval_ood or sizes["eval_ood"])
 
 

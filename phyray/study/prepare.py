@@ -36,7 +36,7 @@ from phyray.config import (
     EVAL_KIND,
     StudyConfig,
     TrainConfig,
-    load_data_config,
+    load_scenario_config,
     parse_size,
 )
 from phyray.data.plan import plan_dataset
@@ -113,7 +113,7 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
 
         return generate_combinatorial_inputs(cfg, log)
 
-    data_cfg = load_data_config(scenario, [*cfg.data.overrides, f"render.resolution={cfg.data.resolution}"])
+    data_cfg = load_scenario_config(scenario, [*cfg.data.overrides, f"render.resolution={cfg.data.resolution}"])
     root, seed = scenario_root(cfg, scenario), cfg.data.seed
 
     def dataset(split: str, size: str, label: str) -> tuple[str, int]:

@@ -22,7 +22,7 @@ from phyray.config import (
     TrainConfig,
     apply_overrides,
     load_config,
-    load_data_config,
+    load_scenario_config,
     validate,
 )
 from phyray.presets import VAE_PRESETS, is_trainable, latent_frames
@@ -96,7 +96,7 @@ def scenario_frames(study: StudyConfig, scenario: str) -> int:
     """Frames per video of a scenario's datasets in this study."""
     if scenario == COMBINATORIAL:
         return study.data.phyre.num_frames
-    return load_data_config(scenario, study.data.overrides).physics.num_frames
+    return load_scenario_config(scenario, study.data.overrides).physics.num_frames
 
 
 def resolve_paths(study: StudyConfig) -> StudyConfig:

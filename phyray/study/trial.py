@@ -41,7 +41,14 @@ from typing import Any
 import numpy as np
 
 from phyray.artifacts import Identity, identity_of
-from phyray.config import COMBINATORIAL, StudyConfig, TrainConfig, to_flat_dict
+from phyray.config import (
+    COMBINATORIAL,
+    EVAL_KIND,
+    PROBE_PREFIX,
+    StudyConfig,
+    TrainConfig,
+    to_flat_dict,
+)
 from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.study.plan import Trial
 from phyray.study.prepare import ScenarioInputs, train_or_resume
@@ -94,6 +101,10 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
         scoring = {"scenes": {split: scene_scoring(study, split, cond_frames).record() for split in rollouts}}
     else:
         scoring = {"parser": study.eval.parser, "ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
+        if trial.scenario.startswith(PROBE_PREFIX):
+            from phyray.eval.probes import PROBE_VERSION
+
+            scoring["probe"] = PROBE_VERSION
     report = Identity(
         "report",
         {"format_version": REPORT_FORMAT_VERSION, **scoring, "cond_frames": cond_frames,
@@ -164,6 +175,31 @@ def _scene_scores(study: StudyConfig, split: str, rollout_dir: str, floor_dir: s
     return add_scene_floor(scores["records"], floor["records"]), [*scores["fvd"], *map(floor_fvd_row, floor["fvd"])]
 
 
+def _probe_scores(
+    study: StudyConfig, split: str, rollout_dir: str, floor_dir: str, reference: str, cond_frames: int,
+    report_dir: Path, gifs: list[Path],
+) -> dict[str, Any]:
+    """An attribute probe's outcomes on one split, of the rollouts and of the VAE's own
+    reconstructions (its floor: a VAE that already flips an attribute would fake the finding),
+    with a GIF of the first rollout of each outcome where one attribute won."""
+    from phyray.eval.probes import probe_metrics, score_probe_set, summarize_outcomes
+
+    group = "id" if EVAL_KIND[split] == "eval_id" else "ood"
+    resamples, seed = study.eval.bootstrap_resamples, study.data.seed
+    scored: dict[str, Any] = {"metrics": {}}
+    for name, directory, prefix in (("rollouts", rollout_dir, "probe"), ("vae_floor", floor_dir, "probe_floor")):
+        records = score_probe_set(directory, reference, cond_frames)
+        summary = summarize_outcomes(records, resamples, seed, swapped_only=False)
+        scored[name] = {"records": records, "summary": summary}
+        scored["metrics"] |= probe_metrics(summary, f"{prefix}/{group}")
+    if study.eval.gifs:
+        for outcome in ("a_wins", "b_wins"):
+            example = next((r for r in scored["rollouts"]["records"] if r["outcome"] == outcome), None)
+            if example is not None:
+                gifs.append(_gif_of(example, rollout_dir, reference, report_dir / f"{split}_{outcome}.gif"))
+    return scored
+
+
 def evaluate_trial(
     study: StudyConfig, spec: TrialSpec, export: str, inputs: ScenarioInputs, tracking_uri: str, run_id: str
 ) -> list[dict[str, Any]]:
@@ -189,8 +225,9 @@ def evaluate_trial(
     report_dir.mkdir(parents=True, exist_ok=True)
     cond_frames, seed = spec.run_cfg.diffusion.cond_frames, spec.trial.seed
     scenes = spec.trial.scenario == COMBINATORIAL
+    probe = spec.trial.scenario.startswith(PROBE_PREFIX)
     options = {"ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
-    records, fvd_rows, gifs = [], [], []
+    records, fvd_rows, gifs, probe_splits = [], [], [], {}
     for split, key in inputs.eval_keys(spec.trial).items():
         reference, rollout_dir, floor_dir = inputs.eval[key], spec.rollouts[split], inputs.vae_floor[seed][key]
         rollout_dataset(
@@ -205,6 +242,8 @@ def evaluate_trial(
                 evaluate_physics_records(floor_dir, reference, study.eval.parser, cond_frames, **options),
             )
         records += split_records
+        if probe:
+            probe_splits[split] = _probe_scores(study, split, rollout_dir, floor_dir, reference, cond_frames, report_dir, gifs)
         # Best and worst rollouts: lowest and highest velocity error, or highest and lowest PSNR.
         metric, sign = ("psnr", -1) if scenes else (study.eval.headline_metric, 1)
         scored = [r for r in split_records if np.isfinite(r[metric])]
@@ -221,6 +260,12 @@ def evaluate_trial(
         rows = summarize(records, study.eval.parser, cond_frames, resamples, bootstrap_seed)
         report_files = write_report(rows, report_dir / "report.json")
         metrics = report_metrics(rows)
+
+    if probe:
+        (report_dir / "probe.json").write_text(json.dumps(probe_splits, indent=1, sort_keys=True))
+        report_files = [*report_files, report_dir / "probe.json"]
+        for split, scored in probe_splits.items():
+            metrics |= scored["metrics"]
 
     client = MlflowClient(tracking_uri)
     tracking.log_metrics(tracking_uri, run_id, metrics, step=0)

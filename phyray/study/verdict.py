@@ -89,9 +89,12 @@ class Estimate:
 
 
 def combine_seeds(
-    values: Sequence[float], lows: Sequence[float], highs: Sequence[float]
+    values: Sequence[float], lows: Sequence[float], highs: Sequence[float], nonnegative: bool = True
 ) -> Estimate:
-    """One estimate from k seeds' values and bootstrap CIs (rule in the module docstring)."""
+    """One estimate from k seeds' values and bootstrap CIs (rule in the module docstring).
+
+    nonnegative: cut the interval at 0 (errors, floors, PSNR, rates); False for signed numbers
+    (a probe's margin, a drift)."""
     k = len(values)
     if k == 0 or len(lows) != k or len(highs) != k:
         raise ValueError(f"combine_seeds: need >= 1 value and a low and high per value, got "
@@ -105,9 +108,9 @@ def combine_seeds(
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (k - 1))
     eval_var = math.fsum(((high - low) / 2) ** 2 for low, high in zip(lows, highs)) / k
     half = math.sqrt((t.ppf(0.975, k - 1) * sd / math.sqrt(k)) ** 2 + eval_var)
-    # Every metric combined here (errors, floors, PSNR, rates) is non-negative: an interval
-    # reaching below 0 (few, spread seeds) is cut there.
-    return Estimate(mean, max(mean - half, 0.0), mean + half, seeds=k, sd=sd)
+    # Errors, floors, PSNR and rates are non-negative: an interval reaching below 0 (few,
+    # spread seeds) is cut there.
+    return Estimate(mean, max(mean - half, 0.0) if nonnegative else mean - half, mean + half, seeds=k, sd=sd)
 
 
 def falls(before: Estimate, after: Estimate) -> str:
