@@ -21,6 +21,7 @@ from phyray.data.shards import PROBE_SCHEMA, SCHEMA
 from phyray.eval.attributes import read_attributes
 from phyray.eval.probes import priority, probe_records, summarize_outcomes
 from phyray.render import render_videos
+from phyray.study.priority import priority_order
 
 SQUARE, RING = SHAPES.index("square"), SHAPES.index("ring")
 
@@ -271,3 +272,23 @@ def test_outcomes_summarise_with_intervals_and_name_the_winner():
     assert priority(summary) == "a"
     even = summarize_outcomes([{"trained": False, "outcome": o} for o in ["a_wins", "b_wins"] * 10], resamples=500)
     assert priority(even) == "tie"
+
+
+def _pair(pair, winner):
+    a, b = load_probe_config(pair).probe.attributes
+    return {"pair": pair, "a": a, "b": b, "winner": winner}
+
+
+def test_the_priority_order_follows_the_pairwise_winners_or_names_what_prevents_one():
+    paper = [_pair("color_shape", "color"), _pair("size_shape", "size"), _pair("velocity_shape", "velocity"),
+             _pair("velocity_size", "size"), _pair("color_size", "color"), _pair("color_velocity", "color"),
+             _pair("ring_ball", "shape")]  # the appendix pair stays out of the order
+    assert priority_order(paper) == {"order": ["color", "size", "velocity", "shape"], "reason": None, "paper": "yes"}
+    flipped = [*paper[:3], _pair("velocity_size", "velocity"), *paper[4:]]
+    assert priority_order(flipped) == {"order": ["color", "velocity", "size", "shape"], "reason": None, "paper": "no"}
+    cycle = [_pair("color_shape", "shape"), *paper[1:]]  # shape > colour > size > shape
+    result = priority_order(cycle)
+    assert result["order"] is None and result["reason"].startswith("cycle: ") and result["paper"] == "no"
+    tie = [*paper[:5], _pair("color_velocity", "tie")]
+    assert priority_order(tie) == {"order": None, "reason": "undecided at the intervals: color / velocity", "paper": "undecided"}
+    assert priority_order(paper[:2])["reason"] == "2 of the 6 pairs of colour, size, velocity, shape were run"
