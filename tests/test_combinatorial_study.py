@@ -68,6 +68,14 @@ def test_the_grid_has_a_template_axis_and_ball_trials_keep_their_identity():
                     "combinatorial-DiT-XL-30t-99K-s0", "combinatorial-DiT-XL-60t-99K-s0"]
 
 
+def test_evaluation_keys_give_back_their_split_and_template_set():
+    from phyray.study.combinatorial import IN_TEMPLATE, OUT_OF_TEMPLATE, eval_key, key_parts
+
+    assert key_parts(eval_key(IN_TEMPLATE, "10003,10005")) == (IN_TEMPLATE, "10003,10005")
+    assert key_parts(eval_key(OUT_OF_TEMPLATE, "6")) == (OUT_OF_TEMPLATE, None)  # one set for every cell
+    assert key_parts("eval_id") == ("eval_id", None)
+
+
 def test_a_combinatorial_study_without_phyre_stops_before_any_data(tmp_path, monkeypatch):
     from phyray.study.grid import run_study
 

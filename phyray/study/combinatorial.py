@@ -68,6 +68,13 @@ def eval_key(split: str, templates: str) -> str:
     return f"{split}/{templates}" if split == IN_TEMPLATE else split
 
 
+def key_parts(key: str) -> tuple[str, str | None]:
+    """An evaluation key's split and template set (None for a set shared by every template set):
+    the inverse of `eval_key`, for ball scenarios' keys (plain splits) too."""
+    split, _, templates = key.partition("/")
+    return split, templates or None
+
+
 def check_combinatorial(cfg: StudyConfig) -> None:
     """ConfigError naming the field for an unknown template, a training set that reaches the
     held-out templates, a size that is no whole seeds x trials, or a side that does not divide

@@ -276,6 +276,7 @@ def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: s
     from phyray import tracking
     from phyray.eval.rollouts import reconstructions_identity
     from phyray.models.export import export_id
+    from phyray.study.combinatorial import key_parts
 
     cond_frames = dit_settings(cfg).diffusion.cond_frames
     floor = ray.remote(vae_floor_task).options(num_cpus=1, num_gpus=1 if ray.cluster_resources().get("GPU") else 0)
@@ -286,12 +287,13 @@ def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: s
             for key, reference in inputs.eval.items():
                 identity = reconstructions_identity(export_id(vae), identity_of(read_manifest(reference), reference)["id"])
                 directories[key] = str(Path(vae).parent.parent / "reconstructions" / identity.name(key.replace("/", "-")))
-                split = key.split("/")[0]
+                split, _ = key_parts(key)
                 jobs.append(floor.remote(cfg, inputs.scenario, split, vae, reference, directories[key], cond_frames))
             metrics = {}
             for key, job in zip(directories, jobs):
                 # A combinatorial study has one in-template set per template set: vae_floor/in_template_6t/...
-                label = f"/in_template_{template_label(key.split('/')[1])}t/" if "/" in key else None
+                _, templates = key_parts(key)
+                label = f"/in_template_{template_label(templates)}t/" if templates else None
                 metrics |= {name.replace("/in_template/", label) if label else name: v for name, v in ray.get(job).items()}
             vae_run = _vae_run(cfg, tracking_uri, export_id(vae))
             if vae_run is not None and not metrics.keys() <= vae_run.data.metrics.keys():
