@@ -202,6 +202,13 @@ class ProbeConfig(Strict):
         return np.where((values >= first.lo) & (values <= first.hi), 0,
                         np.where((values >= second.lo) & (values <= second.hi), 1, -1))
 
+    def combo_of(self, size: float, velocity: float, color: int, shape: int) -> tuple[int, int]:
+        """An object's (A set, B set): a probed size or speed by its value, a colour or shape by
+        its set index."""
+        sets = {"size": int(self.set_of("size", size)), "velocity": int(self.set_of("velocity", velocity)),
+                "color": color, "shape": shape}
+        return tuple(sets[a] for a in self.attributes)
+
     def value_label(self, attribute: str, index: int) -> str:
         """A readable name of one value set: "red", "square", "small", "slow"."""
         if attribute == "color":

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from phyray.cli import main
 from phyray.config import REPO_ROOT
+from phyray.eval.probes import OUTCOMES
 from phyray.study.grid import run_study
 from phyray.study.settings import load_study_config
 
@@ -43,7 +44,7 @@ def test_every_probe_trial_logs_its_outcomes_and_the_vae_floor(probe_study):
     assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["probe-color_shape", "probe-velocity_size"]
     for run in runs:
         metrics = run.data.metrics
-        outcomes = [metrics[f"probe/ood/{o}"] for o in ("a_wins", "b_wins", "composed", "neither", "unreadable")]
+        outcomes = [metrics[f"probe/ood/{o}"] for o in OUTCOMES]
         assert sum(outcomes) == pytest.approx(1.0) and metrics["probe/ood/num_videos"] == 6
         # Lossless: the floor is the ground truth, read back with both attributes kept.
         assert metrics["probe_floor/ood/composed"] == 1.0 and metrics["probe_floor/id/composed"] == 1.0

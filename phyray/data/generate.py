@@ -64,10 +64,7 @@ def probe_attributes(cfg: DataConfig, point: dict[str, float]) -> tuple[np.ndarr
     shape sets and the combination's name."""
     probe = cfg.probe
     sets = {name: int(point[name]) for name in ("color", "shape")}
-    chosen = {
-        "size": probe.set_of("size", point["radius"]), "velocity": probe.set_of("velocity", point["velocity"]), **sets,
-    }
-    combo = tuple(int(chosen[a]) for a in probe.attributes)
+    combo = probe.combo_of(point["radius"], point["velocity"], sets["color"], sets["shape"])
     color = np.array([probe.color[sets["color"]]], dtype=np.uint8)
     return color, probe.shape[sets["shape"]], sets | {"combo": probe.combo_label(combo)}
 

@@ -217,15 +217,19 @@ def _eval_points(
     cfg: DataConfig, rng: np.random.Generator, n: int, ood_params: list[str], seed: int
 ) -> np.ndarray:
     """n usable evaluation points with `ood_params` drawn OOD and the rest ID."""
-    names = param_names(cfg)
-    points = np.empty((0, len(names)))
+    ranges = {p: getattr(cfg.ood if p in ood_params else cfg.id, _range_of(p)) for p in grid_names(cfg)}
+    return _draw_points(cfg, rng, n, ranges, seed)
+
+
+def _draw_points(
+    cfg: DataConfig, rng: np.random.Generator, n: int, ranges: dict[str, list[ValueRange]], seed: int
+) -> np.ndarray:
+    """n usable (n, P) points of the grid's parameters, each drawn from its union of ranges: none
+    on a training grid value and, for collisions, each with a placement."""
+    points = np.empty((0, len(ranges)))
     while len(points) < n:
         want = 2 * (n - len(points)) + 16
-        cols = []
-        for p in names:
-            space = cfg.ood if p in ood_params else cfg.id
-            cols.append(_draw_union(rng, getattr(space, _range_of(p)), want))
-        batch = np.stack(cols, axis=1)
+        batch = np.stack([_draw_union(rng, ranges[p], want) for p in grid_names(cfg)], axis=1)
         keep = ~_on_any_training_grid(cfg, batch, seed)
         if cfg.scenario == "collision":
             keep &= collision_feasible(*batch.T, cfg)
@@ -238,18 +242,12 @@ def _probe_eval_points(
 ) -> np.ndarray:
     """n evaluation points of one probe combination: a probed size or speed drawn from its set's
     range, the others from the ID range, none on a training grid value."""
-    probe = cfg.probe
-    ranges = {"size": cfg.id.radius[0], "velocity": cfg.id.velocity[0]}
-    for attribute, index in zip(probe.attributes, combo):
-        if attribute in ranges:
-            ranges[attribute] = getattr(probe, attribute)[index]
-    points = np.empty((0, 2))
-    while len(points) < n:
-        want = 2 * (n - len(points)) + 16
-        batch = np.stack([_draw_union(rng, [ranges[a]], want) for a in ("size", "velocity")], axis=1)
-        points = np.concatenate([points, batch[~_on_any_training_grid(cfg, batch, seed)]])
+    ranges = {"radius": cfg.id.radius, "velocity": cfg.id.velocity}
+    for attribute, index in zip(cfg.probe.attributes, combo):
+        if attribute in ("size", "velocity"):
+            ranges["radius" if attribute == "size" else "velocity"] = [getattr(cfg.probe, attribute)[index]]
     sets = _categorical_sets(cfg, np.tile(np.asarray(combo), (n, 1)))
-    return np.concatenate([points[:n], sets], axis=1)
+    return np.concatenate([_draw_points(cfg, rng, n, ranges, seed), sets], axis=1)
 
 
 def _spread(count: int, parts: int) -> list[int]:

@@ -41,14 +41,6 @@ PROBE_VERSION = 1
 READ_BATCH = 64
 
 
-def conditioned_sets(probe: ProbeConfig, params: dict[str, Any], radius: float, velocity: float) -> dict[str, int]:
-    """The value set of each attribute a video was conditioned on (its ground truth)."""
-    return {
-        "color": int(params.get("color", 0)), "shape": int(params.get("shape", 0)),
-        "size": int(probe.set_of("size", radius)), "velocity": int(probe.set_of("velocity", velocity)),
-    }
-
-
 def nearest_set(probe: ProbeConfig, attribute: str, value: float) -> int:
     """The range of a continuous attribute nearer to a value (0 inside it); -1 for NaN."""
     if not np.isfinite(value):
@@ -118,8 +110,7 @@ def probe_records(
     for index, row in enumerate(rows):
         params = json.loads(row["params"])
         truth = {"size": float(row["radii"][0]), "velocity": float(params["velocity"])}
-        sets = conditioned_sets(probe, params, truth["size"], truth["velocity"])
-        conditioned = tuple(sets[a] for a in probe.attributes)
+        conditioned = probe.combo_of(truth["size"], truth["velocity"], int(params.get("color", 0)), int(params.get("shape", 0)))
         record: dict[str, Any] = {"video_id": row["video_id"], "combo": probe.combo_label(conditioned),
                                   "trained": conditioned in probe.train}
         values = generated_values(readout, index, cond_frames, frame_dt)
