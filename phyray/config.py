@@ -108,6 +108,13 @@ class ValueRange(Strict):
         return self.lo < other.hi and other.lo < self.hi
 
 
+def _as_union(value: Any) -> Any:
+    """`[0.7, 1.4]` is one range; `[[0.3, 0.6], [1.5, 2.0]]` is a union of ranges."""
+    if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (list, tuple, dict)):
+        return [value]
+    return value
+
+
 class ParameterSpace(Strict):
     """Ranges of radius and speed for one regime (ID: one range each; OOD: a union each)."""
 
@@ -117,10 +124,7 @@ class ParameterSpace(Strict):
     @field_validator("radius", "velocity", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        # `[0.7, 1.4]` is one range; `[[0.3, 0.6], [1.5, 2.0]]` is a union of ranges.
-        if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (list, tuple, dict)):
-            return [value]
-        return value
+        return _as_union(value)
 
     @field_validator("radius")
     @classmethod
@@ -151,6 +155,11 @@ PROBE_PAIRS = ("color_shape", "size_shape", "velocity_shape", "velocity_size", "
 # A probe is a study scenario of its own (uniform motion on the probe's data): "probe-<pair>".
 PROBE_PREFIX = "probe-"
 PROBE_SCENARIOS = tuple(PROBE_PREFIX + pair for pair in PROBE_PAIRS)
+# Interpolation gaps (paper §5.1, Fig. 5; docs/paper.md §6.1): uniform motion trained on speed
+# bands only (configs/data/gaps/<layout>.yaml), each layout a study scenario "gap-<layout>".
+GAP_LAYOUTS = ("wide", "medium", "narrow", "3bands", "4bands")
+GAP_PREFIX = "gap-"
+GAP_SCENARIOS = tuple(GAP_PREFIX + layout for layout in GAP_LAYOUTS)
 
 
 class ProbeConfig(Strict):
@@ -173,6 +182,9 @@ class ProbeConfig(Strict):
     train: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (1, 1))
     # A ring's inner radius over its outer radius (the paper's ring is not specified).
     ring_inner: float = Field(0.6, gt=0, lt=1)
+    # What a training split holds: the `train` combinations (the DiT's set), or all four (the
+    # set a probe study's VAE learns from: `StudyVAE.probe_combinations`).
+    combinations: Literal["trained", "all"] = "trained"
 
     @model_validator(mode="after")
     def _check(self) -> ProbeConfig:
@@ -224,6 +236,11 @@ class ProbeConfig(Strict):
         return "-".join(self.value_label(a, i) for a, i in zip(self.attributes, combo))
 
     @property
+    def training_combinations(self) -> tuple[tuple[int, int], ...]:
+        """The combinations a training split holds (see `combinations`)."""
+        return self.train if self.combinations == "trained" else ((0, 0), (0, 1), (1, 0), (1, 1))
+
+    @property
     def swapped(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """The two combinations never trained on."""
         return tuple(c for c in ((0, 0), (0, 1), (1, 0), (1, 1)) if c not in self.train)
@@ -265,6 +282,15 @@ class DataConfig(Strict):
     min_frames_around_collision: int = Field(8, ge=1)
     collision_frames_in_view_after: int = Field(0, ge=0)
     probe: ProbeConfig | None = None
+    # Uniform motion: training speeds only inside these disjoint bands of the ID range (the
+    # paper's interpolation gaps, §5.1: the grid's points outside them are dropped); evaluation
+    # still draws from the whole ID range, so it holds speeds inside and outside the gaps.
+    train_velocity: list[ValueRange] | None = None
+
+    @field_validator("train_velocity", mode="before")
+    @classmethod
+    def _bands(cls, value: Any) -> Any:
+        return _as_union(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
@@ -298,12 +324,34 @@ class DataConfig(Strict):
                         raise ValueError(
                             f"probe.{name}: [{value_set.lo}, {value_set.hi}] is outside the ID range [{space.lo}, {space.hi}]"
                         )
+        if self.train_velocity is not None:
+            self._check_bands(self.train_velocity)
         return self
 
+    def _check_bands(self, bands: list[ValueRange]) -> None:
+        if self.scenario != "uniform_motion" or self.probe is not None:
+            raise ValueError("train_velocity: speed bands are for uniform_motion without a probe")
+        space = self.id.velocity[0]
+        for band, following in zip(bands, [*bands[1:], None]):
+            if band.lo < space.lo or band.hi > space.hi or band.width == 0:
+                raise ValueError(f"train_velocity: [{band.lo}, {band.hi}] is not a band inside the ID range [{space.lo}, {space.hi}]")
+            if following is not None and following.lo <= band.hi:
+                raise ValueError("train_velocity: bands must be listed in increasing order, apart from each other")
+
     def identity_fields(self) -> dict[str, Any]:
-        """The config as an identity records it: a probe left unset does not enter it, so ball
-        datasets keep the identities they had before probes existed."""
-        return self.model_dump(mode="json", exclude={"probe"} if self.probe is None else None)
+        """The config as an identity records it: a probe or speed bands left unset do not enter
+        it, so ball datasets keep the identities they had before either existed."""
+        unset = {name for name in ("probe", "train_velocity") if getattr(self, name) is None}
+        return self.model_dump(mode="json", exclude=unset or None)
+
+    def in_training_bands(self, velocity: Any) -> Any:
+        """Whether each speed lies in a training band (all True without bands)."""
+        import numpy as np
+
+        velocity = np.asarray(velocity, dtype=np.float64)
+        if self.train_velocity is None:
+            return np.ones(velocity.shape, dtype=bool)
+        return np.any([(velocity >= b.lo) & (velocity <= b.hi) for b in self.train_velocity], axis=0)
 
     @property
     def num_balls(self) -> int:
@@ -412,20 +460,35 @@ def load_data_config(scenario: str, overrides: list[str] | None = None) -> DataC
 
 
 def load_scenario_config(scenario: str, overrides: list[str] | None = None) -> DataConfig:
-    """The dataset config of a study scenario: a ball scenario, or a probe ("probe-color_shape")."""
+    """The dataset config of a study scenario: a ball scenario, a probe ("probe-color_shape") or
+    an interpolation-gap layout ("gap-wide")."""
     if scenario.startswith(PROBE_PREFIX):
         return load_probe_config(scenario.removeprefix(PROBE_PREFIX), overrides)
+    if scenario.startswith(GAP_PREFIX):
+        return load_gap_config(scenario.removeprefix(GAP_PREFIX), overrides)
     return load_data_config(scenario, overrides)
 
 
-def load_probe_config(pair: str, overrides: list[str] | None = None) -> DataConfig:
-    """The dataset config of an attribute probe: `configs/data/probes/<pair>.yaml` laid over
-    the uniform-motion config (its keys replace the base's), then the overrides."""
-    if pair not in PROBE_PAIRS:
-        raise ConfigError(f"probe: unknown pair {pair!r}; choose from {', '.join(PROBE_PAIRS)}")
-    path = CONFIG_DIR / "data" / "probes" / f"{pair}.yaml"
+def _load_uniform_variant(
+    kind: str, noun: str, directory: str, name: str, names: tuple[str, ...], overrides: list[str] | None,
+) -> DataConfig:
+    """`configs/data/<directory>/<name>.yaml` laid over the uniform-motion config (its keys
+    replace the base's), then the overrides."""
+    if name not in names:
+        raise ConfigError(f"{kind}: unknown {noun} {name!r}; choose from {', '.join(names)}")
+    path = CONFIG_DIR / "data" / directory / f"{name}.yaml"
     data = load_yaml(CONFIG_DIR / "data" / "uniform_motion.yaml") | load_yaml(path)
     return validate(DataConfig, apply_overrides(data, overrides or []), source=str(path))
+
+
+def load_probe_config(pair: str, overrides: list[str] | None = None) -> DataConfig:
+    """The dataset config of an attribute probe (configs/data/probes/<pair>.yaml)."""
+    return _load_uniform_variant("probe", "pair", "probes", pair, PROBE_PAIRS, overrides)
+
+
+def load_gap_config(layout: str, overrides: list[str] | None = None) -> DataConfig:
+    """The dataset config of an interpolation-gap layout (configs/data/gaps/<layout>.yaml)."""
+    return _load_uniform_variant("gap", "layout", "gaps", layout, GAP_LAYOUTS, overrides)
 
 
 def to_flat_dict(obj: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -610,6 +673,11 @@ class StudyVAE(Strict):
     # study's `seeds` trains its own VAE with that seed (and its own latents), so the spread
     # across seeds includes the VAE's.
     seeds: Literal["shared", "per_seed"] = "shared"
+    # An attribute probe's VAE learns from a training set of "all" four combinations of the
+    # pair (the paper's VAE is pretrained on general images and videos: it knows no pairing), so
+    # an attribute the DiT flips is the DiT's doing; "trained": the DiT's own two combinations,
+    # a VAE that can learn the pairing itself (a confound, kept to measure it).
+    probe_combinations: Literal["all", "trained"] = "all"
     # TrainConfig fields of the VAE run (steps, batch_size, micro_batch, optim, workers, ...).
     train: dict[str, Any] = {}
 
@@ -714,15 +782,16 @@ class StudyConfig(Strict):
     @field_validator("scenarios")
     @classmethod
     def _scenarios(cls, scenarios: list[str]) -> list[str]:
-        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS)
+        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS, *GAP_SCENARIOS)
         for scenario in scenarios:
             if scenario not in known:
                 raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(known)}")
         if COMBINATORIAL in scenarios and len(scenarios) > 1:
             raise ValueError(f"{COMBINATORIAL} runs alone: its grid is models x templates x videos per template")
-        probes = [s for s in scenarios if s in PROBE_SCENARIOS]
-        if probes and len(probes) < len(scenarios):
-            raise ValueError("probe scenarios run apart from the others: their report is the attribute priority")
+        for family, report in ((PROBE_SCENARIOS, "the attribute priority"), (GAP_SCENARIOS, "the interpolation-gap verdict")):
+            members = [s for s in scenarios if s in family]
+            if members and len(members) < len(scenarios):
+                raise ValueError(f"{family[0].split('-')[0]} scenarios run apart from the others: their report is {report}")
         return _unique(scenarios)
 
     @field_validator("templates", mode="before")

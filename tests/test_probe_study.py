@@ -8,12 +8,14 @@ floor is known: reconstructing the ground truth exactly, it keeps both attribute
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from phyray.cli import main
 from phyray.config import REPO_ROOT
+from phyray.data.shards import iter_rows
 from phyray.eval.probes import OUTCOMES
 from phyray.study.grid import run_study
 from phyray.study.settings import load_study_config
@@ -55,6 +57,17 @@ def test_every_probe_trial_logs_its_outcomes_and_the_vae_floor(probe_study):
         records = scored["eval_ood"]["rollouts"]["records"]
         assert len(records) == 6 and all(not r["trained"] for r in records)
         assert all(r["outcome"] == "composed" for r in scored["eval_ood"]["vae_floor"]["records"])
+
+
+def test_each_probes_vae_learns_all_four_combinations_the_dit_two(probe_study):
+    cfg, _ = probe_study
+    for pair in ("color_shape", "velocity_size"):
+        root = Path(cfg.data_dir) / f"probe-{pair}"
+        (vae_set,) = root.glob("vae_train-32-*")
+        (dit_set,) = root.glob("train-32-*")
+        for directory, combinations in ((vae_set, 4), (dit_set, 2)):
+            combos = {json.loads(row["params"])["combo"] for row in iter_rows(directory, ["params"])}
+            assert len(combos) == combinations
 
 
 def test_the_parent_run_gets_the_priority_report_and_it_rebuilds_from_mlflow(probe_study, tmp_path, capsys):

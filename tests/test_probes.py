@@ -117,6 +117,13 @@ def test_probe_plans_train_on_two_combinations_and_evaluate_on_all_four(pair):
     assert not {tuple(p) for p in np.concatenate([ood.params, ident.params])[:, :2].round(12)} & grid
 
 
+@pytest.mark.parametrize("pair", PROBE_PAIRS)
+def test_a_probes_vae_set_holds_all_four_combinations_in_equal_shares(pair):
+    cfg = load_probe_config(pair, ["probe.combinations=all"])
+    counts = Counter(_combos(cfg, plan_dataset(cfg, "train", "2K", 0).params))
+    assert len(counts) == 4 and min(counts.values()) > 0.22 * 2000
+
+
 def test_velocity_size_keeps_half_the_grid_as_the_paper():
     # The paper: slow-small and fast-large balls of uniform-300K, "about 150K".
     plan = plan_dataset(load_probe_config("velocity_size"), "train", "300K", 0)

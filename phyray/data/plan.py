@@ -21,6 +21,11 @@ Attribute probes (`DataConfig.probe`, uniform motion): each video also has a col
 set (0 or 1). Training keeps the grid points of the probe's trained combinations
 (`_probe_training_points`); eval_id draws the trained combinations off the grid, eval_ood the
 two swapped ones, one OOD level each, named by their values.
+
+Interpolation gaps (`DataConfig.train_velocity`, uniform motion): training keeps the grid points
+whose speed lies in a band (a named size is then smaller than the paper's grid; a count N widens
+the grid until N such points exist); evaluation is unchanged, over the whole ID range, so the
+same evaluation videos serve every layout.
 """
 
 from __future__ import annotations
@@ -118,7 +123,8 @@ def grid_counts(cfg: DataConfig, size: str | int) -> tuple[str, dict[str, int], 
 
 def _grid(cfg: DataConfig, counts: dict[str, int], seed: int) -> np.ndarray:
     """(G, P) Cartesian product of the value lists, feasible points only (a probe's: those of
-    its trained combinations, with their colour and shape sets)."""
+    its trained combinations, with their colour and shape sets; with speed bands: those in a
+    band)."""
     lists = [value_list(cfg, p, counts[p], seed) for p in grid_names(cfg)]
     mesh = np.meshgrid(*lists, indexing="ij")
     grid = np.stack([m.ravel() for m in mesh], axis=1)
@@ -126,33 +132,37 @@ def _grid(cfg: DataConfig, counts: dict[str, int], seed: int) -> np.ndarray:
         grid = grid[collision_feasible(*grid.T, cfg)]
     if cfg.probe is not None:
         grid = _probe_training_points(cfg, grid)
+    if cfg.train_velocity is not None:
+        grid = grid[cfg.in_training_bands(grid[:, 1])]
     return grid
 
 
 def _probe_training_points(cfg: DataConfig, grid: np.ndarray) -> np.ndarray:
-    """(G, 2) radius, velocity -> (G', 4) with colour and shape sets: the points of the trained
-    combinations only (paper §5.3).
+    """(G, 2) radius, velocity -> (G', 4) with colour and shape sets: the points of the training
+    combinations only (paper §5.3; `ProbeConfig.training_combinations`).
 
     A probed size or speed decides its set from the point's value, and a point whose sets make
-    no trained combination is dropped (velocity-size keeps slow-small and fast-large: about half
-    the grid, as the paper's ~150K of 300K). A probed colour or shape then follows from the
-    combination; where both probed attributes are categorical, grid points alternate between
-    the two combinations (the grid is later shuffled, so each gets half, spread over the grid).
+    no training combination is dropped (velocity-size keeps slow-small and fast-large: about
+    half the grid, as the paper's ~150K of 300K). A probed colour or shape then follows from the
+    combination; where several combinations fit a point (a categorical attribute free to take
+    either value), grid points alternate between them (the grid is later shuffled, so each
+    gets an equal share, spread over the grid).
     """
     probe = cfg.probe
+    combos = probe.training_combinations
     values = {"size": grid[:, 0], "velocity": grid[:, 1]}
     sets = {a: probe.set_of(a, values[a]) for a in probe.attributes if a in values}
-    combo = np.full(len(grid), -1)
-    for index, (a_set, b_set) in enumerate(probe.train):
-        match = np.ones(len(grid), dtype=bool)
-        for attribute, wanted in zip(probe.attributes, (a_set, b_set)):
+    fits = np.ones((len(grid), len(combos)), dtype=bool)  # (G, C): combination c fits point g
+    for index, combo in enumerate(combos):
+        for attribute, wanted in zip(probe.attributes, combo):
             if attribute in sets:
-                match &= sets[attribute] == wanted
-        if not sets:  # both categorical
-            match &= np.arange(len(grid)) % len(probe.train) == index
-        combo = np.where(match & (combo < 0), index, combo)
-    keep = combo >= 0
-    chosen = np.asarray(probe.train)[combo[keep]]  # (G', 2): A set, B set
+                fits[:, index] &= sets[attribute] == wanted
+    count = fits.sum(axis=1)
+    keep = count > 0
+    # The k-th fitting combination of point g, k = g mod its number of fitting combinations.
+    rank = np.arange(len(grid)) % np.maximum(count, 1)
+    choice = np.argmax(fits & (np.cumsum(fits, axis=1) == (rank + 1)[:, None]), axis=1)
+    chosen = np.asarray(combos)[choice[keep]]  # (G', 2): A set, B set
     return np.concatenate([grid[keep], _categorical_sets(cfg, chosen)], axis=1)
 
 

@@ -528,17 +528,25 @@ def velocity_errors(
         "vel_err_per_frame_x": _mean_where(np.abs(error[..., 0]), counted, (1, 2)),
         "vel_err_per_frame_y": _mean_where(np.abs(error[..., 1]), counted, (1, 2)),
     }
-    # Mean velocities per ball over its counted intervals: (N, K, 2).
-    mean_v = _mean_where(velocity, counted[..., None], 1)
-    mean_ref = _mean_where(reference, counted[..., None], 1)
+    mean_v, mean_ref, ball_counted = mean_velocities(positions, gt_positions, valid, frame_dt)
     ball_error = mean_v - mean_ref
-    ball_counted = counted.any(axis=1)  # (N, K)
     mean_velocity = {
         "vel_err_mean_velocity": _mean_where(np.hypot(ball_error[..., 0], ball_error[..., 1]), ball_counted, 1),
         "vel_err_mean_velocity_x": _mean_where(np.abs(ball_error[..., 0]), ball_counted, 1),
         "vel_err_mean_velocity_y": _mean_where(np.abs(ball_error[..., 1]), ball_counted, 1),
     }
     return per_frame | mean_velocity
+
+
+def mean_velocities(
+    positions: np.ndarray, gt_positions: np.ndarray, valid: np.ndarray, frame_dt: float = FRAME_DT
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each ball's mean generated and true velocity over its counted intervals (both endpoints
+    valid), (N, K, 2) each, NaN where none counts, and whether any counts, (N, K)."""
+    counted = (valid[:, 1:] & valid[:, :-1])[..., None]  # (N, T-1, K, 1)
+    generated = _mean_where(np.diff(positions, axis=1) / frame_dt, counted, 1)
+    true = _mean_where(np.diff(gt_positions.astype(np.float64), axis=1) / frame_dt, counted, 1)
+    return generated, true, counted[..., 0].any(axis=1)
 
 
 def parse_failures(
@@ -557,6 +565,30 @@ def parse_failures(
     return failures, rate
 
 
+def parse_after_conditioning(
+    frames: np.ndarray | Sequence[np.ndarray], num_frames: int, colors: np.ndarray, parser: str = "subpixel",
+    cond_frames: int = COND_FRAMES, world_size: float = WORLD_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ball positions (N, T, K, 2) parsed from frame c − 1 on (missing balls filled by
+    `fill_missing`; NaN before), and where each ball was found, (N, T, K).
+
+    Only frames from c − 1 on are parsed: velocities need frames ≥ c, and the last conditioning
+    frame gives the fallback y and r for a ball missing right after it."""
+    frame_count = frames.shape[1] if isinstance(frames, np.ndarray) else frames[0].shape[0]
+    if frame_count != num_frames:
+        raise ValueError(f"videos have {frame_count} frames, their ground truth {num_frames}")
+    first = max(cond_frames - 1, 0)
+    videos = frames[:, first:] if isinstance(frames, np.ndarray) else [video[first:] for video in frames]
+    parsed = parse_states(videos, colors, parser, world_size)
+    positions, _ = fill_missing(parsed, world_size)
+    n = positions.shape[0]
+    padded = np.full((n, num_frames) + positions.shape[2:], np.nan)
+    padded[:, first:] = positions
+    found = np.zeros((n, num_frames, positions.shape[2]), dtype=bool)
+    found[:, first:] = parsed.found
+    return padded, found
+
+
 def physics_metrics(
     frames: np.ndarray | Sequence[np.ndarray],
     gt_positions: np.ndarray,
@@ -571,10 +603,8 @@ def physics_metrics(
     world_size: float = WORLD_SIZE,
     paper_filter: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Parse a batch of videos of one scenario and score them against the ground truth.
-
-    Only frames from c − 1 on are parsed: velocities need frames ≥ c, and the last conditioning
-    frame gives the fallback y and r for a ball missing right after it.
+    """Parse a batch of videos of one scenario (`parse_after_conditioning`) and score them
+    against the ground truth.
 
     Args:
         frames: (N, T, H, W, 3) uint8 or a sequence of N (T, H, W, 3) videos.
@@ -589,18 +619,8 @@ def physics_metrics(
     Returns:
         {metric: (N,)} for PHYSICS_METRICS (NaN where a video has nothing to count).
     """
-    n, t = gt_positions.shape[:2]
-    frame_count, _, width = frames.shape[1:4] if isinstance(frames, np.ndarray) else frames[0].shape[:3]
-    if frame_count != t:
-        raise ValueError(f"videos have {frame_count} frames, their ground truth {t}")
-    first = max(cond_frames - 1, 0)
-    videos = frames[:, first:] if isinstance(frames, np.ndarray) else [video[first:] for video in frames]
-    parsed = parse_states(videos, colors, parser, world_size)
-    positions, _ = fill_missing(parsed, world_size)
-    padded = np.full((n, t) + positions.shape[2:], np.nan)
-    padded[:, first:] = positions
-    found = np.zeros((n, t, positions.shape[2]), dtype=bool)
-    found[:, first:] = parsed.found
+    padded, found = parse_after_conditioning(frames, gt_positions.shape[1], colors, parser, cond_frames, world_size)
+    width = frames.shape[3] if isinstance(frames, np.ndarray) else frames[0].shape[2]
     # The released parser's x lacks the pixel-centre half pixel (x = col·s), so the border it
     # puts a missing ball at lies s/2 right of phyray's.
     released_positions = padded.copy()

@@ -6,6 +6,7 @@ changed setting makes a new product beside the old one, and a moved `data_dir` i
 
     <data_dir>/<scenario>/
         train-<size>-<id>/             pixel shards of each training size
+        vae_train-<size>-<id>/         an attribute probe's VAE set: all four combinations
         eval_id-<n>-<id>/              ID evaluation set (paper's size unless configured)
         eval_ood-<n>-<id>/             OOD evaluation set, spread over the scenario's levels
         dev_id-<n>-<id>/, dev_ood-...  the same for a study evaluated on its dev split
@@ -34,6 +35,8 @@ from phyray.artifacts import Identity, ProductError, identity_of
 from phyray.config import (
     COMBINATORIAL,
     EVAL_KIND,
+    PROBE_PREFIX,
+    DataConfig,
     StudyConfig,
     TrainConfig,
     load_scenario_config,
@@ -87,6 +90,8 @@ def vae_train_key(cfg: StudyConfig, scenario: str) -> str:
         from phyray.study.combinatorial import largest_train_key
 
         return largest_train_key(cfg)
+    if scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all":
+        return f"vae-{vae_train_size(cfg)}"
     return vae_train_size(cfg)
 
 
@@ -116,15 +121,22 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
     data_cfg = load_scenario_config(scenario, [*cfg.data.overrides, f"render.resolution={cfg.data.resolution}"])
     root, seed = scenario_root(cfg, scenario), cfg.data.seed
 
-    def dataset(split: str, size: str, label: str) -> tuple[str, int]:
-        plan = plan_dataset(data_cfg, split, size, seed)
-        out = root / dataset_identity(data_cfg, plan).name(label)
-        manifest = generate_dataset(data_cfg, split, size, out, seed=seed, log=log, plan=plan)
+    def dataset(split: str, size: str, label: str, config: DataConfig = data_cfg) -> tuple[str, int]:
+        plan = plan_dataset(config, split, size, seed)
+        out = root / dataset_identity(config, plan).name(label)
+        manifest = generate_dataset(config, split, size, out, seed=seed, log=log, plan=plan)
         log(f"  {scenario} {label}: {manifest['num_videos']} videos -> {out}")
         return str(out), manifest["num_videos"]
 
     inputs = ScenarioInputs(scenario)
-    for size in dict.fromkeys([*cfg.data_sizes, vae_train_size(cfg)]):
+    vae_key = vae_train_key(cfg, scenario)
+    for size in dict.fromkeys([*cfg.data_sizes, vae_key]):
+        if size == vae_key and data_cfg.probe is not None and cfg.vae.probe_combinations == "all":
+            # A probe's VAE set: the pair's four combinations (StudyVAE.probe_combinations).
+            every = data_cfg.model_copy(update={"probe": data_cfg.probe.model_copy(update={"combinations": "all"})})
+            label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
+            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), label, every)
+            continue
         inputs.train[size], inputs.num_videos[size] = dataset("train", size, f"train-{parse_size(size)[0]}")
     for split, count in zip(cfg.eval.splits, (cfg.data.eval_id, cfg.data.eval_ood)):
         count = count or data_cfg.eval_sizes[EVAL_KIND[split]]

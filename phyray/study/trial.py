@@ -23,7 +23,8 @@ again by its identity, never by its name:
   (`eval/in_template/...`, `eval/out_of_template/...`: psnr, ssim, lpips, fvd, abnormal and
   its checks, with `vae_floor_*` and `gt_floor_abnormal`; tag `phyray.templates`, and FVD's
   protocol as tags `phyray.fvd.<split>.fvd`);
-- artifacts: `report/report.json|csv`, `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
+- artifacts: `report/report.json|csv` (and `probe.json` or `gaps.json`: the per-video records),
+  `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
 
 A rerun skips a done trial (in any study run of the experiment: a trial is its identity),
 resumes a trial whose training was checkpointed, and re-evaluates a trial killed during
@@ -44,6 +45,7 @@ from phyray.artifacts import Identity, identity_of
 from phyray.config import (
     COMBINATORIAL,
     EVAL_KIND,
+    GAP_PREFIX,
     PROBE_PREFIX,
     StudyConfig,
     TrainConfig,
@@ -105,6 +107,10 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
             from phyray.eval.probes import PROBE_VERSION
 
             scoring["probe"] = PROBE_VERSION
+        if trial.scenario.startswith(GAP_PREFIX):
+            from phyray.eval.interpolation import GAP_VERSION
+
+            scoring["interpolation"] = GAP_VERSION
     report = Identity(
         "report",
         {"format_version": REPORT_FORMAT_VERSION, **scoring, "cond_frames": cond_frames,
@@ -200,6 +206,28 @@ def _probe_scores(
     return scored
 
 
+def _gap_scores(study: StudyConfig, rollout_dir: str, floor_dir: str, reference: str, cond_frames: int) -> dict[str, Any]:
+    """An interpolation-gap layout's scores on its ID split (the whole ID range): per video true
+    and generated speed, error and pull, and the inside/outside-gap summary, of the rollouts and
+    of the VAE's reconstructions (its floor: a gap effect below it shows nothing)."""
+    from phyray.eval.interpolation import (
+        between_outer_bands,
+        gap_config_of,
+        gap_metrics,
+        gap_summary,
+        score_gap_set,
+    )
+
+    span = between_outer_bands(gap_config_of(reference))
+    scored: dict[str, Any] = {"metrics": {}}
+    for name, directory, prefix in (("rollouts", rollout_dir, "gap"), ("vae_floor", floor_dir, "gap_floor")):
+        records = score_gap_set(directory, reference, study.eval.parser, cond_frames)
+        summary = gap_summary(records, span, study.eval.bootstrap_resamples, study.data.seed)
+        scored[name] = {"records": records, "summary": summary}
+        scored["metrics"] |= gap_metrics(summary, prefix)
+    return scored
+
+
 def evaluate_trial(
     study: StudyConfig, spec: TrialSpec, export: str, inputs: ScenarioInputs, tracking_uri: str, run_id: str
 ) -> list[dict[str, Any]]:
@@ -226,8 +254,9 @@ def evaluate_trial(
     cond_frames, seed = spec.run_cfg.diffusion.cond_frames, spec.trial.seed
     scenes = spec.trial.scenario == COMBINATORIAL
     probe = spec.trial.scenario.startswith(PROBE_PREFIX)
+    gap = spec.trial.scenario.startswith(GAP_PREFIX)
     options = {"ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
-    records, fvd_rows, gifs, probe_splits = [], [], [], {}
+    records, fvd_rows, gifs, probe_splits, gap_scores = [], [], [], {}, {}
     for split, key in inputs.eval_keys(spec.trial).items():
         reference, rollout_dir, floor_dir = inputs.eval[key], spec.rollouts[split], inputs.vae_floor[seed][key]
         rollout_dataset(
@@ -244,6 +273,8 @@ def evaluate_trial(
         records += split_records
         if probe:
             probe_splits[split] = _probe_scores(study, split, rollout_dir, floor_dir, reference, cond_frames, report_dir, gifs)
+        if gap and EVAL_KIND[split] == "eval_id":
+            gap_scores = _gap_scores(study, rollout_dir, floor_dir, reference, cond_frames)
         # Best and worst rollouts: lowest and highest velocity error, or highest and lowest PSNR.
         metric, sign = ("psnr", -1) if scenes else (study.eval.headline_metric, 1)
         scored = [r for r in split_records if np.isfinite(r[metric])]
@@ -266,6 +297,10 @@ def evaluate_trial(
         report_files = [*report_files, report_dir / "probe.json"]
         for split, scored in probe_splits.items():
             metrics |= scored["metrics"]
+    if gap:
+        (report_dir / "gaps.json").write_text(json.dumps(gap_scores, indent=1, sort_keys=True))
+        report_files = [*report_files, report_dir / "gaps.json"]
+        metrics |= gap_scores["metrics"]
 
     client = MlflowClient(tracking_uri)
     tracking.log_metrics(tracking_uri, run_id, metrics, step=0)

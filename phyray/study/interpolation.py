@@ -1,0 +1,218 @@
+"""The interpolation-gap report of a gap study (paper §5.1, Fig. 5), from MLflow alone.
+
+`publish_gaps` (called by `phyray.study.report.publish_report` for a study of gap layouts) writes,
+then logs onto the study's parent run:
+
+- `interpolation_gaps.md`: the protocol; per layout (seeds combined, `combine_seeds`) the mean
+  velocity error of ID videos inside and outside the gaps, their ratio, the pull toward the
+  training bands (generated minus true speed, signed toward the nearest trained speed) and the
+  error between the outer bands, each with its 95 % interval, beside the VAE's own error inside
+  and outside the gaps; then the paper's findings as checks, each "yes", "no" or "undecided"
+  (intervals overlap): inside-gap error above outside; speeds in a gap pulled toward the bands;
+  error growing with gap size (wide vs narrow); restoring middle bands shrinking the error over
+  the wide gap's span (3bands and 4bands vs wide: the same evaluation videos);
+- `interpolation_gaps.csv`: the same numbers, one row per layout and model;
+- `interpolation_gaps.png`: Fig. 5: per layout, generated vs true speed of every ID video (all
+  seeds), the training bands shaded, from the trials' `report/gaps.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from phyray.artifacts import atomic_write_bytes
+from phyray.config import GAP_LAYOUTS, GAP_PREFIX, load_gap_config
+from phyray.study.verdict import Estimate, combine_seeds, falls
+
+REPORT_FILES = ("interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png")
+QUANTITIES = ("inside", "outside", "ratio", "pull", "span")
+
+
+def _combined(trials: list[dict[str, Any]], name: str) -> Estimate | None:
+    """A metric of a layout's trials combined over seeds (None if a seed lacks it)."""
+    have = [t for t in trials if t.get(name) is not None and not math.isnan(t[name])]
+    if not have or len(have) < len(trials):
+        return None
+    return combine_seeds([t[name] for t in have], [t.get(f"{name}_ci_low", t[name]) for t in have],
+                         [t.get(f"{name}_ci_high", t[name]) for t in have], nonnegative=not name.endswith("/pull"))
+
+
+def layout_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (layout, model, data size): bands, estimates and the VAE floor."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["scenario"].startswith(GAP_PREFIX):
+            groups[(record["scenario"].removeprefix(GAP_PREFIX), record["model"], record["data_size"])].append(record)
+    results = []
+    for (layout, model, size), trials in groups.items():
+        bands = load_gap_config(layout).train_velocity
+        results.append({
+            "layout": layout, "model": model, "data_size": size, "seeds": len(trials),
+            "bands": [(band.lo, band.hi) for band in bands],
+            **{name: _combined(trials, f"gap/{name}") for name in QUANTITIES},
+            "floor_inside": _combined(trials, "gap_floor/inside"), "floor_outside": _combined(trials, "gap_floor/outside"),
+            "num_videos": _combined(trials, "gap/num_videos"),
+        })
+    results.sort(key=lambda r: (GAP_LAYOUTS.index(r["layout"]), r["model"], r["data_size"]))
+    return results
+
+
+def _sign(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return "undecided"
+    return "yes" if estimate.low > 0 else "no" if estimate.high < 0 else "undecided"
+
+
+def gap_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The paper's findings, per model and data size, as yes / no / undecided."""
+    checks = []
+    by_arm: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in results:
+        by_arm[(r["model"], r["data_size"])][r["layout"]] = r
+    for (model, size), layouts in by_arm.items():
+        arm = f"{model}, {size}"
+        for layout, r in layouts.items():
+            inside, outside = r["inside"], r["outside"]
+            checks.append({"check": f"{layout}: error inside the gap above outside", "arm": arm,
+                           "answer": "undecided" if inside is None or outside is None else falls(inside, outside)})
+            checks.append({"check": f"{layout}: speeds in the gap pulled toward the trained bands", "arm": arm,
+                           "answer": _sign(r["pull"])})
+        if "wide" in layouts and "narrow" in layouts:
+            wide, narrow = layouts["wide"]["inside"], layouts["narrow"]["inside"]
+            checks.append({"check": "error in the gap grows with its size (wide vs narrow)", "arm": arm,
+                           "answer": "undecided" if wide is None or narrow is None else falls(wide, narrow)})
+        for restored in ("3bands", "4bands"):
+            if "wide" in layouts and restored in layouts:
+                wide, banded = layouts["wide"]["span"], layouts[restored]["span"]
+                checks.append({"check": f"{restored}: a restored band lowers the error over the wide gap's span", "arm": arm,
+                               "answer": "undecided" if wide is None or banded is None else falls(wide, banded)})
+    return checks
+
+
+def _cell(estimate: Estimate | None, digits: int = 3) -> str:
+    if estimate is None:
+        return "–"
+    text = f"{estimate.value:.{digits}f}"
+    return text if estimate.low == estimate.high else text + f" [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
+
+
+def gaps_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], study: dict[str, str],
+                  missing: list[str], params: dict[str, str]) -> str:
+    lines = [
+        f"# Interpolation gaps: study {study['name']} ({study['id']}), run {study['run_id']}",
+        "",
+        (f"Protocol: ID evaluation videos over the whole speed range [1, 4] (the same videos for every layout), "
+         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, "
+         f"{params.get('dit.diffusion.cond_frames', '?')} conditioning frames, parser {params.get('eval.parser', '?')}; "
+         "error: mean-velocity error (world units/s); inside: true speed in no training band; pull: generated minus "
+         "true speed toward the nearest trained speed (positive: toward the bands); span: videos between the outer "
+         "bands. 95 % bootstrap intervals over videos, combined over seeds."),
+        "",
+        "| layout | training bands | model | data | videos | inside gap | outside gap | inside / outside | pull | "
+        "span error | VAE floor inside | VAE floor outside |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        bands = " ∪ ".join(f"[{lo:g}, {hi:g}]" for lo, hi in r["bands"])
+        videos = f"{r['num_videos'].value:.0f} × {r['seeds']} seeds" if r["num_videos"] else "–"
+        lines.append(
+            f"| {r['layout']} | {bands} | {r['model']} | {r['data_size']} | {videos} | {_cell(r['inside'])} | "
+            f"{_cell(r['outside'])} | {_cell(r['ratio'], 2)} | {_cell(r['pull'])} | {_cell(r['span'])} | "
+            f"{_cell(r['floor_inside'])} | {_cell(r['floor_outside'])} |"
+        )
+    lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
+    lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
+    floors = [r for r in results if r["floor_inside"] is not None and r["inside"] is not None
+              and r["floor_inside"].value > r["inside"].value / 3]
+    if floors:
+        lines += ["", "The VAE's own error inside the gap is over a third of the model's for "
+                  + ", ".join(f"{r['layout']} ({r['model']})" for r in floors) + ": their gap effect is partly the VAE's."]
+    if missing:
+        lines += ["", f"Missing trials (no finished run): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
+
+
+def gaps_csv(results: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    names = (*QUANTITIES, "floor_inside", "floor_outside")
+    writer.writerow(["layout", "bands", "model", "data_size", "seeds",
+                     *[f"{n}{suffix}" for n in names for suffix in ("", "_ci_low", "_ci_high")]])
+    for r in results:
+        values = []
+        for name in names:
+            estimate = r[name]
+            values += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
+        writer.writerow([r["layout"], json.dumps(r["bands"]), r["model"], r["data_size"], r["seeds"], *values])
+    return buffer.getvalue()
+
+
+def gaps_png(per_layout: dict[str, list[dict[str, Any]]]) -> bytes:
+    """Fig. 5: generated vs true speed per layout, training bands shaded, the identity line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layouts = [layout for layout in GAP_LAYOUTS if layout in per_layout]
+    fig, axes = plt.subplots(1, max(len(layouts), 1), figsize=(3.0 * max(len(layouts), 1), 3.0), squeeze=False)
+    for ax, layout in zip(axes[0], layouts):
+        for band in load_gap_config(layout).train_velocity:
+            ax.axvspan(band.lo, band.hi, color="tab:green", alpha=0.15, lw=0)
+        records = per_layout[layout]
+        inside = [r for r in records if r["in_gap"]]
+        outside = [r for r in records if not r["in_gap"]]
+        for group, colour, label in ((outside, "tab:green", "in a band"), (inside, "tab:red", "in a gap")):
+            ax.scatter([r["true_velocity"] for r in group], [r["generated_velocity"] for r in group], s=5,
+                       color=colour, label=label)
+        ax.plot([1, 4], [1, 4], color="black", lw=0.8)
+        ax.set_xlim(0.9, 4.1)
+        ax.set_ylim(0, 5)
+        ax.set_title(layout, fontsize=9)
+        ax.set_xlabel("true speed")
+    axes[0][0].set_ylabel("generated speed")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _gap_records(client, records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Every trial's per-video gap records (rollouts), by layout."""
+    per_layout: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with tempfile.TemporaryDirectory() as tmp:
+        for record in records:
+            if record["scenario"].startswith(GAP_PREFIX):
+                local = client.download_artifacts(record["run_id"], "report/gaps.json", tmp)
+                per_layout[record["scenario"].removeprefix(GAP_PREFIX)] += json.loads(Path(local).read_text())["rollouts"]["records"]
+    return per_layout
+
+
+def publish_gaps(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
+    """Write and log the gap study's report (module docstring); returns what publish_report does."""
+    results = layout_results(records)
+    checks = gap_checks(results)
+    contents = {
+        "interpolation_gaps.md": gaps_markdown(results, checks, study, missing, parent.data.params).encode(),
+        "interpolation_gaps.csv": gaps_csv(results).encode(),
+        "interpolation_gaps.png": gaps_png(_gap_records(client, records)),
+    }
+    files = {}
+    for name in REPORT_FILES:
+        atomic_write_bytes(out / name, contents[name])
+        files[name] = out / name
+        client.log_artifact(parent.info.run_id, str(out / name))
+    return {
+        "records": records, "missing": missing, "layouts": results, "checks": checks, "files": files,
+        "summary": files["interpolation_gaps.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
+        "study_id": study["id"],
+    }

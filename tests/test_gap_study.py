@@ -1,0 +1,76 @@
+"""The interpolation-gap study end to end on a real local Ray and a SQLite MLflow store: two
+layouts, tiny; the gap metrics on every trial and the gap report on the parent run.
+
+The VAE is the lossless space-to-depth preset: nothing to train (the test stays short), and its
+floor is known: it reconstructs the ground truth exactly, so its error is the parser's floor
+inside and outside the gaps alike.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from phyray.cli import main
+from phyray.config import REPO_ROOT
+from phyray.study.grid import run_study
+from phyray.study.settings import load_study_config
+
+pytestmark = pytest.mark.slow
+
+SMOKE = REPO_ROOT / "configs" / "studies" / "interpolation-gaps-smoke.yaml"
+TINY = [
+    "data_sizes=['32']", "data.eval_id=12", "data.eval_ood=2", "vae.preset=s2d-f4t2", "vae.train={}",
+    "dit.steps=6", "dit.log_every=3", "dit.checkpoint_every=3", "dit.batch_size=8", "dit.micro_batch=8",
+    "eval.sample_steps=2", "eval.batch_size=4",
+]
+
+
+@pytest.fixture(scope="module")
+def gap_study(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("gap-study")
+    cfg = load_study_config(SMOKE, [*TINY, f"output_dir={root / 'studies'}", f"data_dir={root / 'data'}"])
+    return cfg, run_study(cfg)
+
+
+def test_every_gap_trial_logs_inside_and_outside_errors_beside_the_vae_floor(gap_study):
+    cfg, result = gap_study
+    assert result.failed == {}
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
+    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["gap-3bands", "gap-wide"]
+    for run in runs:
+        metrics = run.data.metrics
+        assert metrics["gap/num_videos"] == 12
+        for name in ("inside", "outside", "span"):
+            assert metrics[f"gap/{name}_ci_low"] <= metrics[f"gap/{name}"] <= metrics[f"gap/{name}_ci_high"]
+        # Lossless: the floor is the parser's on the ground truth, well under 0.05 world units/s.
+        assert metrics["gap_floor/inside"] < 0.05 and metrics["gap_floor/outside"] < 0.05
+        local = client.download_artifacts(run.info.run_id, "report/gaps.json")
+        records = json.loads(open(local).read())["rollouts"]["records"]
+        assert len(records) == 12 and any(r["in_gap"] for r in records)
+    # The same 12 evaluation videos for both layouts; only which are in a gap differs.
+    speeds = [sorted(json.loads(open(client.download_artifacts(r.info.run_id, "report/gaps.json")).read())
+                     ["rollouts"]["records"], key=lambda v: v["true_velocity"]) for r in runs]
+    assert [v["true_velocity"] for v in speeds[0]] == [v["true_velocity"] for v in speeds[1]]
+
+
+def test_the_parent_run_gets_the_gap_report_and_it_rebuilds_from_mlflow(gap_study, tmp_path, capsys):
+    cfg, result = gap_study
+    report = result.report
+    assert [r["layout"] for r in report["layouts"]] == ["wide", "3bands"]
+    text = report["summary"].read_text()
+    assert "| wide | [1, 1.25] ∪ [3.75, 4] | DiT-T | 32 | 12 × 1 seeds |" in text
+    assert "3bands: a restored band lowers the error over the wide gap's span" in text
+    client = MlflowClient(result.tracking_uri)
+    logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png"} <= logged
+    out = tmp_path / "rebuilt"
+    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
+                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    assert (out / "interpolation_gaps.md").read_text() == text
+    assert (out / "interpolation_gaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
