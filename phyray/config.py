@@ -160,6 +160,11 @@ PROBE_SCENARIOS = tuple(PROBE_PREFIX + pair for pair in PROBE_PAIRS)
 GAP_LAYOUTS = ("wide", "medium", "narrow", "3bands", "4bands")
 GAP_PREFIX = "gap-"
 GAP_SCENARIOS = tuple(GAP_PREFIX + layout for layout in GAP_LAYOUTS)
+# Direction flips (paper §5.2, Fig. 7; docs/paper.md §6.3): fast balls trained moving right only
+# (Set-1) or both ways (Set-2), configs/data/flips/<set>.yaml, study scenarios "flip-<set>".
+FLIP_SETS = ("right", "both")
+FLIP_PREFIX = "flip-"
+FLIP_SCENARIOS = tuple(FLIP_PREFIX + name for name in FLIP_SETS)
 
 
 class ProbeConfig(Strict):
@@ -286,6 +291,11 @@ class DataConfig(Strict):
     # paper's interpolation gaps, §5.1: the grid's points outside them are dropped); evaluation
     # still draws from the whole ID range, so it holds speeds inside and outside the gaps.
     train_velocity: list[ValueRange] | None = None
+    # Uniform motion: the training split's direction of motion. "both" mirrors every second
+    # training video (x -> W - x, v -> -v: the paper's horizontal-flip augmentation, §5.2, made
+    # once in the data rather than drawn per step, so the latents stay cacheable); evaluation
+    # sets always move right, as the paper's.
+    train_direction: Literal["right", "both"] = "right"
 
     @field_validator("train_velocity", mode="before")
     @classmethod
@@ -326,6 +336,8 @@ class DataConfig(Strict):
                         )
         if self.train_velocity is not None:
             self._check_bands(self.train_velocity)
+        if self.train_direction != "right" and self.scenario != "uniform_motion":
+            raise ValueError(f"train_direction: mirrored training videos are for uniform_motion, not {self.scenario}")
         return self
 
     def _check_bands(self, bands: list[ValueRange]) -> None:
@@ -339,9 +351,11 @@ class DataConfig(Strict):
                 raise ValueError("train_velocity: bands must be listed in increasing order, apart from each other")
 
     def identity_fields(self) -> dict[str, Any]:
-        """The config as an identity records it: a probe or speed bands left unset do not enter
-        it, so ball datasets keep the identities they had before either existed."""
+        """The config as an identity records it: a probe, speed bands or a direction left unset
+        do not enter it, so ball datasets keep the identities they had before these existed."""
         unset = {name for name in ("probe", "train_velocity") if getattr(self, name) is None}
+        if self.train_direction == "right":
+            unset.add("train_direction")
         return self.model_dump(mode="json", exclude=unset or None)
 
     def in_training_bands(self, velocity: Any) -> Any:
@@ -460,12 +474,14 @@ def load_data_config(scenario: str, overrides: list[str] | None = None) -> DataC
 
 
 def load_scenario_config(scenario: str, overrides: list[str] | None = None) -> DataConfig:
-    """The dataset config of a study scenario: a ball scenario, a probe ("probe-color_shape") or
-    an interpolation-gap layout ("gap-wide")."""
+    """The dataset config of a study scenario: a ball scenario, a probe ("probe-color_shape"),
+    an interpolation-gap layout ("gap-wide") or a direction set ("flip-both")."""
     if scenario.startswith(PROBE_PREFIX):
         return load_probe_config(scenario.removeprefix(PROBE_PREFIX), overrides)
     if scenario.startswith(GAP_PREFIX):
         return load_gap_config(scenario.removeprefix(GAP_PREFIX), overrides)
+    if scenario.startswith(FLIP_PREFIX):
+        return load_flip_config(scenario.removeprefix(FLIP_PREFIX), overrides)
     return load_data_config(scenario, overrides)
 
 
@@ -489,6 +505,11 @@ def load_probe_config(pair: str, overrides: list[str] | None = None) -> DataConf
 def load_gap_config(layout: str, overrides: list[str] | None = None) -> DataConfig:
     """The dataset config of an interpolation-gap layout (configs/data/gaps/<layout>.yaml)."""
     return _load_uniform_variant("gap", "layout", "gaps", layout, GAP_LAYOUTS, overrides)
+
+
+def load_flip_config(name: str, overrides: list[str] | None = None) -> DataConfig:
+    """The dataset config of a direction-flip set (configs/data/flips/<set>.yaml)."""
+    return _load_uniform_variant("flip", "set", "flips", name, FLIP_SETS, overrides)
 
 
 def to_flat_dict(obj: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -782,13 +803,14 @@ class StudyConfig(Strict):
     @field_validator("scenarios")
     @classmethod
     def _scenarios(cls, scenarios: list[str]) -> list[str]:
-        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS, *GAP_SCENARIOS)
+        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS)
         for scenario in scenarios:
             if scenario not in known:
                 raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(known)}")
         if COMBINATORIAL in scenarios and len(scenarios) > 1:
             raise ValueError(f"{COMBINATORIAL} runs alone: its grid is models x templates x videos per template")
-        for family, report in ((PROBE_SCENARIOS, "the attribute priority"), (GAP_SCENARIOS, "the interpolation-gap verdict")):
+        for family, report in ((PROBE_SCENARIOS, "the attribute priority"), (GAP_SCENARIOS, "the interpolation-gap verdict"),
+                               (FLIP_SCENARIOS, "the direction-flip verdict")):
             members = [s for s in scenarios if s in family]
             if members and len(members) < len(scenarios):
                 raise ValueError(f"{family[0].split('-')[0]} scenarios run apart from the others: their report is {report}")

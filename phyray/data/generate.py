@@ -30,7 +30,13 @@ from phyray.data.shards import (
     write_shard,
 )
 from phyray.render import ball_colors, render_videos
-from phyray.sim.balls import impact_frame, place_collision, place_single_ball, simulate
+from phyray.sim.balls import (
+    impact_frame,
+    mirror_scene,
+    place_collision,
+    place_single_ball,
+    simulate,
+)
 
 # Frames rendered together: enough videos to amortise numpy's per-call overhead, but a frame
 # buffer under glibc's 32 MiB mmap ceiling, so it is reused from the heap instead of being
@@ -52,6 +58,8 @@ def simulate_video(cfg: DataConfig, params: dict[str, float], video_seed: int):
         scene = place_collision(rng, params["r1"], params["r2"], params["v1"], params["v2"], cfg)
     else:
         scene = place_single_ball(rng, params["radius"], params["velocity"], cfg)
+        if params.get("direction", 1.0) < 0:
+            scene = mirror_scene(scene, cfg.physics.world_size)
     trajectory = simulate(scene, cfg.physics)
     placement = {"x0": scene.positions[:, 0].tolist(), "y0": scene.positions[:, 1].tolist()}
     if cfg.scenario == "collision":

@@ -26,6 +26,9 @@ Interpolation gaps (`DataConfig.train_velocity`, uniform motion): training keeps
 whose speed lies in a band (a named size is then smaller than the paper's grid; a count N widens
 the grid until N such points exist); evaluation is unchanged, over the whole ID range, so the
 same evaluation videos serve every layout.
+
+Both directions (`DataConfig.train_direction: both`, uniform motion): every second training
+point gets direction -1, and its video is the mirror image of the right-moving one.
 """
 
 from __future__ import annotations
@@ -56,9 +59,11 @@ def grid_names(cfg: DataConfig) -> tuple[str, ...]:
     return ("r1", "r2", "v1", "v2") if cfg.scenario == "collision" else ("radius", "velocity")
 
 
-def param_names(cfg: DataConfig) -> tuple[str, ...]:
-    """A video's parameters: the grid's, then, for a probe, the colour and shape set (0 or 1)."""
-    return grid_names(cfg) + (PROBE_SET_NAMES if cfg.probe is not None else ())
+def param_names(cfg: DataConfig, split: str = "train") -> tuple[str, ...]:
+    """A video's parameters: the grid's, then, for a probe, the colour and shape set (0 or 1),
+    and, for a training split with both directions, the direction (+1 right, -1 left)."""
+    mirrored = ("direction",) if split == "train" and cfg.train_direction == "both" else ()
+    return grid_names(cfg) + (PROBE_SET_NAMES if cfg.probe is not None else ()) + mirrored
 
 
 def _range_of(name: str) -> str:
@@ -191,6 +196,10 @@ def training_grid(cfg: DataConfig, size: str | int, seed: int) -> np.ndarray:
             if len(grid) >= count:
                 break
             scale *= 1.1  # infeasible collision points ate into the grid: widen it
+    if cfg.train_direction == "both":
+        # Every second grid point moves left (before the shuffle, so each direction covers the
+        # grid evenly).
+        grid = np.concatenate([grid, np.where(np.arange(len(grid)) % 2 == 0, 1.0, -1.0)[:, None]], axis=1)
     order = _rng(seed, "train", 0).permutation(len(grid))
     grid = grid[order]
     return grid if count is None else grid[:count]
@@ -292,7 +301,7 @@ def plan_dataset(cfg: DataConfig, split: str, size: str | int | None, seed: int)
         raise ConfigError(f"split: unknown {split!r}; choose from {', '.join(SPLITS)}")
     if seed < 0:
         raise ConfigError(f"seed: must be >= 0, got {seed}")
-    names = param_names(cfg)
+    names = param_names(cfg, split)
     if split == "train":
         label, _ = parse_size(size if size is not None else "30K")
         params = training_grid(cfg, label, seed)

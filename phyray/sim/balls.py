@@ -78,6 +78,16 @@ def place_single_ball(
     )
 
 
+def mirror_scene(scene: BallScene, world_size: float) -> BallScene:
+    """The scene reflected in the vertical line x = W/2: positions x -> W - x, velocities
+    vx -> -vx. Its frames are the original's flipped left to right (the renderer's pixel centres
+    are symmetric about the middle), so a right-moving ball becomes a left-moving one."""
+    positions, velocities = scene.positions.copy(), scene.velocities.copy()
+    positions[:, 0] = world_size - positions[:, 0]
+    velocities[:, 0] = -velocities[:, 0]
+    return BallScene(radii=scene.radii, positions=positions, velocities=velocities)
+
+
 def _collision_time_window(cfg: DataConfig) -> tuple[float, float, float]:
     """(earliest, latest) impact time, and how long after it both balls must stay in view.
 

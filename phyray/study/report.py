@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from phyray.artifacts import atomic_write_bytes
-from phyray.config import COMBINATORIAL, GAP_PREFIX, PROBE_PREFIX, ConfigError
+from phyray.config import COMBINATORIAL, FLIP_PREFIX, GAP_PREFIX, PROBE_PREFIX, ConfigError
 from phyray.eval.physics import PAPER_METRIC
 from phyray.study.plan import nominal_videos
 from phyray.study.verdict import (
@@ -129,7 +129,7 @@ def collect_results(uri: str, experiment: str, parent) -> tuple[list[dict[str, A
             "templates": tags.get("phyray.templates"),
             "num_videos": int(params["trial.num_videos"]),
             "run_id": run.info.run_id,
-            **{k: v for k, v in run.data.metrics.items() if k.startswith(("eval/", "probe/", "probe_floor/", "gap/", "gap_floor/"))},
+            **{k: v for k, v in run.data.metrics.items() if k.startswith(("eval/", "probe/", "probe_floor/", "gap/", "gap_floor/", "flip/", "flip_floor/"))},
         })
     records.sort(key=lambda r: (r["scenario"], _model_order(r["model"]), r["num_videos"], r["seed"]))
     return records, missing
@@ -444,7 +444,7 @@ def publish_report(
         "missing", "files": {name: path}, "summary" (the markdown table's path), "parent_run_id",
         "study", "study_id"}. A combinatorial study's report is Table 2 instead
         (`phyray.study.table2`), a probe study's the attribute priority (`phyray.study.priority`),
-        a gap study's the interpolation-gap verdict (`phyray.study.interpolation`).
+        a gap or direction study's its verdict (`phyray.study.cases`).
     """
     from mlflow.tracking import MlflowClient
 
@@ -467,9 +467,13 @@ def publish_report(
 
         return publish_priority(client, parent, records, missing, study, out)
     if GAP_PREFIX in parent.data.params.get("scenarios", ""):
-        from phyray.study.interpolation import publish_gaps
+        from phyray.study.cases import publish_gaps
 
         return publish_gaps(client, parent, records, missing, study, out)
+    if FLIP_PREFIX in parent.data.params.get("scenarios", ""):
+        from phyray.study.cases import publish_flips
+
+        return publish_flips(client, parent, records, missing, study, out)
     contents = {
         "results.csv": results_csv(records).encode(),
         "results.md": results_markdown(records, metric, experiment, study, missing, parent.data.params).encode(),

@@ -23,7 +23,8 @@ again by its identity, never by its name:
   (`eval/in_template/...`, `eval/out_of_template/...`: psnr, ssim, lpips, fvd, abnormal and
   its checks, with `vae_floor_*` and `gt_floor_abnormal`; tag `phyray.templates`, and FVD's
   protocol as tags `phyray.fvd.<split>.fvd`);
-- artifacts: `report/report.json|csv` (and `probe.json` or `gaps.json`: the per-video records),
+- artifacts: `report/report.json|csv` (and `probe.json`, `gaps.json` or `flips.json`: the
+  per-video records by split),
   `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
 
 A rerun skips a done trial (in any study run of the experiment: a trial is its identity),
@@ -45,6 +46,7 @@ from phyray.artifacts import Identity, identity_of
 from phyray.config import (
     COMBINATORIAL,
     EVAL_KIND,
+    FLIP_PREFIX,
     GAP_PREFIX,
     PROBE_PREFIX,
     StudyConfig,
@@ -108,9 +110,13 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
 
             scoring["probe"] = PROBE_VERSION
         if trial.scenario.startswith(GAP_PREFIX):
-            from phyray.eval.interpolation import GAP_VERSION
+            from phyray.eval.cases import GAP_VERSION
 
             scoring["interpolation"] = GAP_VERSION
+        if trial.scenario.startswith(FLIP_PREFIX):
+            from phyray.eval.cases import FLIP_VERSION
+
+            scoring["direction"] = FLIP_VERSION
     report = Identity(
         "report",
         {"format_version": REPORT_FORMAT_VERSION, **scoring, "cond_frames": cond_frames,
@@ -206,25 +212,36 @@ def _probe_scores(
     return scored
 
 
-def _gap_scores(study: StudyConfig, rollout_dir: str, floor_dir: str, reference: str, cond_frames: int) -> dict[str, Any]:
-    """An interpolation-gap layout's scores on its ID split (the whole ID range): per video true
-    and generated speed, error and pull, and the inside/outside-gap summary, of the rollouts and
-    of the VAE's reconstructions (its floor: a gap effect below it shows nothing)."""
-    from phyray.eval.interpolation import (
+def _case_scores(
+    study: StudyConfig, family: str, split: str, rollout_dir: str, floor_dir: str, reference: str, cond_frames: int,
+) -> dict[str, Any]:
+    """A case-based probe's scores on one split (`phyray.eval.cases`): per-video records and
+    their summary, of the rollouts and of the VAE's reconstructions (its floor: an effect below
+    it shows nothing). Gaps are scored on the ID split (the whole speed range), flips on both."""
+    from phyray.eval.cases import (
         between_outer_bands,
-        gap_config_of,
-        gap_metrics,
+        case_config_of,
+        case_metrics,
+        flip_records,
+        flip_summary,
+        gap_records,
         gap_summary,
-        score_gap_set,
+        score_case_set,
     )
 
-    span = between_outer_bands(gap_config_of(reference))
+    resamples, seed = study.eval.bootstrap_resamples, study.data.seed
+    if family == "gap":
+        span = between_outer_bands(case_config_of(reference))
+        records_of, summarize, prefix = gap_records, lambda records: gap_summary(records, span, resamples, seed), ""
+    else:
+        group = "id" if EVAL_KIND[split] == "eval_id" else "ood"
+        records_of, summarize, prefix = flip_records, lambda records: flip_summary(records, resamples, seed), f"/{group}"
     scored: dict[str, Any] = {"metrics": {}}
-    for name, directory, prefix in (("rollouts", rollout_dir, "gap"), ("vae_floor", floor_dir, "gap_floor")):
-        records = score_gap_set(directory, reference, study.eval.parser, cond_frames)
-        summary = gap_summary(records, span, study.eval.bootstrap_resamples, study.data.seed)
+    for name, directory, kind in (("rollouts", rollout_dir, family), ("vae_floor", floor_dir, f"{family}_floor")):
+        records = score_case_set(directory, reference, study.eval.parser, cond_frames, records_of)
+        summary = summarize(records)
         scored[name] = {"records": records, "summary": summary}
-        scored["metrics"] |= gap_metrics(summary, prefix)
+        scored["metrics"] |= case_metrics(summary, kind + prefix)
     return scored
 
 
@@ -254,9 +271,9 @@ def evaluate_trial(
     cond_frames, seed = spec.run_cfg.diffusion.cond_frames, spec.trial.seed
     scenes = spec.trial.scenario == COMBINATORIAL
     probe = spec.trial.scenario.startswith(PROBE_PREFIX)
-    gap = spec.trial.scenario.startswith(GAP_PREFIX)
+    family = "gap" if spec.trial.scenario.startswith(GAP_PREFIX) else "flip" if spec.trial.scenario.startswith(FLIP_PREFIX) else None
     options = {"ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
-    records, fvd_rows, gifs, probe_splits, gap_scores = [], [], [], {}, {}
+    records, fvd_rows, gifs, probe_splits, case_splits = [], [], [], {}, {}
     for split, key in inputs.eval_keys(spec.trial).items():
         reference, rollout_dir, floor_dir = inputs.eval[key], spec.rollouts[split], inputs.vae_floor[seed][key]
         rollout_dataset(
@@ -273,8 +290,8 @@ def evaluate_trial(
         records += split_records
         if probe:
             probe_splits[split] = _probe_scores(study, split, rollout_dir, floor_dir, reference, cond_frames, report_dir, gifs)
-        if gap and EVAL_KIND[split] == "eval_id":
-            gap_scores = _gap_scores(study, rollout_dir, floor_dir, reference, cond_frames)
+        if family == "flip" or (family == "gap" and EVAL_KIND[split] == "eval_id"):
+            case_splits[split] = _case_scores(study, family, split, rollout_dir, floor_dir, reference, cond_frames)
         # Best and worst rollouts: lowest and highest velocity error, or highest and lowest PSNR.
         metric, sign = ("psnr", -1) if scenes else (study.eval.headline_metric, 1)
         scored = [r for r in split_records if np.isfinite(r[metric])]
@@ -297,10 +314,11 @@ def evaluate_trial(
         report_files = [*report_files, report_dir / "probe.json"]
         for split, scored in probe_splits.items():
             metrics |= scored["metrics"]
-    if gap:
-        (report_dir / "gaps.json").write_text(json.dumps(gap_scores, indent=1, sort_keys=True))
-        report_files = [*report_files, report_dir / "gaps.json"]
-        metrics |= gap_scores["metrics"]
+    if family is not None:
+        (report_dir / f"{family}s.json").write_text(json.dumps(case_splits, indent=1, sort_keys=True))
+        report_files = [*report_files, report_dir / f"{family}s.json"]
+        for scored in case_splits.values():
+            metrics |= scored["metrics"]
 
     client = MlflowClient(tracking_uri)
     tracking.log_metrics(tracking_uri, run_id, metrics, step=0)

@@ -1,4 +1,4 @@
-"""The interpolation-gap report of a gap study (paper §5.1, Fig. 5), from MLflow alone.
+"""The reports of the case-based probe studies (paper §5.1, 5.2), from MLflow alone.
 
 `publish_gaps` (called by `phyray.study.report.publish_report` for a study of gap layouts) writes,
 then logs onto the study's parent run:
@@ -14,6 +14,16 @@ then logs onto the study's parent run:
 - `interpolation_gaps.csv`: the same numbers, one row per layout and model;
 - `interpolation_gaps.png`: Fig. 5: per layout, generated vs true speed of every ID video (all
   seeds), the training bands shaded, from the trials' `report/gaps.json`.
+
+`publish_flips` (a study of direction sets, `flip-right` and `flip-both`) writes and logs:
+
+- `direction_flips.md`: per set and split (ID: the trained speeds; OOD: the slower ones) the
+  fraction of rollouts that reverse direction after the conditioning frames and the drift
+  (generated minus conditioned x velocity), with intervals and the VAE floor; the paper's
+  findings as checks: Set-1 does not reverse slow balls, and speeds them up (drift > 0); Set-2
+  reverses more of them than Set-1;
+- `direction_flips.csv`: the same numbers;
+- `direction_flips.png`: Fig. 7: generated vs conditioned x velocity per set, both splits.
 """
 
 from __future__ import annotations
@@ -28,20 +38,23 @@ from pathlib import Path
 from typing import Any
 
 from phyray.artifacts import atomic_write_bytes
-from phyray.config import GAP_LAYOUTS, GAP_PREFIX, load_gap_config
+from phyray.config import FLIP_PREFIX, FLIP_SETS, GAP_LAYOUTS, GAP_PREFIX, load_gap_config
 from phyray.study.verdict import Estimate, combine_seeds, falls
 
-REPORT_FILES = ("interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png")
+GAP_FILES = ("interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png")
+FLIP_FILES = ("direction_flips.md", "direction_flips.csv", "direction_flips.png")
 QUANTITIES = ("inside", "outside", "ratio", "pull", "span")
+SIGNED = ("pull", "drift")
 
 
 def _combined(trials: list[dict[str, Any]], name: str) -> Estimate | None:
-    """A metric of a layout's trials combined over seeds (None if a seed lacks it)."""
+    """A metric of a cell's trials combined over seeds (None if a seed lacks it)."""
     have = [t for t in trials if t.get(name) is not None and not math.isnan(t[name])]
     if not have or len(have) < len(trials):
         return None
     return combine_seeds([t[name] for t in have], [t.get(f"{name}_ci_low", t[name]) for t in have],
-                         [t.get(f"{name}_ci_high", t[name]) for t in have], nonnegative=not name.endswith("/pull"))
+                         [t.get(f"{name}_ci_high", t[name]) for t in have],
+                         nonnegative=name.rsplit("/", 1)[-1] not in SIGNED)
 
 
 def layout_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -186,33 +199,172 @@ def gaps_png(per_layout: dict[str, list[dict[str, Any]]]) -> bytes:
     return buffer.getvalue()
 
 
-def _gap_records(client, records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Every trial's per-video gap records (rollouts), by layout."""
-    per_layout: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _case_records(client, records: list[dict[str, Any]], prefix: str, artifact: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every trial's per-video records of its rollouts, by scenario name (prefix dropped) and split."""
+    found: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     with tempfile.TemporaryDirectory() as tmp:
         for record in records:
-            if record["scenario"].startswith(GAP_PREFIX):
-                local = client.download_artifacts(record["run_id"], "report/gaps.json", tmp)
-                per_layout[record["scenario"].removeprefix(GAP_PREFIX)] += json.loads(Path(local).read_text())["rollouts"]["records"]
-    return per_layout
+            if record["scenario"].startswith(prefix):
+                local = client.download_artifacts(record["run_id"], f"report/{artifact}", tmp)
+                for split, scored in json.loads(Path(local).read_text()).items():
+                    found[record["scenario"].removeprefix(prefix)][split] += scored["rollouts"]["records"]
+    return found
+
+
+def _publish(client, parent, contents: dict[str, bytes], out: Path) -> dict[str, Path]:
+    files = {}
+    for name, content in contents.items():
+        atomic_write_bytes(out / name, content)
+        files[name] = out / name
+        client.log_artifact(parent.info.run_id, str(out / name))
+    return files
 
 
 def publish_gaps(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
     """Write and log the gap study's report (module docstring); returns what publish_report does."""
     results = layout_results(records)
     checks = gap_checks(results)
-    contents = {
+    per_layout = {layout: [r for split in splits.values() for r in split]
+                  for layout, splits in _case_records(client, records, GAP_PREFIX, "gaps.json").items()}
+    files = _publish(client, parent, {
         "interpolation_gaps.md": gaps_markdown(results, checks, study, missing, parent.data.params).encode(),
         "interpolation_gaps.csv": gaps_csv(results).encode(),
-        "interpolation_gaps.png": gaps_png(_gap_records(client, records)),
-    }
-    files = {}
-    for name in REPORT_FILES:
-        atomic_write_bytes(out / name, contents[name])
-        files[name] = out / name
-        client.log_artifact(parent.info.run_id, str(out / name))
+        "interpolation_gaps.png": gaps_png(per_layout),
+    }, out)
     return {
         "records": records, "missing": missing, "layouts": results, "checks": checks, "files": files,
         "summary": files["interpolation_gaps.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
+        "study_id": study["id"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Direction flips (paper §5.2, Fig. 7)
+# ---------------------------------------------------------------------------------------------
+
+
+def set_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (set, model, data size): per split the reversed fraction and the drift,
+    the VAE floor's reversed fraction."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["scenario"].startswith(FLIP_PREFIX):
+            groups[(record["scenario"].removeprefix(FLIP_PREFIX), record["model"], record["data_size"])].append(record)
+    results = []
+    for (name, model, size), trials in groups.items():
+        result = {"set": name, "model": model, "data_size": size, "seeds": len(trials)}
+        for group in ("id", "ood"):
+            for quantity in ("reversed", "drift", "num_videos"):
+                result[f"{group}_{quantity}"] = _combined(trials, f"flip/{group}/{quantity}")
+            result[f"{group}_floor_reversed"] = _combined(trials, f"flip_floor/{group}/reversed")
+        results.append(result)
+    results.sort(key=lambda r: (FLIP_SETS.index(r["set"]), r["model"], r["data_size"]))
+    return results
+
+
+def flip_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The paper's findings on the slow (OOD) balls, per model and data size."""
+    checks = []
+    by_arm: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in results:
+        by_arm[(r["model"], r["data_size"])][r["set"]] = r
+    for (model, size), sets in by_arm.items():
+        arm = f"{model}, {size}"
+        if "right" in sets:
+            reversed_ = sets["right"]["ood_reversed"]
+            checks.append({"check": "Set-1 (right only) never reverses a slow ball (reversed under 5 %)", "arm": arm,
+                           "answer": "undecided" if reversed_ is None else
+                           "yes" if reversed_.high < 0.05 else "no" if reversed_.low >= 0.05 else "undecided"})
+            checks.append({"check": "Set-1 speeds slow balls up toward its trained speeds (drift > 0)", "arm": arm,
+                           "answer": _sign(sets["right"]["ood_drift"])})
+        if "right" in sets and "both" in sets:
+            one, two = sets["right"]["ood_reversed"], sets["both"]["ood_reversed"]
+            checks.append({"check": "Set-2 (both directions) reverses more slow balls than Set-1", "arm": arm,
+                           "answer": "undecided" if one is None or two is None else falls(two, one)})
+    return checks
+
+
+def flips_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], study: dict[str, str],
+                   missing: list[str], params: dict[str, str]) -> str:
+    percent = lambda e: "–" if e is None else (  # noqa: E731
+        f"{100 * e.value:.0f}%" + ("" if e.low == e.high else f" [{100 * e.low:.0f}, {100 * e.high:.0f}]"))
+    lines = [
+        f"# Direction flips: study {study['name']} ({study['id']}), run {study['run_id']}",
+        "",
+        (f"Protocol: right-moving evaluation balls, ID at the trained speeds [2.5, 4], OOD slower [1, 2.5]; "
+         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, "
+         f"{params.get('dit.diffusion.cond_frames', '?')} conditioning frames, parser {params.get('eval.parser', '?')}; "
+         "reversed: the generated mean x velocity points left faster than 0.2 units/s; drift: generated minus "
+         "conditioned x velocity. 95 % bootstrap intervals over videos, combined over seeds."),
+        "",
+        "| set | model | data | videos (OOD) | reversed ID | reversed OOD | drift ID | drift OOD | VAE floor reversed OOD |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        videos = f"{r['ood_num_videos'].value:.0f} × {r['seeds']} seeds" if r["ood_num_videos"] else "–"
+        lines.append(
+            f"| {r['set']} | {r['model']} | {r['data_size']} | {videos} | {percent(r['id_reversed'])} | "
+            f"{percent(r['ood_reversed'])} | {_cell(r['id_drift'])} | {_cell(r['ood_drift'])} | "
+            f"{percent(r['ood_floor_reversed'])} |"
+        )
+    lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
+    lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
+    if missing:
+        lines += ["", f"Missing trials (no finished run): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
+
+
+def flips_csv(results: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    names = [f"{g}_{q}" for g in ("id", "ood") for q in ("reversed", "drift", "floor_reversed")]
+    writer.writerow(["set", "model", "data_size", "seeds", *[f"{n}{s}" for n in names for s in ("", "_ci_low", "_ci_high")]])
+    for r in results:
+        values = []
+        for name in names:
+            estimate = r[name]
+            values += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
+        writer.writerow([r["set"], r["model"], r["data_size"], r["seeds"], *values])
+    return buffer.getvalue()
+
+
+def flips_png(per_set: dict[str, dict[str, list[dict[str, Any]]]]) -> bytes:
+    """Fig. 7: generated vs conditioned x velocity per set; ID and OOD (slow) balls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name in FLIP_SETS if name in per_set]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.4 * max(len(names), 1), 3.0), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for split, videos in sorted(per_set[name].items()):
+            ax.scatter([r["true_velocity"] for r in videos], [r["generated_velocity"] for r in videos], s=5,
+                       label=split.removeprefix("eval_").removeprefix("dev_"))
+        ax.plot([1, 4], [1, 4], color="black", lw=0.8)
+        ax.axhline(0, color="gray", lw=0.6)
+        ax.set_title(f"{name} ({'Set-1' if name == 'right' else 'Set-2'})", fontsize=9)
+        ax.set_xlabel("conditioned x velocity")
+    axes[0][0].set_ylabel("generated x velocity")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def publish_flips(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
+    """Write and log the direction study's report (module docstring); returns what publish_report does."""
+    results = set_results(records)
+    checks = flip_checks(results)
+    files = _publish(client, parent, {
+        "direction_flips.md": flips_markdown(results, checks, study, missing, parent.data.params).encode(),
+        "direction_flips.csv": flips_csv(results).encode(),
+        "direction_flips.png": flips_png(_case_records(client, records, FLIP_PREFIX, "flips.json")),
+    }, out)
+    return {
+        "records": records, "missing": missing, "sets": results, "checks": checks, "files": files,
+        "summary": files["direction_flips.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
         "study_id": study["id"],
     }

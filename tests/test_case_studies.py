@@ -1,9 +1,10 @@
-"""The interpolation-gap study end to end on a real local Ray and a SQLite MLflow store: two
-layouts, tiny; the gap metrics on every trial and the gap report on the parent run.
+"""The case-based probe studies end to end on a real local Ray and a SQLite MLflow store, tiny:
+the interpolation gaps (two layouts) and the direction flips (both sets); their metrics on every
+trial and their reports on the parent run.
 
 The VAE is the lossless space-to-depth preset: nothing to train (the test stays short), and its
 floor is known: it reconstructs the ground truth exactly, so its error is the parser's floor
-inside and outside the gaps alike.
+inside and outside the gaps alike, and it never reverses a ball.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from phyray.study.settings import load_study_config
 pytestmark = pytest.mark.slow
 
 SMOKE = REPO_ROOT / "configs" / "studies" / "interpolation-gaps-smoke.yaml"
+FLIP_SMOKE = REPO_ROOT / "configs" / "studies" / "direction-flips-smoke.yaml"
 TINY = [
     "data_sizes=['32']", "data.eval_id=12", "data.eval_ood=2", "vae.preset=s2d-f4t2", "vae.train={}",
     "dit.steps=6", "dit.log_every=3", "dit.checkpoint_every=3", "dit.batch_size=8", "dit.micro_batch=8",
@@ -50,11 +52,11 @@ def test_every_gap_trial_logs_inside_and_outside_errors_beside_the_vae_floor(gap
         # Lossless: the floor is the parser's on the ground truth, well under 0.05 world units/s.
         assert metrics["gap_floor/inside"] < 0.05 and metrics["gap_floor/outside"] < 0.05
         local = client.download_artifacts(run.info.run_id, "report/gaps.json")
-        records = json.loads(open(local).read())["rollouts"]["records"]
+        records = json.loads(open(local).read())["eval_id"]["rollouts"]["records"]
         assert len(records) == 12 and any(r["in_gap"] for r in records)
     # The same 12 evaluation videos for both layouts; only which are in a gap differs.
     speeds = [sorted(json.loads(open(client.download_artifacts(r.info.run_id, "report/gaps.json")).read())
-                     ["rollouts"]["records"], key=lambda v: v["true_velocity"]) for r in runs]
+                     ["eval_id"]["rollouts"]["records"], key=lambda v: v["true_velocity"]) for r in runs]
     assert [v["true_velocity"] for v in speeds[0]] == [v["true_velocity"] for v in speeds[1]]
 
 
@@ -73,4 +75,37 @@ def test_the_parent_run_gets_the_gap_report_and_it_rebuilds_from_mlflow(gap_stud
                  "--run-id", result.parent_run_id, "--out", str(out)]) == 0
     assert (out / "interpolation_gaps.md").read_text() == text
     assert (out / "interpolation_gaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def flip_study(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("flip-study")
+    overrides = [o.replace("data.eval_id=12", "data.eval_id=4").replace("data.eval_ood=2", "data.eval_ood=6") for o in TINY]
+    cfg = load_study_config(FLIP_SMOKE, [*overrides, f"output_dir={root / 'studies'}", f"data_dir={root / 'data'}"])
+    return cfg, run_study(cfg)
+
+
+def test_both_direction_sets_train_report_reversals_and_rebuild_from_mlflow(flip_study, tmp_path, capsys):
+    cfg, result = flip_study
+    assert result.failed == {}
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
+    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["flip-both", "flip-right"]
+    for run in runs:
+        metrics = run.data.metrics
+        assert metrics["flip/ood/num_videos"] == 6 and metrics["flip/id/num_videos"] == 4
+        assert 0 <= metrics["flip/ood/reversed"] <= 1
+        # Lossless: the floor is the ground truth, which never reverses and does not drift.
+        assert metrics["flip_floor/ood/reversed"] == 0 and abs(metrics["flip_floor/ood/drift"]) < 0.05
+    text = result.report["summary"].read_text()
+    assert [r["set"] for r in result.report["sets"]] == ["right", "both"]
+    assert "Set-2 (both directions) reverses more slow balls than Set-1" in text
+    logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"direction_flips.md", "direction_flips.csv", "direction_flips.png"} <= logged
+    out = tmp_path / "rebuilt"
+    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
+                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    assert (out / "direction_flips.md").read_text() == text
     capsys.readouterr()

@@ -1,16 +1,32 @@
-"""Interpolation gaps (paper §5.1, Fig. 5): speed bands in the data config, the plans they make,
-the gap metric on hand-made rollouts, and the report's checks."""
+"""Case-based probes on uniform motion: interpolation gaps (paper §5.1, Fig. 5) and direction flips
+(§5.2, Fig. 7). Speed bands and mirrored training videos in the data config, the plans they make,
+the metrics on hand-made rollouts, and the reports' checks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from phyray.config import GAP_LAYOUTS, ConfigError, ValueRange, load_data_config, load_gap_config
+from phyray.config import (
+    GAP_LAYOUTS,
+    ConfigError,
+    ValueRange,
+    load_data_config,
+    load_flip_config,
+    load_gap_config,
+)
+from phyray.data.generate import simulate_video
 from phyray.data.plan import plan_dataset
-from phyray.eval.interpolation import gap_records, gap_summary, nearest_trained
+from phyray.eval.cases import (
+    flip_records,
+    flip_summary,
+    gap_records,
+    gap_summary,
+    nearest_trained,
+    speed_records,
+)
 from phyray.render import render_videos
-from phyray.study.interpolation import gap_checks
+from phyray.study.cases import flip_checks, gap_checks
 from phyray.study.verdict import Estimate
 
 RED = np.array([[255, 0, 0]], np.uint8)
@@ -114,3 +130,81 @@ def test_the_checks_state_the_papers_findings_with_undecided_where_intervals_ove
     assert answers["3bands: speeds in the gap pulled toward the trained bands"] == "no"
     assert answers["error in the gap grows with its size (wide vs narrow)"] == "yes"
     assert answers["3bands: a restored band lowers the error over the wide gap's span"] == "yes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Direction flips
+# ---------------------------------------------------------------------------------------------
+
+
+def test_set_two_mirrors_every_second_training_video_and_evaluates_moving_right():
+    cfg = load_flip_config("both")
+    train = plan_dataset(cfg, "train", "1K", 0)
+    assert train.names == ("radius", "velocity", "direction")
+    assert 0.45 < (train.params[:, 2] < 0).mean() < 0.55 and (train.params[:, 1] >= 2.5).all()
+    slow = plan_dataset(cfg, "eval_ood", None, 0)
+    assert slow.names == ("radius", "velocity") and (slow.params[:, 1] <= 2.5).all()
+    right = load_flip_config("right")
+    assert plan_dataset(right, "train", "1K", 0).names == ("radius", "velocity")
+    assert "train_direction" not in right.identity_fields() and cfg.identity_fields()["train_direction"] == "both"
+    with pytest.raises(ConfigError, match="train_direction: mirrored training videos are for uniform_motion"):
+        load_data_config("collision", ["train_direction=both"])
+
+
+def _render(scene, trajectory, resolution=64):
+    return render_videos(trajectory.positions[None], scene.radii[None], RED, resolution)[0]
+
+
+def test_a_mirrored_video_is_the_flipped_frames_with_velocities_negated():
+    cfg = load_flip_config("both", ["physics.num_frames=16", "min_frames_in_view=16"])
+    point = {"radius": 1.0, "velocity": 3.0}
+    scene, right, _ = simulate_video(cfg, point, 7)
+    _, left, placement = simulate_video(cfg, point | {"direction": -1.0}, 7)
+    np.testing.assert_allclose(left.velocities[..., 0], -right.velocities[..., 0])
+    np.testing.assert_allclose(left.positions[..., 0], 10.0 - right.positions[..., 0])
+    np.testing.assert_array_equal(_render(scene, left), _render(scene, right)[:, :, ::-1])
+    assert placement["x0"][0] == pytest.approx(10.0 - right.positions[0, 0, 0])
+
+
+def test_left_moving_balls_parse_with_the_floor_of_right_moving_ones():
+    cfg = load_flip_config("both", ["physics.num_frames=16", "min_frames_in_view=16"])
+    rng = np.random.default_rng(0)
+    errors = {}
+    for direction in (1.0, -1.0):
+        rows, frames = [], []
+        for i in range(12):
+            point = {"radius": rng.uniform(0.7, 1.4), "velocity": rng.uniform(2.5, 4.0), "direction": direction}
+            scene, trajectory, _ = simulate_video(cfg, point, i)
+            rows.append({"video_id": str(i), "colors": RED.tolist(), "positions": trajectory.positions,
+                         "velocities": trajectory.velocities, "radii": scene.radii})
+            frames.append(_render(scene, trajectory))
+        generated, true, error = speed_records(frames, rows, cfg, "subpixel", 3)
+        assert (np.sign(generated[:, 0]) == direction).all() and (np.sign(true[:, 0]) == direction).all()
+        errors[direction] = error
+    assert errors[1.0].max() < 0.03 and errors[-1.0].max() < 0.03
+    assert errors[-1.0].mean() == pytest.approx(errors[1.0].mean(), abs=0.005)
+
+
+def test_a_rollout_that_turns_back_is_reversed_and_one_that_stops_is_not():
+    cfg = load_flip_config("right")
+    cases = [(2.0, 2.0), (2.0, -1.0), (1.5, 0.0), (1.2, 3.0)]
+    rows, frames = zip(*(_video(before, after, x0=3.0) for before, after in cases))
+    records = flip_records(frames, rows, cfg, "subpixel", 3)
+    assert [r["reversed"] for r in records] == [False, True, False, False]
+    summary = flip_summary(records, resamples=200, seed=0)
+    assert summary["reversed"]["mean"] == pytest.approx(0.25)
+    assert summary["drift"]["mean"] == pytest.approx(np.mean([a - b for b, a in cases]), abs=0.03)
+
+
+def test_the_flip_checks_state_the_papers_findings():
+    estimate = lambda v, half: Estimate(v, max(v - half, 0), v + half)  # noqa: E731
+    results = [
+        {"set": "right", "model": "DiT-T", "data_size": "3K", "ood_reversed": estimate(0.0, 0.01), "ood_drift": estimate(0.4, 0.1)},
+        {"set": "both", "model": "DiT-T", "data_size": "3K", "ood_reversed": estimate(0.2, 0.05), "ood_drift": estimate(0.1, 0.2)},
+    ]
+    answers = {c["check"]: c["answer"] for c in flip_checks(results)}
+    assert answers == {
+        "Set-1 (right only) never reverses a slow ball (reversed under 5 %)": "yes",
+        "Set-1 speeds slow balls up toward its trained speeds (drift > 0)": "yes",
+        "Set-2 (both directions) reverses more slow balls than Set-1": "yes",
+    }

@@ -1,18 +1,25 @@
-"""The interpolation-gap metric (paper §5.1, Fig. 5): is a speed never trained on generated as it
-was conditioned, or pulled toward the speeds that were?
+"""Case-based generalisation probes on uniform motion (paper §5.1, 5.2): the speed a rollout
+generates, against the speed it was conditioned on.
 
-A gap model trains on speed bands of the ID range only (`DataConfig.train_velocity`) and is
-evaluated over the whole range. Per evaluation video (`gap_records`):
-- `true_velocity` and `generated_velocity`: the ball's mean x velocity over the frames the
-  headline metric counts (t ≥ c, fully in view), in the ground truth and parsed from the rollout;
-- `error`: the Euclidean error of the mean velocity (the study's headline, vel_err_mean_velocity);
+Both read each video's mean x velocity over the frames the headline metric counts (t ≥ c, fully
+in view), in the ground truth and parsed from the rollout (`speed_records`):
+
+Interpolation gaps (§5.1, Fig. 5). A gap model trains on speed bands of the ID range only
+(`DataConfig.train_velocity`) and is evaluated over the whole range. Per video (`gap_records`):
+- `true_velocity`, `generated_velocity`, `error` (the Euclidean error of the mean velocity: the
+  study's headline, vel_err_mean_velocity);
 - `in_gap`: the true speed lies outside every training band;
 - `pull`: for a video in a gap, the generated-minus-true speed toward the nearest trained speed
   (positive: pulled toward the bands; the paper's finding), NaN outside the gaps.
-
 `gap_summary` gives the mean error inside and outside the gaps, their ratio and the mean pull,
 each with a 95 % bootstrap interval over videos, and the error over a fixed speed span (so
 layouts with different gaps compare on the same videos).
+
+Direction flips (§5.2, Fig. 7). Models trained on fast balls moving right (Set-1) or both ways
+(Set-2, `DataConfig.train_direction: both`) are conditioned on slower right-moving balls. Per
+video (`flip_records`): the true and generated x velocity and `reversed`: the generated ball moves
+against its conditioned direction faster than `REVERSAL_SPEED`. `flip_summary` gives the
+reversed fraction and the drift (generated minus true x velocity) with their intervals.
 """
 
 from __future__ import annotations
@@ -29,7 +36,12 @@ from phyray.eval.stats import bootstrap_ci
 
 # Bumped when the records or the summary change: reports made by another version are remade.
 GAP_VERSION = 1
+FLIP_VERSION = 1
 READ_BATCH = 64
+# A generated ball "reverses" when it moves against its conditioned direction faster than this
+# (world units/s): ten times the velocity parser's floor at 32² (~0.02), so a ball that stops
+# and jitters does not count.
+REVERSAL_SPEED = 0.2
 
 
 def nearest_trained(bands: Sequence[ValueRange], velocity: np.ndarray) -> np.ndarray:
@@ -39,10 +51,11 @@ def nearest_trained(bands: Sequence[ValueRange], velocity: np.ndarray) -> np.nda
     return clipped[np.arange(len(velocity)), np.abs(clipped - velocity[:, None]).argmin(axis=1)]
 
 
-def gap_records(
+def speed_records(
     frames: Sequence[np.ndarray], rows: Sequence[dict[str, Any]], cfg: DataConfig, parser: str, cond_frames: int,
-) -> list[dict[str, Any]]:
-    """Per-video gap records of N generated videos (T, H, W, 3) against their reference rows."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ball's mean (N, 2) generated and true velocity over the counted frames of N videos
+    (T, H, W, 3) against their reference rows, and the (N,) Euclidean error (NaN: nothing counts)."""
     states = [row_states(row) for row in rows]
     gt_positions = np.stack([s[0] for s in states])  # (N, T, 1, 2)
     gt_velocities = np.stack([s[1] for s in states])
@@ -54,22 +67,45 @@ def gap_records(
     valid = valid_frames(gt_positions, gt_velocities, gt_radii, cfg.scenario, cond_frames, None, world)
     generated, true, counted = mean_velocities(positions, gt_positions, valid, frame_dt)  # (N, 1, 2) each
     error = np.where(counted[:, 0], np.hypot(*(generated - true)[:, 0].T), np.nan)
-    speed = true[:, 0, 0]
+    return generated[:, 0], true[:, 0], error
+
+
+def gap_records(
+    frames: Sequence[np.ndarray], rows: Sequence[dict[str, Any]], cfg: DataConfig, parser: str, cond_frames: int,
+) -> list[dict[str, Any]]:
+    """Per-video gap records of N generated videos (T, H, W, 3) against their reference rows."""
+    generated, true, error = speed_records(frames, rows, cfg, parser, cond_frames)
+    speed = true[:, 0]
     in_gap = ~cfg.in_training_bands(speed)
     toward = np.sign(nearest_trained(cfg.train_velocity, speed) - speed)
-    pull = np.where(in_gap, (generated[:, 0, 0] - speed) * toward, np.nan)
+    pull = np.where(in_gap, (generated[:, 0] - speed) * toward, np.nan)
     return [
-        {"video_id": row["video_id"], "true_velocity": float(speed[i]), "generated_velocity": float(generated[i, 0, 0]),
+        {"video_id": row["video_id"], "true_velocity": float(speed[i]), "generated_velocity": float(generated[i, 0]),
          "error": float(error[i]), "in_gap": bool(in_gap[i]), "pull": float(pull[i])}
         for i, row in enumerate(rows)
     ]
 
 
-def gap_config_of(reference_dir: str | Path) -> DataConfig:
-    """The data config an evaluation set of a gap layout was generated with."""
+def flip_records(
+    frames: Sequence[np.ndarray], rows: Sequence[dict[str, Any]], cfg: DataConfig, parser: str, cond_frames: int,
+    reversal_speed: float | None = None,
+) -> list[dict[str, Any]]:
+    """Per-video direction records of N generated videos against their reference rows."""
+    reversal_speed = REVERSAL_SPEED if reversal_speed is None else reversal_speed
+    generated, true, error = speed_records(frames, rows, cfg, parser, cond_frames)
+    along = generated[:, 0] * np.sign(true[:, 0])  # generated speed along the conditioned direction
+    return [
+        {"video_id": row["video_id"], "true_velocity": float(true[i, 0]), "generated_velocity": float(generated[i, 0]),
+         "error": float(error[i]), "reversed": bool(along[i] < -reversal_speed) if np.isfinite(along[i]) else None}
+        for i, row in enumerate(rows)
+    ]
+
+
+def case_config_of(reference_dir: str | Path) -> DataConfig:
+    """The data config an evaluation set was generated with."""
     config = (read_manifest(reference_dir).get("identity") or {}).get("settings", {}).get("config") or {}
-    if not config.get("train_velocity"):
-        raise ValueError(f"{reference_dir}: not an interpolation-gap dataset (its config has no train_velocity)")
+    if config.get("scenario") != "uniform_motion":
+        raise ValueError(f"{reference_dir}: case-based probes run on uniform_motion sets, not {config.get('scenario')!r}")
     return DataConfig.model_validate(config)
 
 
@@ -79,19 +115,21 @@ def between_outer_bands(cfg: DataConfig) -> ValueRange:
     return ValueRange(lo=cfg.train_velocity[0].hi, hi=cfg.train_velocity[-1].lo)
 
 
-def score_gap_set(
-    rollout_dir: str | Path, reference_dir: str | Path, parser: str, cond_frames: int,
+def score_case_set(
+    rollout_dir: str | Path, reference_dir: str | Path, parser: str, cond_frames: int, records_of=gap_records,
 ) -> list[dict[str, Any]]:
-    """Per-video gap records of a rollout set (or a VAE's reconstructions) of an evaluation set
-    of a gap layout, joined to the reference rows by video_id."""
-    cfg = gap_config_of(reference_dir)
+    """Per-video records (`gap_records` or `flip_records`) of a rollout set (or a VAE's
+    reconstructions) of an evaluation set, joined to the reference rows by video_id."""
+    cfg = case_config_of(reference_dir)
+    if records_of is gap_records and cfg.train_velocity is None:
+        raise ValueError(f"{reference_dir}: not an interpolation-gap dataset (its config has no train_velocity)")
     references = {row["video_id"]: row for row in iter_rows(reference_dir, ["video_id", "colors", "positions", "velocities", "radii"])}
     records: list[dict[str, Any]] = []
     batch: list[dict[str, Any]] = []
 
     def flush() -> None:
         rows = [references[r["video_id"]] for r in batch]
-        records.extend(gap_records([decode_frames(r) for r in batch], rows, cfg, parser, cond_frames))
+        records.extend(records_of([decode_frames(r) for r in batch], rows, cfg, parser, cond_frames))
         batch.clear()
 
     for row in iter_rows(rollout_dir, ["video_id", "frames", "frames_encoding", "frame_shape"]):
@@ -144,11 +182,22 @@ def gap_summary(
     return summary
 
 
-def gap_metrics(summary: dict[str, Any], prefix: str) -> dict[str, float]:
-    """A summary as flat MLflow metrics: <prefix>/<inside|outside|span|pull|ratio> with
-    _ci_low / _ci_high."""
+def flip_summary(records: Sequence[dict[str, Any]], resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The reversed fraction (of videos whose direction could be read) and the drift, generated
+    minus true x velocity, each with its 95 % bootstrap interval."""
+    reversed_ = np.array([r["reversed"] for r in records if r["reversed"] is not None], dtype=np.float64)
+    drift = np.array([r["generated_velocity"] - r["true_velocity"] for r in records], dtype=np.float64)
+    return {"num_videos": len(records), "reversed": _estimate(reversed_, resamples, seed),
+            "drift": _estimate(drift, resamples, seed)}
+
+
+def case_metrics(summary: dict[str, Any], prefix: str) -> dict[str, float]:
+    """A gap or flip summary as flat MLflow metrics: <prefix>/<quantity> (inside, outside, span,
+    pull, ratio; or reversed, drift) with _ci_low / _ci_high."""
     metrics = {f"{prefix}/num_videos": float(summary["num_videos"])}
-    for name in ("inside", "outside", "span", "pull", "ratio"):
+    for name in ("inside", "outside", "span", "pull", "ratio", "reversed", "drift"):
+        if name not in summary:
+            continue
         entry = summary[name]
         if entry["mean"] is None:
             continue
