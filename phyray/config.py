@@ -699,6 +699,12 @@ class StudyVAE(Strict):
     # an attribute the DiT flips is the DiT's doing; "trained": the DiT's own two combinations,
     # a VAE that can learn the pairing itself (a confound, kept to measure it).
     probe_combinations: Literal["all", "trained"] = "all"
+    # The scenario whose training set (of train_size) the VAE learns from, one VAE for every
+    # scenario of the study; None: each scenario trains its own on its own data. A VAE is a
+    # frame codec: the paper's is pretrained on general video and never sees the probe's
+    # training split, so e.g. the interpolation gaps share the uniform-motion VAE rather than
+    # each layout learning one from speeds with a hole in them.
+    train_on: str | None = None
     # TrainConfig fields of the VAE run (steps, batch_size, micro_batch, optim, workers, ...).
     train: dict[str, Any] = {}
 
@@ -855,6 +861,11 @@ class StudyConfig(Strict):
             raise ValueError(f"vae.train: {self.vae.preset!r} has no weights to train; remove vae.train")
         if not is_trainable(self.vae.preset) and self.vae.seeds == "per_seed":
             raise ValueError(f"vae.seeds: {self.vae.preset!r} has no weights, so no seed to vary; use shared")
+        if self.vae.train_on is not None:
+            known = (*BALL_SCENARIOS, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS)
+            if self.vae.train_on not in known or COMBINATORIAL in self.scenarios:
+                raise ValueError(f"vae.train_on: {self.vae.train_on!r} is not a ball scenario of a ball study; "
+                                 f"choose from {', '.join(known)}")
         if (COMBINATORIAL in self.scenarios) != bool(self.templates):
             raise ValueError(
                 "templates: a combinatorial study needs its template sets" if COMBINATORIAL in self.scenarios

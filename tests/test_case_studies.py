@@ -10,6 +10,7 @@ inside and outside the gaps alike, and it never reverses a ball.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -54,6 +55,10 @@ def test_every_gap_trial_logs_inside_and_outside_errors_beside_the_vae_floor(gap
         local = client.download_artifacts(run.info.run_id, "report/gaps.json")
         records = json.loads(open(local).read())["eval_id"]["rollouts"]["records"]
         assert len(records) == 12 and any(r["in_gap"] for r in records)
+    # One VAE for both layouts, learnt from uniform motion (vae.train_on), none of their own.
+    data = Path(cfg.data_dir)
+    assert len(list((data / "uniform_motion" / "vae").iterdir())) == 1
+    assert not (data / "gap-wide" / "vae").exists() and not (data / "gap-3bands" / "vae").exists()
     # The same 12 evaluation videos for both layouts; only which are in a gap differs.
     speeds = [sorted(json.loads(open(client.download_artifacts(r.info.run_id, "report/gaps.json")).read())
                      ["eval_id"]["rollouts"]["records"], key=lambda v: v["true_velocity"]) for r in runs]

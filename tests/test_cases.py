@@ -208,3 +208,13 @@ def test_the_flip_checks_state_the_papers_findings():
         "Set-1 speeds slow balls up toward its trained speeds (drift > 0)": "yes",
         "Set-2 (both directions) reverses more slow balls than Set-1": "yes",
     }
+
+
+def test_a_shared_vae_names_a_ball_scenario():
+    from phyray.config import REPO_ROOT
+    from phyray.study.settings import load_study_config
+
+    smoke = REPO_ROOT / "configs" / "studies" / "interpolation-gaps-smoke.yaml"
+    assert load_study_config(smoke).vae.train_on == "uniform_motion"
+    with pytest.raises(ConfigError, match="vae.train_on: 'combinatorial' is not a ball scenario"):
+        load_study_config(smoke, ["vae.train_on=combinatorial"])

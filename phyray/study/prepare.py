@@ -11,7 +11,8 @@ changed setting makes a new product beside the old one, and a moved `data_dir` i
         eval_ood-<n>-<id>/             OOD evaluation set, spread over the scenario's levels
         dev_id-<n>-<id>/, dev_ood-...  the same for a study evaluated on its dev split
         vae/<preset>-<id>/             the VAE run (export/model.pt once it finished; one per
-                                       study seed with vae.seeds: per_seed)
+                                       study seed with vae.seeds: per_seed; with vae.train_on,
+                                       under that scenario, shared by the study's scenarios)
             reconstructions/<split>-<id>/   its reconstruction of each evaluation set
         latents/train-<size>-<id>/     latents of each training set with that VAE
     <data_dir>/combinatorial/          (phyray/study/combinatorial.py) the same, keyed by
@@ -90,9 +91,14 @@ def vae_train_key(cfg: StudyConfig, scenario: str) -> str:
         from phyray.study.combinatorial import largest_train_key
 
         return largest_train_key(cfg)
-    if scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all":
+    if cfg.vae.train_on is not None or (scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all"):
         return f"vae-{vae_train_size(cfg)}"
     return vae_train_size(cfg)
+
+
+def vae_root(cfg: StudyConfig, scenario: str) -> Path:
+    """Where a scenario's VAE runs live: beside the data it learns from."""
+    return scenario_root(cfg, cfg.vae.train_on or scenario) / "vae"
 
 
 def vae_eval_set(cfg: StudyConfig, inputs: ScenarioInputs) -> str:
@@ -131,13 +137,21 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
     inputs = ScenarioInputs(scenario)
     vae_key = vae_train_key(cfg, scenario)
     for size in dict.fromkeys([*cfg.data_sizes, vae_key]):
-        if size == vae_key and data_cfg.probe is not None and cfg.vae.probe_combinations == "all":
+        if size == vae_key and cfg.vae.train_on is not None:
+            # One VAE for the study, on another scenario's training set (StudyVAE.train_on).
+            other = load_scenario_config(cfg.vae.train_on, [*cfg.data.overrides, f"render.resolution={cfg.data.resolution}"])
+            plan = plan_dataset(other, "train", vae_train_size(cfg), seed)
+            out = scenario_root(cfg, cfg.vae.train_on) / dataset_identity(other, plan).name(f"train-{plan.size_label}")
+            manifest = generate_dataset(other, "train", vae_train_size(cfg), out, seed=seed, log=log, plan=plan)
+            log(f"  {scenario} VAE set ({cfg.vae.train_on}): {manifest['num_videos']} videos -> {out}")
+            inputs.train[size], inputs.num_videos[size] = str(out), manifest["num_videos"]
+        elif size == vae_key and data_cfg.probe is not None and cfg.vae.probe_combinations == "all":
             # A probe's VAE set: the pair's four combinations (StudyVAE.probe_combinations).
             every = data_cfg.model_copy(update={"probe": data_cfg.probe.model_copy(update={"combinations": "all"})})
             label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
             inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), label, every)
-            continue
-        inputs.train[size], inputs.num_videos[size] = dataset("train", size, f"train-{parse_size(size)[0]}")
+        else:
+            inputs.train[size], inputs.num_videos[size] = dataset("train", size, f"train-{parse_size(size)[0]}")
     for split, count in zip(cfg.eval.splits, (cfg.data.eval_id, cfg.data.eval_ood)):
         count = count or data_cfg.eval_sizes[EVAL_KIND[split]]
         inputs.eval[split], _ = dataset(split, str(count), f"{split}-{count}")
@@ -212,20 +226,20 @@ def vae_runs(
 def prepare_vae(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, tags: dict[str, str], log=print) -> None:
     """Step 2 for one scenario: the VAE of its data settings, trained once (or reused); one per
     study seed with `vae.seeds: per_seed`."""
-    root = scenario_root(cfg, inputs.scenario)
+    root = vae_root(cfg, inputs.scenario)
     train_set = inputs.train[vae_train_key(cfg, inputs.scenario)]
     train_manifest = read_manifest(train_set)
     if not is_trainable(cfg.vae.preset):
         data_id = identity_of(train_manifest, train_set)["id"]
         identity = Identity("vae", {"preset": cfg.vae.preset, "calibration_videos": CALIBRATION_VIDEOS}, {"data": data_id})
-        directory = root / "vae" / identity.name(cfg.vae.preset)
+        directory = root / identity.name(cfg.vae.preset)
         export = str(calibrated_export(cfg.vae.preset, train_set, directory, identity))
         inputs.vae = dict.fromkeys(cfg.seeds, export)
         log(f"  {inputs.scenario} VAE ({cfg.vae.preset}, calibrated, nothing to train): {export}")
         return
     tags = {**tags, "phyray.role": "vae", "phyray.scenario": inputs.scenario}
     eval_set = vae_eval_set(cfg, inputs)
-    for seed, (run_cfg, identity) in vae_runs(cfg, train_set, train_manifest, eval_set, str(root / "vae"), tracking_uri).items():
+    for seed, (run_cfg, identity) in vae_runs(cfg, train_set, train_manifest, eval_set, str(root), tracking_uri).items():
         export = str(train_or_resume(run_cfg, identity, tags=tags))
         inputs.vae |= dict.fromkeys(cfg.seeds if seed is None else [seed], export)
         log(f"  {inputs.scenario} VAE{'' if seed is None else f' (seed {seed})'}: {export}")
@@ -282,7 +296,8 @@ def floor_scores_dir(reconstructions: str | Path) -> Path:
 def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, log=print) -> None:
     """Step 3b for one scenario: each VAE's reconstruction of each evaluation set, scored, its
     floor logged on the VAE's MLflow run (`vae_floor/<split>/<metric>`, as eval/ metrics are
-    named); every trial's report then carries it beside the parse floor (`vae_floor_*`)."""
+    named; `vae_floor/<scenario>/<split>/<metric>` for a VAE the scenarios share); every trial's
+    report then carries it beside the parse floor (`vae_floor_*`)."""
     import ray
 
     from phyray import tracking
@@ -307,9 +322,12 @@ def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: s
                 _, templates = key_parts(key)
                 label = f"/in_template_{template_label(templates)}t/" if templates else None
                 metrics |= {name.replace("/in_template/", label) if label else name: v for name, v in ray.get(job).items()}
+            # A VAE shared by the study's scenarios (vae.train_on) keeps each one's floor apart.
+            logged = {name.replace("vae_floor/", f"vae_floor/{inputs.scenario}/", 1): v for name, v in metrics.items()} \
+                if cfg.vae.train_on is not None else metrics
             vae_run = _vae_run(cfg, tracking_uri, export_id(vae))
-            if vae_run is not None and not metrics.keys() <= vae_run.data.metrics.keys():
-                tracking.log_metrics(tracking_uri, vae_run.info.run_id, metrics, step=0)
+            if vae_run is not None and not logged.keys() <= vae_run.data.metrics.keys():
+                tracking.log_metrics(tracking_uri, vae_run.info.run_id, logged, step=0)
             headline = "psnr" if inputs.scenario == COMBINATORIAL else cfg.eval.headline_metric
             log(f"  {inputs.scenario} VAE floor ({headline}): "
                 + ", ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in metrics.items() if k.endswith("/" + headline)))
