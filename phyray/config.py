@@ -165,6 +165,12 @@ GAP_SCENARIOS = tuple(GAP_PREFIX + layout for layout in GAP_LAYOUTS)
 FLIP_SETS = ("right", "both")
 FLIP_PREFIX = "flip-"
 FLIP_SCENARIOS = tuple(FLIP_PREFIX + name for name in FLIP_SETS)
+# The collision convex hull (paper §5.1, Fig. 6; docs/paper.md §6.2): collision trained with
+# regions of the (v1, v2) or (r1, r2) plane left out, configs/data/hulls/<variant>.yaml, study
+# scenarios "hull-<variant>".
+HULL_VARIANTS = ("square", "three_squares", "lshape", "mass")
+HULL_PREFIX = "hull-"
+HULL_SCENARIOS = tuple(HULL_PREFIX + name for name in HULL_VARIANTS)
 
 
 class ProbeConfig(Strict):
@@ -296,6 +302,10 @@ class DataConfig(Strict):
     # once in the data rather than drawn per step, so the latents stay cacheable); evaluation
     # sets always move right, as the paper's.
     train_direction: Literal["right", "both"] = "right"
+    # Boxes left out of the training grid (the paper's "square-out" collisions, §5.1): each box
+    # bounds some of the grid's parameters ({v1: [2, 3], v2: [2, 3]}) and drops every training
+    # point inside all its bounds; evaluation still draws the whole ranges, holes included.
+    train_exclude: list[dict[str, ValueRange]] | None = None
 
     @field_validator("train_velocity", mode="before")
     @classmethod
@@ -336,6 +346,16 @@ class DataConfig(Strict):
                         )
         if self.train_velocity is not None:
             self._check_bands(self.train_velocity)
+        if self.scenario == "collision" and self.physics.num_frames <= 2 * self.min_frames_around_collision:
+            # At num_frames = 2n the impact has one admissible time, lost to rounding.
+            raise ValueError(
+                f"min_frames_around_collision: {self.min_frames_around_collision} frames before and after the impact "
+                f"need more than {2 * self.min_frames_around_collision} frames; physics.num_frames is {self.physics.num_frames}"
+            )
+        for index, box in enumerate(self.train_exclude or []):
+            params = {"radius", "velocity"} if self.scenario != "collision" else {"r1", "r2", "v1", "v2"}
+            if not box or set(box) - params:
+                raise ValueError(f"train_exclude[{index}]: bounds a non-empty subset of {sorted(params)}, got {sorted(box)}")
         if self.train_direction != "right" and self.scenario != "uniform_motion":
             raise ValueError(f"train_direction: mirrored training videos are for uniform_motion, not {self.scenario}")
         return self
@@ -353,10 +373,24 @@ class DataConfig(Strict):
     def identity_fields(self) -> dict[str, Any]:
         """The config as an identity records it: a probe, speed bands or a direction left unset
         do not enter it, so ball datasets keep the identities they had before these existed."""
-        unset = {name for name in ("probe", "train_velocity") if getattr(self, name) is None}
+        unset = {name for name in ("probe", "train_velocity", "train_exclude") if getattr(self, name) is None}
         if self.train_direction == "right":
             unset.add("train_direction")
         return self.model_dump(mode="json", exclude=unset or None)
+
+    def excluded(self, points: Any, names: tuple[str, ...]) -> Any:
+        """Whether each (N, P) point, columns named by `names`, lies in a `train_exclude` box."""
+        import numpy as np
+
+        points = np.asarray(points, dtype=np.float64)
+        out = np.zeros(len(points), dtype=bool)
+        for box in self.train_exclude or []:
+            inside = np.ones(len(points), dtype=bool)
+            for name, bounds in box.items():
+                column = points[:, names.index(name)]
+                inside &= (column >= bounds.lo) & (column <= bounds.hi)
+            out |= inside
+        return out
 
     def in_training_bands(self, velocity: Any) -> Any:
         """Whether each speed lies in a training band (all True without bands)."""
@@ -475,41 +509,50 @@ def load_data_config(scenario: str, overrides: list[str] | None = None) -> DataC
 
 def load_scenario_config(scenario: str, overrides: list[str] | None = None) -> DataConfig:
     """The dataset config of a study scenario: a ball scenario, a probe ("probe-color_shape"),
-    an interpolation-gap layout ("gap-wide") or a direction set ("flip-both")."""
+    an interpolation-gap layout ("gap-wide"), a direction set ("flip-both") or a convex-hull
+    variant ("hull-square")."""
     if scenario.startswith(PROBE_PREFIX):
         return load_probe_config(scenario.removeprefix(PROBE_PREFIX), overrides)
     if scenario.startswith(GAP_PREFIX):
         return load_gap_config(scenario.removeprefix(GAP_PREFIX), overrides)
     if scenario.startswith(FLIP_PREFIX):
         return load_flip_config(scenario.removeprefix(FLIP_PREFIX), overrides)
+    if scenario.startswith(HULL_PREFIX):
+        return load_hull_config(scenario.removeprefix(HULL_PREFIX), overrides)
     return load_data_config(scenario, overrides)
 
 
-def _load_uniform_variant(
+def _load_variant(
     kind: str, noun: str, directory: str, name: str, names: tuple[str, ...], overrides: list[str] | None,
+    base: str = "uniform_motion",
 ) -> DataConfig:
-    """`configs/data/<directory>/<name>.yaml` laid over the uniform-motion config (its keys
+    """`configs/data/<directory>/<name>.yaml` laid over a ball scenario's config (its keys
     replace the base's), then the overrides."""
     if name not in names:
         raise ConfigError(f"{kind}: unknown {noun} {name!r}; choose from {', '.join(names)}")
     path = CONFIG_DIR / "data" / directory / f"{name}.yaml"
-    data = load_yaml(CONFIG_DIR / "data" / "uniform_motion.yaml") | load_yaml(path)
+    data = load_yaml(CONFIG_DIR / "data" / f"{base}.yaml") | load_yaml(path)
     return validate(DataConfig, apply_overrides(data, overrides or []), source=str(path))
 
 
 def load_probe_config(pair: str, overrides: list[str] | None = None) -> DataConfig:
     """The dataset config of an attribute probe (configs/data/probes/<pair>.yaml)."""
-    return _load_uniform_variant("probe", "pair", "probes", pair, PROBE_PAIRS, overrides)
+    return _load_variant("probe", "pair", "probes", pair, PROBE_PAIRS, overrides)
 
 
 def load_gap_config(layout: str, overrides: list[str] | None = None) -> DataConfig:
     """The dataset config of an interpolation-gap layout (configs/data/gaps/<layout>.yaml)."""
-    return _load_uniform_variant("gap", "layout", "gaps", layout, GAP_LAYOUTS, overrides)
+    return _load_variant("gap", "layout", "gaps", layout, GAP_LAYOUTS, overrides)
 
 
 def load_flip_config(name: str, overrides: list[str] | None = None) -> DataConfig:
     """The dataset config of a direction-flip set (configs/data/flips/<set>.yaml)."""
-    return _load_uniform_variant("flip", "set", "flips", name, FLIP_SETS, overrides)
+    return _load_variant("flip", "set", "flips", name, FLIP_SETS, overrides)
+
+
+def load_hull_config(name: str, overrides: list[str] | None = None) -> DataConfig:
+    """The dataset config of a convex-hull variant (configs/data/hulls/<variant>.yaml)."""
+    return _load_variant("hull", "variant", "hulls", name, HULL_VARIANTS, overrides, base="collision")
 
 
 def to_flat_dict(obj: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -809,14 +852,14 @@ class StudyConfig(Strict):
     @field_validator("scenarios")
     @classmethod
     def _scenarios(cls, scenarios: list[str]) -> list[str]:
-        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS)
+        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS)
         for scenario in scenarios:
             if scenario not in known:
                 raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(known)}")
         if COMBINATORIAL in scenarios and len(scenarios) > 1:
             raise ValueError(f"{COMBINATORIAL} runs alone: its grid is models x templates x videos per template")
         for family, report in ((PROBE_SCENARIOS, "the attribute priority"), (GAP_SCENARIOS, "the interpolation-gap verdict"),
-                               (FLIP_SCENARIOS, "the direction-flip verdict")):
+                               (FLIP_SCENARIOS, "the direction-flip verdict"), (HULL_SCENARIOS, "the convex-hull verdict")):
             members = [s for s in scenarios if s in family]
             if members and len(members) < len(scenarios):
                 raise ValueError(f"{family[0].split('-')[0]} scenarios run apart from the others: their report is {report}")
@@ -862,7 +905,7 @@ class StudyConfig(Strict):
         if not is_trainable(self.vae.preset) and self.vae.seeds == "per_seed":
             raise ValueError(f"vae.seeds: {self.vae.preset!r} has no weights, so no seed to vary; use shared")
         if self.vae.train_on is not None:
-            known = (*BALL_SCENARIOS, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS)
+            known = (*BALL_SCENARIOS, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS)
             if self.vae.train_on not in known or COMBINATORIAL in self.scenarios:
                 raise ValueError(f"vae.train_on: {self.vae.train_on!r} is not a ball scenario of a ball study; "
                                  f"choose from {', '.join(known)}")

@@ -1,6 +1,6 @@
 """The case-based probe studies end to end on a real local Ray and a SQLite MLflow store, tiny:
-the interpolation gaps (two layouts) and the direction flips (both sets); their metrics on every
-trial and their reports on the parent run.
+the interpolation gaps (two layouts), the direction flips (both sets) and the convex hull (two
+variants); their metrics on every trial and their reports on the parent run.
 
 The VAE is the lossless space-to-depth preset: nothing to train (the test stays short), and its
 floor is known: it reconstructs the ground truth exactly, so its error is the parser's floor
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 SMOKE = REPO_ROOT / "configs" / "studies" / "interpolation-gaps-smoke.yaml"
 FLIP_SMOKE = REPO_ROOT / "configs" / "studies" / "direction-flips-smoke.yaml"
+HULL_SMOKE = REPO_ROOT / "configs" / "studies" / "convex-hull-smoke.yaml"
 TINY = [
     "data_sizes=['32']", "data.eval_id=12", "data.eval_ood=2", "vae.preset=s2d-f4t2", "vae.train={}",
     "dit.steps=6", "dit.log_every=3", "dit.checkpoint_every=3", "dit.batch_size=8", "dit.micro_batch=8",
@@ -113,4 +114,41 @@ def test_both_direction_sets_train_report_reversals_and_rebuild_from_mlflow(flip
     assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
                  "--run-id", result.parent_run_id, "--out", str(out)]) == 0
     assert (out / "direction_flips.md").read_text() == text
+    capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def hull_study(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("hull-study")
+    overrides = [o.replace("data.eval_id=12", "data.eval_id=16").replace("data.eval_ood=2", "data.eval_ood=4") for o in TINY]
+    cfg = load_study_config(HULL_SMOKE, [*overrides, f"output_dir={root / 'studies'}", f"data_dir={root / 'data'}"])
+    return cfg, run_study(cfg)
+
+
+def test_the_hull_study_places_every_video_on_the_plane_and_reports_per_region(hull_study, tmp_path, capsys):
+    cfg, result = hull_study
+    assert result.failed == {}
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
+    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["hull-lshape", "hull-square"]
+    for run in runs:
+        local = client.download_artifacts(run.info.run_id, "report/hulls.json")
+        scored = json.loads(open(local).read())
+        assert sorted(scored) == ["eval_id", "eval_ood"]
+        regions = {r["region"] for split in scored.values() for r in split["rollouts"]["records"]}
+        assert "trained" in regions and "outside" in regions
+        # The OOD set's v1 lies beyond the trained range: outside the hull, every video.
+        assert {r["region"] for r in scored["eval_ood"]["rollouts"]["records"]} == {"outside"}
+        assert "hull/ood/outside" in run.data.metrics
+    report = result.report
+    assert [r["variant"] for r in report["variants"]] == ["square", "lshape"]
+    text = report["summary"].read_text()
+    assert "| square | v1 [2, 3] × v2 [2, 3] | DiT-T | 32 |" in text
+    logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"convex_hull.md", "convex_hull.csv", "convex_hull.png"} <= logged
+    out = tmp_path / "rebuilt"
+    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
+                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    assert (out / "convex_hull.md").read_text() == text
     capsys.readouterr()

@@ -1,8 +1,11 @@
-"""Case-based probes on uniform motion: interpolation gaps (paper §5.1, Fig. 5) and direction flips
-(§5.2, Fig. 7). Speed bands and mirrored training videos in the data config, the plans they make,
-the metrics on hand-made rollouts, and the reports' checks."""
+"""Case-based probes: interpolation gaps (paper §5.1, Fig. 5), the collision convex hull (§5.1,
+Fig. 6) and direction flips (§5.2, Fig. 7). Speed bands, left-out boxes and mirrored training
+videos in the data config, the plans they make, the metrics on hand-made rollouts, and the
+reports' checks."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from phyray.config import (
     load_data_config,
     load_flip_config,
     load_gap_config,
+    load_hull_config,
 )
 from phyray.data.generate import simulate_video
 from phyray.data.plan import plan_dataset
@@ -22,11 +26,16 @@ from phyray.eval.cases import (
     flip_summary,
     gap_records,
     gap_summary,
+    hull_plane,
+    hull_polygon,
+    hull_records,
+    hull_regions,
+    hull_summary,
     nearest_trained,
     speed_records,
 )
 from phyray.render import render_videos
-from phyray.study.cases import flip_checks, gap_checks
+from phyray.study.cases import flip_checks, gap_checks, hull_checks
 from phyray.study.verdict import Estimate
 
 RED = np.array([[255, 0, 0]], np.uint8)
@@ -218,3 +227,67 @@ def test_a_shared_vae_names_a_ball_scenario():
     assert load_study_config(smoke).vae.train_on == "uniform_motion"
     with pytest.raises(ConfigError, match="vae.train_on: 'combinatorial' is not a ball scenario"):
         load_study_config(smoke, ["vae.train_on=combinatorial"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The collision convex hull
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["square", "three_squares", "lshape", "mass"])
+def test_left_out_boxes_are_absent_from_training_and_present_in_evaluation(variant):
+    cfg = load_hull_config(variant)
+    train = plan_dataset(cfg, "train", "2K", 0)
+    assert train.num_videos == 2000 and not cfg.excluded(train.params, train.names).any()
+    evaluation = plan_dataset(cfg, "eval_id", 600, 0)
+    assert 0.05 < cfg.excluded(evaluation.params, evaluation.names).mean() < 0.95
+
+
+def test_hull_regions_tell_holes_inside_the_training_hull_from_points_beyond_it():
+    square = load_hull_config("square")
+    np.testing.assert_array_equal(hull_regions(square, np.array([[2.5, 2.5], [1.5, 3.5], [4.3, 2.0], [0.5, 1.5]])),
+                                  ["inside", "trained", "outside", "outside"])
+    # The L-shape's hull cuts its hole along the line from (1.25, 4) to (4, 1.25).
+    lshape = load_hull_config("lshape")
+    np.testing.assert_array_equal(hull_regions(lshape, np.array([[1.1, 3.0], [2.0, 2.0], [3.5, 3.5], [2.0, 3.5]])),
+                                  ["trained", "inside", "outside", "outside"])
+    polygon = hull_polygon(lshape)
+    assert {tuple(v) for v in polygon.round(2)} == {(1.0, 1.0), (4.0, 1.0), (4.0, 1.24), (1.24, 4.0), (1.0, 4.0)}
+    mass = load_hull_config("mass")
+    assert hull_plane(mass) == ("r1", "r2")
+    np.testing.assert_array_equal(hull_regions(mass, np.array([[1.0, 1.0], [1.8, 1.0], [0.6, 1.4]])),
+                                  ["inside", "outside", "trained"])
+
+
+def test_hull_records_place_each_video_and_summarise_per_region():
+    cfg = load_hull_config("square")
+    rows = {f"v{i}": {"params": json.dumps({"v1": v1, "v2": v2})} for i, (v1, v2) in enumerate([(2.5, 2.5), (1.5, 1.5), (4.3, 2.0)])}
+    records = [{"video_id": f"v{i}", "vel_err_mean_velocity": e, "vae_floor_vel_err_mean_velocity": 0.01}
+               for i, e in enumerate([0.2, 0.1, 0.9])]
+    hull = hull_records(records, rows, cfg, "vel_err_mean_velocity")
+    assert [r["region"] for r in hull] == ["inside", "trained", "outside"] and hull[2]["v1"] == 4.3
+    summary = hull_summary(hull, resamples=100, seed=0)
+    assert summary["outside"]["mean"] == 0.9 and summary["trained_floor"]["mean"] == 0.01 and summary["inside"]["n"] == 1
+
+
+def test_bad_boxes_name_the_field():
+    with pytest.raises(ConfigError, match=r"train_exclude\[0\]: bounds a non-empty subset"):
+        load_hull_config("square", ["train_exclude=[{v3: [1, 2]}]"])
+
+
+def test_the_hull_checks_state_the_papers_findings():
+    estimate = lambda v, half: Estimate(v, v - half, v + half)  # noqa: E731
+    results = [{"variant": "square", "model": "DiT-T", "data_size": "3K", "trained": estimate(0.2, 0.02),
+                "inside": estimate(0.22, 0.03), "outside": estimate(0.9, 0.1)},
+               {"variant": "lshape", "model": "DiT-T", "data_size": "3K", "trained": estimate(0.2, 0.02),
+                "inside": estimate(0.6, 0.05), "outside": estimate(0.7, 0.2)}]
+    answers = {c["check"]: c["answer"] for c in hull_checks(results)}
+    assert answers["square: outside the hull errs more than inside it"] == "yes"
+    assert answers["square: holes inside the hull err like trained points (under 1.5x)"] == "yes"
+    assert answers["lshape: outside the hull errs more than inside it"] == "undecided"
+    assert answers["lshape: holes inside the hull err like trained points (under 1.5x)"] == "no"
+
+
+def test_a_collision_needs_more_frames_than_twice_its_margin():
+    with pytest.raises(ConfigError, match="min_frames_around_collision: 8 frames before and after the impact need more than 16"):
+        load_data_config("collision", ["physics.num_frames=16"])

@@ -27,6 +27,9 @@ whose speed lies in a band (a named size is then smaller than the paper's grid; 
 the grid until N such points exist); evaluation is unchanged, over the whole ID range, so the
 same evaluation videos serve every layout.
 
+Left-out boxes (`DataConfig.train_exclude`, e.g. collisions without v1, v2 in [2, 3]): training
+drops the grid points inside a box, widened like the bands; evaluation covers the holes.
+
 Both directions (`DataConfig.train_direction: both`, uniform motion): every second training
 point gets direction -1, and its video is the mirror image of the right-moving one.
 """
@@ -139,6 +142,8 @@ def _grid(cfg: DataConfig, counts: dict[str, int], seed: int) -> np.ndarray:
         grid = _probe_training_points(cfg, grid)
     if cfg.train_velocity is not None:
         grid = grid[cfg.in_training_bands(grid[:, 1])]
+    if cfg.train_exclude is not None:
+        grid = grid[~cfg.excluded(grid, grid_names(cfg))]
     return grid
 
 

@@ -15,6 +15,14 @@ Interpolation gaps (§5.1, Fig. 5). A gap model trains on speed bands of the ID 
 each with a 95 % bootstrap interval over videos, and the error over a fixed speed span (so
 layouts with different gaps compare on the same videos).
 
+The collision convex hull (§5.1, Fig. 6). A hull model trains on collisions with boxes of the
+(v1, v2) or (r1, r2) plane left out (`DataConfig.train_exclude`). Each evaluation video falls in a
+region of that plane (`hull_regions`): `trained` (in the training ranges, in no box), `inside`
+(left out but inside the convex hull of what was trained: a hole surrounded by data) or
+`outside` (beyond the hull). `hull_summary` gives the headline (post-collision) velocity error per
+region with its interval; the paper's finding is that `inside` errs about as `trained` does and
+`outside` far more.
+
 Direction flips (§5.2, Fig. 7). Models trained on fast balls moving right (Set-1) or both ways
 (Set-2, `DataConfig.train_direction: both`) are conditioned on slower right-moving balls. Per
 video (`flip_records`): the true and generated x velocity and `reversed`: the generated ball moves
@@ -24,6 +32,7 @@ reversed fraction and the drift (generated minus true x velocity) with their int
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +46,10 @@ from phyray.eval.stats import bootstrap_ci
 # Bumped when the records or the summary change: reports made by another version are remade.
 GAP_VERSION = 1
 FLIP_VERSION = 1
+HULL_VERSION = 1
+HULL_REGIONS = ("trained", "inside", "outside")
+# Points per side of the lattice whose kept points span the training hull.
+HULL_LATTICE = 101
 READ_BATCH = 64
 # A generated ball "reverses" when it moves against its conditioned direction faster than this
 # (world units/s): ten times the velocity parser's floor at 32² (~0.02), so a ball that stops
@@ -102,10 +115,10 @@ def flip_records(
 
 
 def case_config_of(reference_dir: str | Path) -> DataConfig:
-    """The data config an evaluation set was generated with."""
+    """The data config a ball evaluation set was generated with."""
     config = (read_manifest(reference_dir).get("identity") or {}).get("settings", {}).get("config") or {}
-    if config.get("scenario") != "uniform_motion":
-        raise ValueError(f"{reference_dir}: case-based probes run on uniform_motion sets, not {config.get('scenario')!r}")
+    if not config.get("scenario"):
+        raise ValueError(f"{reference_dir}: not a ball dataset (its manifest records no data config)")
     return DataConfig.model_validate(config)
 
 
@@ -121,6 +134,8 @@ def score_case_set(
     """Per-video records (`gap_records` or `flip_records`) of a rollout set (or a VAE's
     reconstructions) of an evaluation set, joined to the reference rows by video_id."""
     cfg = case_config_of(reference_dir)
+    if cfg.scenario != "uniform_motion":
+        raise ValueError(f"{reference_dir}: speed probes read one ball moving uniformly, not {cfg.scenario}")
     if records_of is gap_records and cfg.train_velocity is None:
         raise ValueError(f"{reference_dir}: not an interpolation-gap dataset (its config has no train_velocity)")
     references = {row["video_id"]: row for row in iter_rows(reference_dir, ["video_id", "colors", "positions", "velocities", "radii"])}
@@ -139,6 +154,68 @@ def score_case_set(
     if batch:
         flush()
     return records
+
+
+def hull_plane(cfg: DataConfig) -> tuple[str, str]:
+    """The two parameters the left-out boxes bound (v1, v2 or r1, r2), in grid order."""
+    bounded = sorted({name for box in cfg.train_exclude or [] for name in box}, key=("r1", "r2", "v1", "v2").index)
+    if cfg.scenario != "collision" or len(bounded) != 2:
+        raise ValueError("train_exclude: a convex-hull probe leaves out boxes of one plane of collision, (v1, v2) or (r1, r2)")
+    return bounded[0], bounded[1]
+
+
+def hull_polygon(cfg: DataConfig) -> np.ndarray:
+    """(V, 2) the convex hull of the trained part of the plane, its vertices counterclockwise: a
+    lattice over the plane's ID ranges with the left-out boxes removed (independent of the set's
+    size, so every size of a variant has the same hull)."""
+    from scipy.spatial import ConvexHull
+
+    plane = hull_plane(cfg)
+    ranges = [getattr(cfg.id, "radius" if name.startswith("r") else "velocity")[0] for name in plane]
+    axes = [np.linspace(r.lo, r.hi, HULL_LATTICE) for r in ranges]
+    lattice = np.stack([m.ravel() for m in np.meshgrid(*axes, indexing="ij")], axis=1)  # (L², 2)
+    kept = lattice[~cfg.excluded(lattice, plane)]
+    return kept[ConvexHull(kept).vertices]
+
+
+def hull_regions(cfg: DataConfig, points: np.ndarray) -> np.ndarray:
+    """(N,) region of each (N, 2) point of the hull plane: trained, inside or outside."""
+    plane = hull_plane(cfg)
+    in_range = np.ones(len(points), dtype=bool)
+    for column, name in enumerate(plane):
+        bounds = getattr(cfg.id, "radius" if name.startswith("r") else "velocity")[0]
+        in_range &= (points[:, column] >= bounds.lo) & (points[:, column] <= bounds.hi)
+    trained = in_range & ~cfg.excluded(points, plane)
+    from scipy.spatial import Delaunay
+
+    inside = Delaunay(hull_polygon(cfg)).find_simplex(points) >= 0
+    return np.where(trained, "trained", np.where(inside, "inside", "outside"))
+
+
+def hull_records(
+    records: Sequence[dict[str, Any]], reference_rows: dict[str, dict[str, Any]], cfg: DataConfig, metric: str,
+) -> list[dict[str, Any]]:
+    """Per-video hull records from a trial's physics records (with their `vae_floor_` scores):
+    the point on the plane, its region, the headline error and the VAE's."""
+    plane = hull_plane(cfg)
+    params = [json.loads(reference_rows[r["video_id"]]["params"]) for r in records]
+    points = np.array([[p[name] for name in plane] for p in params], dtype=np.float64).reshape(-1, 2)
+    regions = hull_regions(cfg, points)
+    return [
+        {"video_id": r["video_id"], plane[0]: float(points[i, 0]), plane[1]: float(points[i, 1]),
+         "region": str(regions[i]), "error": r[metric], "floor": r.get(f"vae_floor_{metric}", float("nan"))}
+        for i, r in enumerate(records)
+    ]
+
+
+def hull_summary(records: Sequence[dict[str, Any]], resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Per region the mean error and the VAE floor's, with 95 % bootstrap intervals."""
+    summary: dict[str, Any] = {"num_videos": len(records)}
+    for region in HULL_REGIONS:
+        members = [r for r in records if r["region"] == region]
+        summary[region] = _estimate(np.array([r["error"] for r in members], dtype=np.float64), resamples, seed)
+        summary[f"{region}_floor"] = _estimate(np.array([r["floor"] for r in members], dtype=np.float64), resamples, seed)
+    return summary
 
 
 def _estimate(values: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
@@ -192,10 +269,12 @@ def flip_summary(records: Sequence[dict[str, Any]], resamples: int = 1000, seed:
 
 
 def case_metrics(summary: dict[str, Any], prefix: str) -> dict[str, float]:
-    """A gap or flip summary as flat MLflow metrics: <prefix>/<quantity> (inside, outside, span,
-    pull, ratio; or reversed, drift) with _ci_low / _ci_high."""
+    """A gap, flip or hull summary as flat MLflow metrics: <prefix>/<quantity> (inside, outside,
+    span, pull, ratio; reversed, drift; or trained, inside, outside and their _floor) with
+    _ci_low / _ci_high."""
     metrics = {f"{prefix}/num_videos": float(summary["num_videos"])}
-    for name in ("inside", "outside", "span", "pull", "ratio", "reversed", "drift"):
+    for name in ("inside", "outside", "span", "pull", "ratio", "reversed", "drift", "trained",
+                 "trained_floor", "inside_floor", "outside_floor"):
         if name not in summary:
             continue
         entry = summary[name]

@@ -24,6 +24,17 @@ then logs onto the study's parent run:
   reverses more of them than Set-1;
 - `direction_flips.csv`: the same numbers;
 - `direction_flips.png`: Fig. 7: generated vs conditioned x velocity per set, both splits.
+
+`publish_hulls` (a study of convex-hull variants, `hull-<variant>`) writes and logs:
+
+- `convex_hull.md`: per variant the headline (post-collision) velocity error of evaluation
+  videos in the trained region, in left-out holes inside the training hull, and outside it (both
+  splits pooled per trial, combined over seeds), each beside the VAE's own; the paper's findings
+  as checks: outside errs more than inside; inside errs like trained (inside / trained below
+  1.5 — the paper says "about as well as ID"; the factor is a choice);
+- `convex_hull.csv`: the same numbers;
+- `convex_hull.png`: Fig. 6: per variant the mean error over the left-out plane (binned), the
+  boxes and the training hull drawn on it.
 """
 
 from __future__ import annotations
@@ -38,7 +49,17 @@ from pathlib import Path
 from typing import Any
 
 from phyray.artifacts import atomic_write_bytes
-from phyray.config import FLIP_PREFIX, FLIP_SETS, GAP_LAYOUTS, GAP_PREFIX, load_gap_config
+from phyray.config import (
+    FLIP_PREFIX,
+    FLIP_SETS,
+    GAP_LAYOUTS,
+    GAP_PREFIX,
+    HULL_PREFIX,
+    HULL_VARIANTS,
+    load_gap_config,
+    load_hull_config,
+)
+from phyray.eval.cases import HULL_REGIONS, hull_plane, hull_polygon, hull_summary
 from phyray.study.verdict import Estimate, combine_seeds, falls
 
 GAP_FILES = ("interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png")
@@ -366,5 +387,157 @@ def publish_flips(client, parent, records: list[dict[str, Any]], missing: list[s
     return {
         "records": records, "missing": missing, "sets": results, "checks": checks, "files": files,
         "summary": files["direction_flips.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
+        "study_id": study["id"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The collision convex hull (paper §5.1, Fig. 6)
+# ---------------------------------------------------------------------------------------------
+
+# Inside-hull error within this factor of the trained region's counts as "about as well as ID".
+HULL_INSIDE_FACTOR = 1.5
+
+
+def variant_results(records: list[dict[str, Any]], per_trial: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One result per (variant, model, data size): per region the error and the VAE floor, each
+    trial's videos of both splits pooled, then combined over seeds."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["scenario"].startswith(HULL_PREFIX) and record["run_id"] in per_trial:
+            groups[(record["scenario"].removeprefix(HULL_PREFIX), record["model"], record["data_size"])].append(record)
+    results = []
+    for (name, model, size), trials in groups.items():
+        summaries = [hull_summary(per_trial[t["run_id"]], 1000, 0) for t in trials]
+        result = {"variant": name, "model": model, "data_size": size, "seeds": len(trials),
+                  "plane": hull_plane(load_hull_config(name)), "boxes": load_hull_config(name).train_exclude}
+        for key in (*HULL_REGIONS, *(f"{r}_floor" for r in HULL_REGIONS)):
+            entries = [summary[key] for summary in summaries]
+            result[key] = None if any(e["mean"] is None or e["ci"] is None for e in entries) else combine_seeds(
+                [e["mean"] for e in entries], [e["ci"][0] for e in entries], [e["ci"][1] for e in entries])
+            result[f"{key}_n"] = sum(e["n"] for e in entries)
+        results.append(result)
+    results.sort(key=lambda r: (HULL_VARIANTS.index(r["variant"]), r["model"], r["data_size"]))
+    return results
+
+
+def hull_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    checks = []
+    for r in results:
+        arm = f"{r['model']}, {r['data_size']}"
+        trained, inside, outside = r["trained"], r["inside"], r["outside"]
+        checks.append({"check": f"{r['variant']}: outside the hull errs more than inside it", "arm": arm,
+                       "answer": "undecided" if inside is None or outside is None else falls(outside, inside)})
+        if inside is None or trained is None:
+            answer = "undecided"
+        else:
+            answer = ("yes" if inside.high < HULL_INSIDE_FACTOR * trained.low else
+                      "no" if inside.low > HULL_INSIDE_FACTOR * trained.high else "undecided")
+        checks.append({"check": f"{r['variant']}: holes inside the hull err like trained points (under {HULL_INSIDE_FACTOR}x)",
+                       "arm": arm, "answer": answer})
+    return checks
+
+
+def hulls_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], study: dict[str, str],
+                   missing: list[str], params: dict[str, str]) -> str:
+    lines = [
+        f"# Convex hull: study {study['name']} ({study['id']}), run {study['run_id']}",
+        "",
+        (f"Protocol: every evaluation video (ID over the whole ranges, holes included; OOD beyond them) placed "
+         f"on the left-out plane: trained, inside the training set's convex hull but left out, or outside it; "
+         f"{params.get('eval.headline_metric', 'vel_err_mean_velocity')} (post-collision frames), "
+         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, parser "
+         f"{params.get('eval.parser', '?')}. 95 % bootstrap intervals over videos, combined over seeds."),
+        "",
+        "| variant | left out | model | data | trained | inside hull | outside hull | VAE trained | VAE inside | VAE outside |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        boxes = "; ".join(" × ".join(f"{k} [{v.lo:g}, {v.hi:g}]" for k, v in box.items()) for box in r["boxes"])
+        cells = [f"{_cell(r[key])} (n={r[f'{key}_n']})" for key in HULL_REGIONS]
+        floors = [_cell(r[f"{key}_floor"]) for key in HULL_REGIONS]
+        lines.append(f"| {r['variant']} | {boxes} | {r['model']} | {r['data_size']} | " + " | ".join(cells + floors) + " |")
+    lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
+    lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
+    if missing:
+        lines += ["", f"Missing trials (no finished run): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
+
+
+def hulls_csv(results: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    names = (*HULL_REGIONS, *(f"{r}_floor" for r in HULL_REGIONS))
+    writer.writerow(["variant", "model", "data_size", "seeds", *[f"{n}{s}" for n in names for s in ("", "_ci_low", "_ci_high")]])
+    for r in results:
+        values = []
+        for name in names:
+            estimate = r[name]
+            values += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
+        writer.writerow([r["variant"], r["model"], r["data_size"], r["seeds"], *values])
+    return buffer.getvalue()
+
+
+def hulls_png(per_variant: dict[str, list[dict[str, Any]]]) -> bytes:
+    """Fig. 6: mean error over the left-out plane (binned), the boxes and the training hull."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Polygon, Rectangle
+
+    names = [name for name in HULL_VARIANTS if name in per_variant]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.6 * max(len(names), 1), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        cfg = load_hull_config(name)
+        a, b = hull_plane(cfg)
+        videos = [r for r in per_variant[name] if np.isfinite(r["error"])]
+        x, y = np.array([r[a] for r in videos]), np.array([r[b] for r in videos])
+        error = np.array([r["error"] for r in videos])
+        x_edges, y_edges = np.linspace(x.min(), x.max() + 1e-9, 13), np.linspace(y.min(), y.max() + 1e-9, 13)
+        total, _, _ = np.histogram2d(x, y, [x_edges, y_edges], weights=error)
+        count, _, _ = np.histogram2d(x, y, [x_edges, y_edges])
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        image = ax.imshow(mean.T, origin="lower", aspect="auto", cmap="viridis",
+                          extent=(x_edges[0], x_edges[-1], y_edges[0], y_edges[-1]))
+        for box in cfg.train_exclude:
+            (lo_a, hi_a), (lo_b, hi_b) = [(box[p].lo, box[p].hi) if p in box else (-1e3, 1e3) for p in (a, b)]
+            ax.add_patch(Rectangle((lo_a, lo_b), hi_a - lo_a, hi_b - lo_b, fill=False, edgecolor="white", lw=1.2, ls="--"))
+        ax.add_patch(Polygon(hull_polygon(cfg), closed=True, fill=False, edgecolor="red", lw=1.0))
+        ax.set_xlim(x_edges[0], x_edges[-1])
+        ax.set_ylim(y_edges[0], y_edges[-1])
+        ax.set_xlabel(a)
+        ax.set_ylabel(b)
+        ax.set_title(f"{name}: error (boxes dashed, hull red)", fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def publish_hulls(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
+    """Write and log the convex-hull study's report (module docstring); returns what publish_report does."""
+    per_trial: dict[str, list[dict[str, Any]]] = {}
+    per_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with tempfile.TemporaryDirectory() as tmp:
+        for record in records:
+            if record["scenario"].startswith(HULL_PREFIX):
+                local = client.download_artifacts(record["run_id"], "report/hulls.json", tmp)
+                videos = [v for scored in json.loads(Path(local).read_text()).values() for v in scored["rollouts"]["records"]]
+                per_trial[record["run_id"]] = videos
+                per_variant[record["scenario"].removeprefix(HULL_PREFIX)] += videos
+    results = variant_results(records, per_trial)
+    checks = hull_checks(results)
+    files = _publish(client, parent, {
+        "convex_hull.md": hulls_markdown(results, checks, study, missing, parent.data.params).encode(),
+        "convex_hull.csv": hulls_csv(results).encode(),
+        "convex_hull.png": hulls_png(per_variant),
+    }, out)
+    return {
+        "records": records, "missing": missing, "variants": results, "checks": checks, "files": files,
+        "summary": files["convex_hull.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
         "study_id": study["id"],
     }

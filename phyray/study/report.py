@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from phyray.artifacts import atomic_write_bytes
-from phyray.config import COMBINATORIAL, FLIP_PREFIX, GAP_PREFIX, PROBE_PREFIX, ConfigError
+from phyray.config import (
+    COMBINATORIAL,
+    FLIP_PREFIX,
+    GAP_PREFIX,
+    HULL_PREFIX,
+    PROBE_PREFIX,
+    ConfigError,
+)
 from phyray.eval.physics import PAPER_METRIC
 from phyray.study.plan import nominal_videos
 from phyray.study.verdict import (
@@ -444,7 +451,7 @@ def publish_report(
         "missing", "files": {name: path}, "summary" (the markdown table's path), "parent_run_id",
         "study", "study_id"}. A combinatorial study's report is Table 2 instead
         (`phyray.study.table2`), a probe study's the attribute priority (`phyray.study.priority`),
-        a gap or direction study's its verdict (`phyray.study.cases`).
+        a gap, direction or convex-hull study's its verdict (`phyray.study.cases`).
     """
     from mlflow.tracking import MlflowClient
 
@@ -474,6 +481,10 @@ def publish_report(
         from phyray.study.cases import publish_flips
 
         return publish_flips(client, parent, records, missing, study, out)
+    if HULL_PREFIX in parent.data.params.get("scenarios", ""):
+        from phyray.study.cases import publish_hulls
+
+        return publish_hulls(client, parent, records, missing, study, out)
     contents = {
         "results.csv": results_csv(records).encode(),
         "results.md": results_markdown(records, metric, experiment, study, missing, parent.data.params).encode(),

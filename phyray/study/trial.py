@@ -23,8 +23,8 @@ again by its identity, never by its name:
   (`eval/in_template/...`, `eval/out_of_template/...`: psnr, ssim, lpips, fvd, abnormal and
   its checks, with `vae_floor_*` and `gt_floor_abnormal`; tag `phyray.templates`, and FVD's
   protocol as tags `phyray.fvd.<split>.fvd`);
-- artifacts: `report/report.json|csv` (and `probe.json`, `gaps.json` or `flips.json`: the
-  per-video records by split),
+- artifacts: `report/report.json|csv` (and `probe.json`, `gaps.json`, `flips.json` or
+  `hulls.json`: the per-video records by split),
   `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
 
 A rerun skips a done trial (in any study run of the experiment: a trial is its identity),
@@ -48,6 +48,7 @@ from phyray.config import (
     EVAL_KIND,
     FLIP_PREFIX,
     GAP_PREFIX,
+    HULL_PREFIX,
     PROBE_PREFIX,
     StudyConfig,
     TrainConfig,
@@ -117,6 +118,10 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
             from phyray.eval.cases import FLIP_VERSION
 
             scoring["direction"] = FLIP_VERSION
+        if trial.scenario.startswith(HULL_PREFIX):
+            from phyray.eval.cases import HULL_VERSION
+
+            scoring["hull"] = {"version": HULL_VERSION, "metric": study.eval.headline_metric}
     report = Identity(
         "report",
         {"format_version": REPORT_FORMAT_VERSION, **scoring, "cond_frames": cond_frames,
@@ -245,6 +250,19 @@ def _case_scores(
     return scored
 
 
+def _hull_scores(study: StudyConfig, split: str, records: list[dict[str, Any]], reference: str) -> dict[str, Any]:
+    """A convex-hull variant's scores on one split: each video's point on the left-out plane, its
+    region (trained, inside or outside the training hull) and its headline error beside the
+    VAE's, summarised per region; the regions pooled over splits are the parent report's."""
+    from phyray.eval.cases import case_config_of, case_metrics, hull_records, hull_summary
+
+    rows = {row["video_id"]: row for row in iter_rows(reference, ["video_id", "params"])}
+    hull = hull_records(records, rows, case_config_of(reference), study.eval.headline_metric)
+    summary = hull_summary(hull, study.eval.bootstrap_resamples, study.data.seed)
+    group = "id" if EVAL_KIND[split] == "eval_id" else "ood"
+    return {"rollouts": {"records": hull, "summary": summary}, "metrics": case_metrics(summary, f"hull/{group}")}
+
+
 def evaluate_trial(
     study: StudyConfig, spec: TrialSpec, export: str, inputs: ScenarioInputs, tracking_uri: str, run_id: str
 ) -> list[dict[str, Any]]:
@@ -271,7 +289,8 @@ def evaluate_trial(
     cond_frames, seed = spec.run_cfg.diffusion.cond_frames, spec.trial.seed
     scenes = spec.trial.scenario == COMBINATORIAL
     probe = spec.trial.scenario.startswith(PROBE_PREFIX)
-    family = "gap" if spec.trial.scenario.startswith(GAP_PREFIX) else "flip" if spec.trial.scenario.startswith(FLIP_PREFIX) else None
+    family = next((name for name, prefix in (("gap", GAP_PREFIX), ("flip", FLIP_PREFIX), ("hull", HULL_PREFIX))
+                   if spec.trial.scenario.startswith(prefix)), None)
     options = {"ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
     records, fvd_rows, gifs, probe_splits, case_splits = [], [], [], {}, {}
     for split, key in inputs.eval_keys(spec.trial).items():
@@ -290,7 +309,9 @@ def evaluate_trial(
         records += split_records
         if probe:
             probe_splits[split] = _probe_scores(study, split, rollout_dir, floor_dir, reference, cond_frames, report_dir, gifs)
-        if family == "flip" or (family == "gap" and EVAL_KIND[split] == "eval_id"):
+        if family == "hull":
+            case_splits[split] = _hull_scores(study, split, split_records, reference)
+        elif family == "flip" or (family == "gap" and EVAL_KIND[split] == "eval_id"):
             case_splits[split] = _case_scores(study, family, split, rollout_dir, floor_dir, reference, cond_frames)
         # Best and worst rollouts: lowest and highest velocity error, or highest and lowest PSNR.
         metric, sign = ("psnr", -1) if scenes else (study.eval.headline_metric, 1)
