@@ -781,6 +781,10 @@ class StudyEval(Strict):
     # The released evaluator's radius filter and collision window on every velocity metric
     # (phyray/eval/physics.py); `paper_vel_err`, the paper's Fig. 3 metric, always has them.
     paper_filter: bool = False
+    # Direction flips: a generated ball "reverses" when it moves against its conditioned
+    # direction faster than this (world units/s; ten times the parser's floor at 32², so a ball
+    # that stops and jitters does not count). The paper gives no threshold.
+    reversal_speed: float = Field(0.2, gt=0)
     # Combinatorial studies (phyray/eval/scenes.py): the abnormal-rate judge; LPIPS's AlexNet
     # backbone, a local torchvision state dict (None: LPIPS skipped, with a line saying so);
     # the I3D weights of FVD (None: those `scripts/fetch_weights.sh` fetched, skipped with a

@@ -108,6 +108,7 @@ def test_both_direction_sets_train_report_reversals_and_rebuild_from_mlflow(flip
     text = result.report["summary"].read_text()
     assert [r["set"] for r in result.report["sets"]] == ["right", "both"]
     assert "Set-2 (both directions) reverses more slow balls than Set-1" in text
+    assert "points left faster than 0.2 units/s" in text
     logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"direction_flips.md", "direction_flips.csv", "direction_flips.png"} <= logged
     out = tmp_path / "rebuilt"

@@ -52,8 +52,8 @@ HULL_REGIONS = ("trained", "inside", "outside")
 HULL_LATTICE = 101
 READ_BATCH = 64
 # A generated ball "reverses" when it moves against its conditioned direction faster than this
-# (world units/s): ten times the velocity parser's floor at 32² (~0.02), so a ball that stops
-# and jitters does not count.
+# (world units/s; StudyEval.reversal_speed): ten times the velocity parser's floor at 32²
+# (~0.02), so a ball that stops and jitters does not count.
 REVERSAL_SPEED = 0.2
 
 
@@ -101,10 +101,9 @@ def gap_records(
 
 def flip_records(
     frames: Sequence[np.ndarray], rows: Sequence[dict[str, Any]], cfg: DataConfig, parser: str, cond_frames: int,
-    reversal_speed: float | None = None,
+    reversal_speed: float = REVERSAL_SPEED,
 ) -> list[dict[str, Any]]:
     """Per-video direction records of N generated videos against their reference rows."""
-    reversal_speed = REVERSAL_SPEED if reversal_speed is None else reversal_speed
     generated, true, error = speed_records(frames, rows, cfg, parser, cond_frames)
     along = generated[:, 0] * np.sign(true[:, 0])  # generated speed along the conditioned direction
     return [
@@ -130,9 +129,11 @@ def between_outer_bands(cfg: DataConfig) -> ValueRange:
 
 def score_case_set(
     rollout_dir: str | Path, reference_dir: str | Path, parser: str, cond_frames: int, records_of=gap_records,
+    **options: Any,
 ) -> list[dict[str, Any]]:
     """Per-video records (`gap_records` or `flip_records`) of a rollout set (or a VAE's
-    reconstructions) of an evaluation set, joined to the reference rows by video_id."""
+    reconstructions) of an evaluation set, joined to the reference rows by video_id; `options`
+    go to `records_of` (flip_records' reversal_speed)."""
     cfg = case_config_of(reference_dir)
     if cfg.scenario != "uniform_motion":
         raise ValueError(f"{reference_dir}: speed probes read one ball moving uniformly, not {cfg.scenario}")
@@ -144,7 +145,7 @@ def score_case_set(
 
     def flush() -> None:
         rows = [references[r["video_id"]] for r in batch]
-        records.extend(records_of([decode_frames(r) for r in batch], rows, cfg, parser, cond_frames))
+        records.extend(records_of([decode_frames(r) for r in batch], rows, cfg, parser, cond_frames, **options))
         batch.clear()
 
     for row in iter_rows(rollout_dir, ["video_id", "frames", "frames_encoding", "frame_shape"]):

@@ -315,7 +315,7 @@ def flips_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
         (f"Protocol: right-moving evaluation balls, ID at the trained speeds [2.5, 4], OOD slower [1, 2.5]; "
          f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, "
          f"{params.get('dit.diffusion.cond_frames', '?')} conditioning frames, parser {params.get('eval.parser', '?')}; "
-         "reversed: the generated mean x velocity points left faster than 0.2 units/s; drift: generated minus "
+         f"reversed: the generated mean x velocity points left faster than {params.get('eval.reversal_speed', '?')} units/s; drift: generated minus "
          "conditioned x velocity. 95 % bootstrap intervals over videos, combined over seeds."),
         "",
         "| set | model | data | videos (OOD) | reversed ID | reversed OOD | drift ID | drift OOD | VAE floor reversed OOD |",

@@ -117,7 +117,7 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
         if trial.scenario.startswith(FLIP_PREFIX):
             from phyray.eval.cases import FLIP_VERSION
 
-            scoring["direction"] = FLIP_VERSION
+            scoring["direction"] = {"version": FLIP_VERSION, "reversal_speed": study.eval.reversal_speed}
         if trial.scenario.startswith(HULL_PREFIX):
             from phyray.eval.cases import HULL_VERSION
 
@@ -241,9 +241,10 @@ def _case_scores(
     else:
         group = "id" if EVAL_KIND[split] == "eval_id" else "ood"
         records_of, summarize, prefix = flip_records, lambda records: flip_summary(records, resamples, seed), f"/{group}"
+    options = {"reversal_speed": study.eval.reversal_speed} if family == "flip" else {}
     scored: dict[str, Any] = {"metrics": {}}
     for name, directory, kind in (("rollouts", rollout_dir, family), ("vae_floor", floor_dir, f"{family}_floor")):
-        records = score_case_set(directory, reference, study.eval.parser, cond_frames, records_of)
+        records = score_case_set(directory, reference, study.eval.parser, cond_frames, records_of, **options)
         summary = summarize(records)
         scored[name] = {"records": records, "summary": summary}
         scored["metrics"] |= case_metrics(summary, kind + prefix)
