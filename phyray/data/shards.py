@@ -207,6 +207,18 @@ def iter_rows(directory: str | Path, columns: list[str] | None = None) -> Iterat
         yield from read_shard(path, columns).to_pylist()
 
 
+def iter_batches(directory: str | Path, columns: list[str] | None, size: int) -> Iterator[list[dict[str, Any]]]:
+    """Rows of a dataset in lists of `size` (the last may be shorter), shard by shard."""
+    batch: list[dict[str, Any]] = []
+    for row in iter_rows(directory, columns):
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def open_shards(directory: str | Path, columns: list[str] | None = None):
     """The dataset as a Ray Dataset (streaming; nothing is materialised)."""
     import ray.data

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from phyray.config import DataConfig, ValueRange
-from phyray.data.shards import decode_frames, iter_rows, read_manifest, row_states
+from phyray.data.shards import decode_frames, iter_batches, iter_rows, read_manifest, row_states
 from phyray.eval.physics import mean_velocities, parse_after_conditioning, valid_frames
 from phyray.eval.stats import bootstrap_ci
 
@@ -141,19 +141,9 @@ def score_case_set(
         raise ValueError(f"{reference_dir}: not an interpolation-gap dataset (its config has no train_velocity)")
     references = {row["video_id"]: row for row in iter_rows(reference_dir, ["video_id", "colors", "positions", "velocities", "radii"])}
     records: list[dict[str, Any]] = []
-    batch: list[dict[str, Any]] = []
-
-    def flush() -> None:
+    for batch in iter_batches(rollout_dir, ["video_id", "frames", "frames_encoding", "frame_shape"], READ_BATCH):
         rows = [references[r["video_id"]] for r in batch]
         records.extend(records_of([decode_frames(r) for r in batch], rows, cfg, parser, cond_frames, **options))
-        batch.clear()
-
-    for row in iter_rows(rollout_dir, ["video_id", "frames", "frames_encoding", "frame_shape"]):
-        batch.append(row)
-        if len(batch) == READ_BATCH:
-            flush()
-    if batch:
-        flush()
     return records
 
 

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from phyray.config import SHAPES, DataConfig, ProbeConfig
-from phyray.data.shards import decode_frames, iter_rows, read_manifest
+from phyray.data.shards import decode_frames, iter_batches, iter_rows, read_manifest
 from phyray.eval.attributes import Readout, read_attributes
 from phyray.eval.stats import bootstrap_ci
 
@@ -193,21 +193,11 @@ def score_probe_set(rollout_dir: str | Path, reference_dir: str | Path, cond_fra
     references = {row["video_id"]: row for row in iter_rows(reference_dir, ["video_id", "params", "radii"])}
     colors = np.array(cfg.probe.color, dtype=np.uint8)
     records: list[dict[str, Any]] = []
-    batch: list[dict[str, Any]] = []
-
-    def flush() -> None:
+    for batch in iter_batches(rollout_dir, ["video_id", "frames", "frames_encoding", "frame_shape"], READ_BATCH):
         readout = read_attributes(np.stack([decode_frames(r) for r in batch]), colors, cfg.physics.world_size,
                                   cfg.probe.ring_inner)
         rows = [references[r["video_id"]] for r in batch]
         records.extend(probe_records(cfg.probe, readout, rows, cond_frames, cfg.physics.frame_dt))
-        batch.clear()
-
-    for row in iter_rows(rollout_dir, ["video_id", "frames", "frames_encoding", "frame_shape"]):
-        batch.append(row)
-        if len(batch) == READ_BATCH:
-            flush()
-    if batch:
-        flush()
     return records
 
 

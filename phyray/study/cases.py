@@ -78,6 +78,25 @@ def _combined(trials: list[dict[str, Any]], name: str) -> Estimate | None:
                          nonnegative=name.rsplit("/", 1)[-1] not in SIGNED)
 
 
+def _estimate_cells(result: dict[str, Any], names) -> list[Any]:
+    """A CSV row's value, ci_low and ci_high for each named estimate (blank where missing)."""
+    cells: list[Any] = []
+    for name in names:
+        estimate = result[name]
+        cells += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
+    return cells
+
+
+def _png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (and closed)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def layout_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One result per (layout, model, data size): bands, estimates and the VAE floor."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -180,10 +199,7 @@ def gaps_csv(results: list[dict[str, Any]]) -> str:
     writer.writerow(["layout", "bands", "model", "data_size", "seeds",
                      *[f"{n}{suffix}" for n in names for suffix in ("", "_ci_low", "_ci_high")]])
     for r in results:
-        values = []
-        for name in names:
-            estimate = r[name]
-            values += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
+        values = _estimate_cells(r, names)
         writer.writerow([r["layout"], json.dumps(r["bands"]), r["model"], r["data_size"], r["seeds"], *values])
     return buffer.getvalue()
 
@@ -214,10 +230,7 @@ def gaps_png(per_layout: dict[str, list[dict[str, Any]]]) -> bytes:
     axes[0][0].set_ylabel("generated speed")
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png_bytes(fig)
 
 
 def _case_records(client, records: list[dict[str, Any]], prefix: str, artifact: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -352,10 +365,7 @@ def flips_csv(results: list[dict[str, Any]]) -> str:
     names = [f"{g}_{q}" for g in ("id", "ood") for q in ("reversed", "drift", "floor_reversed", "floor_drift")]
     writer.writerow(["set", "model", "data_size", "seeds", *[f"{n}{s}" for n in names for s in ("", "_ci_low", "_ci_high")]])
     for r in results:
-        values = []
-        for name in names:
-            estimate = r[name]
-            values += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
+        values = _estimate_cells(r, names)
         writer.writerow([r["set"], r["model"], r["data_size"], r["seeds"], *values])
     return buffer.getvalue()
 
@@ -380,10 +390,7 @@ def flips_png(per_set: dict[str, dict[str, list[dict[str, Any]]]]) -> bytes:
     axes[0][0].set_ylabel("generated x velocity")
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png_bytes(fig)
 
 
 def publish_flips(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
@@ -481,10 +488,7 @@ def hulls_csv(results: list[dict[str, Any]]) -> str:
     names = (*HULL_REGIONS, *(f"{r}_floor" for r in HULL_REGIONS))
     writer.writerow(["variant", "model", "data_size", "seeds", *[f"{n}{s}" for n in names for s in ("", "_ci_low", "_ci_high")]])
     for r in results:
-        values = []
-        for name in names:
-            estimate = r[name]
-            values += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
+        values = _estimate_cells(r, names)
         writer.writerow([r["variant"], r["model"], r["data_size"], r["seeds"], *values])
     return buffer.getvalue()
 
@@ -523,10 +527,7 @@ def hulls_png(per_variant: dict[str, list[dict[str, Any]]]) -> bytes:
         ax.set_title(f"{name}: error (boxes dashed, hull red)", fontsize=8)
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png_bytes(fig)
 
 
 def publish_hulls(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
