@@ -643,6 +643,11 @@ class TrainConfig(Strict):
     grad_clip: float = Field(1.0, ge=0)  # max global gradient norm; 0 = no clipping
     ema_decay: float = Field(0.9999, ge=0, lt=1)
     vae_beta: float = Field(1e-4, ge=0)  # KL weight of the VAE loss
+    vae_recon: Literal["l1", "mse"] = "l1"  # the VAE's reconstruction term (phyray.models.vae.vae_loss)
+    # VAE: extra weight on pixels that move (foreground_weight in vae_loss). 0 = plain mean. For
+    # small objects on a static background, where an unweighted loss is minimised by the empty
+    # background for hundreds of steps before the objects' colours and shapes are learnt.
+    vae_foreground_weight: float = Field(0.0, ge=0)
     # VAE: train on a random window of this many frames of each video; None = whole videos.
     # Exact for frame-local VAEs, an approximation for causal ones (phyray/models/vae.py VideoVAE).
     vae_clip_frames: int | None = Field(None, ge=1)

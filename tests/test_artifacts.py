@@ -72,10 +72,18 @@ def _train_config(**fields) -> TrainConfig:
         ("seed", 1, True),
         ("diffusion.cond_frames", 1, True),
         ("micro_batch", 4, True),  # the batch is split into micro-batches differently
+        ("vae_recon", "mse", True),
+        ("vae_foreground_weight", 10.0, True),
     ],
 )
 def test_training_identity_ignores_fields_that_do_not_change_the_weights(field, value, changes):
     assert (result_fields(_train_config(**{field: value})) != result_fields(_train_config())) == changes
+
+
+def test_later_fields_at_their_defaults_leave_identities_as_they_were():
+    # Runs cached before vae_recon and vae_foreground_weight existed keep their names.
+    fields = result_fields(_train_config(vae_recon="l1", vae_foreground_weight=0.0))
+    assert "vae_recon" not in fields and "vae_foreground_weight" not in fields
 
 
 def test_identity_names_its_directory_and_record():

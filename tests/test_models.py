@@ -161,6 +161,42 @@ def test_vae_loss_trains():
         vae_loss(vae, x, recon="l3")
 
 
+class _Echo(torch.nn.Module):
+    """A 'VAE' whose decoder returns a fixed reconstruction: vae_loss's terms in isolation."""
+
+    def __init__(self, x_hat: torch.Tensor):
+        super().__init__()
+        self.x_hat = x_hat
+
+    def posterior(self, x):
+        zero = torch.zeros(x.shape[0], 1, 1, 1, 1)
+        return zero, zero
+
+    def decoder(self, z):
+        return self.x_hat
+
+
+def test_vae_loss_foreground_weight_weighs_moving_pixels():
+    # White clip (B=1, 3, T=5, 8, 8) with a red pixel moving along row 2; one pixel of the
+    # reconstruction is wrong by 0.5 in one channel, either on the object or on the background.
+    x = torch.ones(1, 3, 5, 8, 8)
+    for t in range(5):
+        x[0, 1:, t, 2, t] = -1
+    on_object, on_background = x.clone(), x.clone()
+    on_object[0, 0, 3, 2, 3] -= 0.5
+    on_background[0, 0, 3, 6, 6] -= 0.5
+
+    def rec(x_hat, weight):
+        return vae_loss(_Echo(x_hat), x, beta=0.0, foreground_weight=weight)[0].item()
+
+    # Unweighted, the two errors cost the same; weighted, the object's costs 1 + w times more.
+    assert rec(on_object, 0.0) == pytest.approx(rec(on_background, 0.0))
+    assert rec(on_object, 9.0) / rec(on_background, 9.0) == pytest.approx(10.0)
+    # Normalised to mean weight 1: a uniform error costs the same weighted or not.
+    uniform = x - 0.1
+    assert rec(uniform, 9.0) == pytest.approx(rec(uniform, 0.0))
+
+
 # ---- diffusion -------------------------------------------------------------------------------
 
 

@@ -50,15 +50,25 @@ class VAEObjective(nn.Module):
     fraction of the cost; for a causal one an approximation (see VideoVAE).
     """
 
-    def __init__(self, vae: nn.Module, beta: float, clip_frames: int | None = None):
+    def __init__(
+        self,
+        vae: nn.Module,
+        beta: float,
+        clip_frames: int | None = None,
+        recon: str = "l1",
+        foreground_weight: float = 0.0,
+    ):
         super().__init__()
         self.model, self.beta, self.clip_frames = vae, beta, clip_frames
+        self.recon, self.foreground_weight = recon, foreground_weight
 
     def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.clip_frames and self.clip_frames < frames.shape[1]:
             start = int(torch.randint(0, frames.shape[1] - self.clip_frames + 1, (1,), generator=generator, device=frames.device))
             frames = frames[:, start : start + self.clip_frames]  # (B, clip, H, W, 3)
-        loss, _ = vae_loss(self.model, frames_to_tensor(frames), beta=self.beta, generator=generator)
+        loss, _ = vae_loss(
+            self.model, frames_to_tensor(frames), self.beta, self.recon, generator, self.foreground_weight
+        )
         return loss
 
 
@@ -79,7 +89,9 @@ class DiTObjective(nn.Module):
 
 def build_objective(cfg: TrainConfig) -> nn.Module:
     if cfg.task == "vae":
-        return VAEObjective(build_vae(cfg.model.vae), cfg.vae_beta, cfg.vae_clip_frames)
+        return VAEObjective(
+            build_vae(cfg.model.vae), cfg.vae_beta, cfg.vae_clip_frames, cfg.vae_recon, cfg.vae_foreground_weight
+        )
     vae_preset = VAE_PRESETS[cfg.model.vae]
     dit = build_dit(cfg.model.dit, latent_channels=vae_preset["latent_channels"], patch=cfg.model.patch)
     return DiTObjective(dit, cfg, vae_preset["temporal_compression"])

@@ -71,9 +71,17 @@ NON_RESULT_FIELDS = (
 )
 
 
+# Fields added after runs were first named by identity: at these values (the behaviour from before
+# they existed) they are left out, so adding them renamed no cached run.
+LATER_FIELD_DEFAULTS = {"vae_recon": "l1", "vae_foreground_weight": 0.0}
+
+
 def result_fields(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields that change what a run produces (all but NON_RESULT_FIELDS), nested."""
     fields = cfg.model_dump(mode="json")
+    for name, default in LATER_FIELD_DEFAULTS.items():
+        if fields[name] == default:
+            del fields[name]
     for name in NON_RESULT_FIELDS:
         *parents, leaf = name.split(".")
         node = fields
