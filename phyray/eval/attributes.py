@@ -4,7 +4,7 @@ attribute-probe video (paper §5.3), frame by frame, whatever colour or shape th
 The velocity parser (`phyray.eval.physics`) finds a ball by its known colour; a probe rollout may
 change the colour, so here the object is every non-white pixel, weighted by its coverage
 w = max over channels of (255 - value) / 255 (exact for the probe colours, each of which has a
-zero channel). From w:
+zero channel); coverage below `BACKGROUND_TOL` is a generated frame's tint, not object. From w:
 - position: the weighted centroid (world units, y up), hence the velocity;
 - colour: the nearest of the candidate colours to the core pixels' mean colour (w > 0.5);
 - shape, from two numbers that do not depend on the object's size:

@@ -455,9 +455,11 @@ def vae_loss(
     all-white frame scores L1 0.054 against such a set, and a small VAE sits at that minimum for
     hundreds of steps and then learns the ball's position before its colour or shape (measured on
     the colour-shape probe set, docs/experiments.md). The weights are normalised to mean 1 so the
-    loss keeps its scale. A static object (PHYRE's walls) counts as background, as it is easy. beta = 1e-4 on means is close to SD-VAE's 1e-6 on sums
-    (the ratio of pixel to latent elements is 3 * 8 * 8 * 4 / 4 = 192 for vae-f8t4c4): a nearly
-    deterministic autoencoder whose latents stay near unit scale.
+    loss keeps its scale. A static object (PHYRE's walls) counts as background, as it is easy.
+
+    beta = 1e-4 on means is close to SD-VAE's 1e-6 on sums (the ratio of pixel to latent elements
+    is 3 * 8 * 8 * 4 / 4 = 192 for vae-f8t4c4): a nearly deterministic autoencoder whose latents
+    stay near unit scale.
 
     Args:
         vae: the VideoVAE being trained.

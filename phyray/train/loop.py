@@ -67,7 +67,12 @@ class VAEObjective(nn.Module):
             start = int(torch.randint(0, frames.shape[1] - self.clip_frames + 1, (1,), generator=generator, device=frames.device))
             frames = frames[:, start : start + self.clip_frames]  # (B, clip, H, W, 3)
         loss, _ = vae_loss(
-            self.model, frames_to_tensor(frames), self.beta, self.recon, generator, self.foreground_weight
+            self.model,
+            frames_to_tensor(frames),
+            beta=self.beta,
+            recon=self.recon,
+            generator=generator,
+            foreground_weight=self.foreground_weight,
         )
         return loss
 
