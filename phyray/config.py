@@ -648,6 +648,11 @@ class TrainConfig(Strict):
     # small objects on a static background, where an unweighted loss is minimised by the empty
     # background for hundreds of steps before the objects' colours and shapes are learnt.
     vae_foreground_weight: float = Field(0.0, ge=0)
+    # VAE: the posterior log-variance the encoder starts from (VideoVAE.init_logvar); None = the
+    # output conv's own init, about 0, so each latent starts under noise of std 1. With a small KL
+    # weight a negative start (-8: std 0.02) lets the decoder read the encoder's code from step one
+    # instead of the empty background; docs/experiments.md measures it on the probe VAE.
+    vae_logvar_init: float | None = None
     # VAE: train on a random window of this many frames of each video; None = whole videos.
     # Exact for frame-local VAEs, an approximation for causal ones (phyray/models/vae.py VideoVAE).
     vae_clip_frames: int | None = Field(None, ge=1)

@@ -74,6 +74,7 @@ def _train_config(**fields) -> TrainConfig:
         ("micro_batch", 4, True),  # the batch is split into micro-batches differently
         ("vae_recon", "mse", True),
         ("vae_foreground_weight", 10.0, True),
+        ("vae_logvar_init", -8.0, True),
     ],
 )
 def test_training_identity_ignores_fields_that_do_not_change_the_weights(field, value, changes):
@@ -81,9 +82,9 @@ def test_training_identity_ignores_fields_that_do_not_change_the_weights(field, 
 
 
 def test_later_fields_at_their_defaults_leave_identities_as_they_were():
-    # Runs cached before vae_recon and vae_foreground_weight existed keep their names.
-    fields = result_fields(_train_config(vae_recon="l1", vae_foreground_weight=0.0))
-    assert "vae_recon" not in fields and "vae_foreground_weight" not in fields
+    # Runs cached before vae_recon, vae_foreground_weight and vae_logvar_init existed keep their names.
+    fields = result_fields(_train_config(vae_recon="l1", vae_foreground_weight=0.0, vae_logvar_init=None))
+    assert not {"vae_recon", "vae_foreground_weight", "vae_logvar_init"} & set(fields)
 
 
 def test_identity_names_its_directory_and_record():

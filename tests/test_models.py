@@ -197,6 +197,20 @@ def test_vae_loss_foreground_weight_weighs_moving_pixels():
     assert rec(uniform, 9.0) == pytest.approx(rec(uniform, 0.0))
 
 
+
+def test_vae_init_logvar_starts_the_posterior_nearly_deterministic():
+    vae = build_vae("vae-f4t2c4-tiny")
+    x = torch.rand(2, 3, 5, 8, 8) * 2 - 1
+    mean_before, logvar_before = vae.posterior(x)
+    bias_before = vae.encoder.conv_out.conv.bias[vae.latent_channels :].detach().clone()
+    vae.init_logvar(-8.0)
+    mean_after, logvar_after = vae.posterior(x)
+    # The mean half is untouched; each log-variance channel moves by its bias change, everywhere.
+    assert torch.equal(mean_after, mean_before)
+    expected_shift = (-8.0 - bias_before).view(1, -1, 1, 1, 1).expand_as(logvar_before)
+    assert torch.allclose(logvar_after - logvar_before, expected_shift, atol=1e-5)
+    assert abs(logvar_after.mean().item() + 8.0) < 1.0
+
 # ---- diffusion -------------------------------------------------------------------------------
 
 

@@ -377,6 +377,13 @@ class VideoVAE(LatentVAE):
         self.encoder = Encoder(tuple(channels), num_res_blocks, plan, latent_channels, temporal_kernel)
         self.decoder = Decoder(tuple(channels), num_res_blocks, plan, latent_channels, temporal_kernel)
 
+    def init_logvar(self, value: float) -> None:
+        """Start the posterior's log-variance at about `value` for any input: the bias of the
+        log-variance half of the encoder's output conv (its weights stay as drawn, so the start
+        is `value` plus a small input-dependent term)."""
+        with torch.no_grad():
+            self.encoder.conv_out.conv.bias[self.latent_channels :].fill_(value)
+
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unscaled posterior (mean, logvar), each (B, C, T_lat, h, w) of pixels (B, 3, T, H, W)."""
         mean, logvar = self.encoder(self.pad_frames(x)).chunk(2, dim=1)

@@ -94,9 +94,10 @@ class DiTObjective(nn.Module):
 
 def build_objective(cfg: TrainConfig) -> nn.Module:
     if cfg.task == "vae":
-        return VAEObjective(
-            build_vae(cfg.model.vae), cfg.vae_beta, cfg.vae_clip_frames, cfg.vae_recon, cfg.vae_foreground_weight
-        )
+        vae = build_vae(cfg.model.vae)
+        if cfg.vae_logvar_init is not None:
+            vae.init_logvar(cfg.vae_logvar_init)
+        return VAEObjective(vae, cfg.vae_beta, cfg.vae_clip_frames, cfg.vae_recon, cfg.vae_foreground_weight)
     vae_preset = VAE_PRESETS[cfg.model.vae]
     dit = build_dit(cfg.model.dit, latent_channels=vae_preset["latent_channels"], patch=cfg.model.patch)
     return DiTObjective(dit, cfg, vae_preset["temporal_compression"])
