@@ -13,6 +13,7 @@ from phyray.study.verdict import (
     Estimate,
     check_grid,
     combine_seeds,
+    combine_trials,
     falls,
     ood_not_helped,
     order_of_magnitude_above,
@@ -157,6 +158,18 @@ def test_seeds_combine_seed_spread_and_the_shared_eval_noise():
     assert 0.012 - half < 0
     assert est.sd == pytest.approx(math.sqrt(8e-6))
 
+
+
+def test_a_cells_trials_combine_by_name_and_a_missing_seed_gives_none():
+    trials = [{"gap/pull": -0.010, "gap/pull_ci_low": -0.012, "gap/pull_ci_high": -0.008},
+              {"gap/pull": -0.014, "gap/pull_ci_low": -0.016, "gap/pull_ci_high": -0.012}]
+    signed = combine_trials(trials, "gap/pull", signed=True)
+    expected = combine_seeds([-0.010, -0.014], [-0.012, -0.016], [-0.008, -0.012], nonnegative=False)
+    assert (signed.value, signed.low, signed.high) == (expected.value, expected.low, expected.high)
+    # A signed estimate keeps its interval below 0; an error's is cut there.
+    assert signed.low < -0.02 and combine_trials(trials, "gap/pull").low == 0.0
+    assert combine_trials([*trials, {"gap/pull": float("nan")}], "gap/pull") is None
+    assert combine_trials(trials, "gap/span") is None
 
 def test_combined_interval_covers_the_true_mean_at_the_nominal_rate():
     # Per-video error = mu + seed effect + video difficulty (the same videos score every seed)

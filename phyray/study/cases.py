@@ -42,7 +42,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -60,7 +59,7 @@ from phyray.config import (
     load_hull_config,
 )
 from phyray.eval.cases import HULL_REGIONS, hull_plane, hull_polygon, hull_summary
-from phyray.study.verdict import Estimate, combine_seeds, falls
+from phyray.study.verdict import Estimate, combine_seeds, combine_trials, falls
 
 GAP_FILES = ("interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png")
 FLIP_FILES = ("direction_flips.md", "direction_flips.csv", "direction_flips.png")
@@ -70,12 +69,7 @@ SIGNED = ("pull", "drift")
 
 def _combined(trials: list[dict[str, Any]], name: str) -> Estimate | None:
     """A metric of a cell's trials combined over seeds (None if a seed lacks it)."""
-    have = [t for t in trials if t.get(name) is not None and not math.isnan(t[name])]
-    if not have or len(have) < len(trials):
-        return None
-    return combine_seeds([t[name] for t in have], [t.get(f"{name}_ci_low", t[name]) for t in have],
-                         [t.get(f"{name}_ci_high", t[name]) for t in have],
-                         nonnegative=name.rsplit("/", 1)[-1] not in SIGNED)
+    return combine_trials(trials, name, signed=name.rsplit("/", 1)[-1] in SIGNED)
 
 
 def _estimate_cells(result: dict[str, Any], names) -> list[Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 from phyray.artifacts import atomic_write_bytes
 from phyray.config import PROBE_PREFIX, load_probe_config
 from phyray.eval.probes import CONTINUOUS, OUTCOMES
-from phyray.study.verdict import Estimate, combine_seeds
+from phyray.study.verdict import Estimate, combine_trials
 
 REPORT_FILES = ("attribute_priority.md", "attribute_priority.csv", "probe_outcomes.png", "probe_heatmaps.png")
 PAPER_ORDER = ("color", "size", "velocity", "shape")
@@ -47,12 +46,7 @@ SIGNED = ("margin", *(f"{a}_drift_toward" for a in CONTINUOUS))
 
 def _combined(trials: list[dict[str, Any]], name: str) -> Estimate | None:
     """A metric of a pair's trials combined over seeds (None if a seed lacks it)."""
-    have = [t for t in trials if t.get(name) is not None and not math.isnan(t[name])]
-    if not have or len(have) < len(trials):
-        return None
-    signed = name.rsplit("/", 1)[-1] in SIGNED
-    return combine_seeds([t[name] for t in have], [t.get(f"{name}_ci_low", t[name]) for t in have],
-                         [t.get(f"{name}_ci_high", t[name]) for t in have], nonnegative=not signed)
+    return combine_trials(trials, name, signed=name.rsplit("/", 1)[-1] in SIGNED)
 
 
 def pair_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -113,6 +113,16 @@ def combine_seeds(
     return Estimate(mean, max(mean - half, 0.0) if nonnegative else mean - half, mean + half, seeds=k, sd=sd)
 
 
+
+def combine_trials(trials: Sequence[dict], name: str, signed: bool = False) -> Estimate | None:
+    """A metric of one cell's trials (records with `<name>`, `<name>_ci_low`, `<name>_ci_high`)
+    combined over their seeds; None if any seed lacks it. signed: as combine_seeds' nonnegative=False."""
+    have = [t for t in trials if t.get(name) is not None and not math.isnan(t[name])]
+    if not have or len(have) < len(trials):
+        return None
+    return combine_seeds([t[name] for t in have], [t.get(f"{name}_ci_low", t[name]) for t in have],
+                         [t.get(f"{name}_ci_high", t[name]) for t in have], nonnegative=not signed)
+
 def falls(before: Estimate, after: Estimate) -> str:
     if after.high < before.low:
         return "yes"
