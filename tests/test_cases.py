@@ -35,7 +35,7 @@ from phyray.eval.cases import (
     speed_records,
 )
 from phyray.render import render_videos
-from phyray.study.cases import flip_checks, gap_checks, hull_checks
+from phyray.study.cases import flip_checks, gap_checks, hull_checks, hulls_markdown
 from phyray.study.verdict import Estimate
 
 RED = np.array([[255, 0, 0]], np.uint8)
@@ -286,6 +286,20 @@ def test_the_hull_checks_state_the_papers_findings():
     assert answers["square: holes inside the hull err like trained points (under 1.5x)"] == "yes"
     assert answers["lshape: outside the hull errs more than inside it"] == "undecided"
     assert answers["lshape: holes inside the hull err like trained points (under 1.5x)"] == "no"
+
+
+def test_the_hull_report_says_where_the_vae_floor_is_most_of_the_error():
+    estimate = lambda v: Estimate(v, v * 0.9, v * 1.1)  # noqa: E731
+    result = {"variant": "square", "model": "DiT-T", "data_size": "3K", "boxes": [],
+              "trained": estimate(0.2), "inside": estimate(0.25), "outside": estimate(0.9),
+              "trained_floor": estimate(0.05), "inside_floor": estimate(0.1), "outside_floor": estimate(0.85)}
+    result |= {f"{region}_n": 10 for region in ("trained", "inside", "outside")}
+    study = {"name": "s", "id": "i", "run_id": "r"}
+    text = hulls_markdown([result], hull_checks([result]), study, [], {})
+    # inside: 0.1 > 0.25 / 3 and outside: 0.85 > 0.9 / 3 are floored; trained: 0.05 < 0.2 / 3 is not.
+    assert "The VAE's own error is over a third of the model's in square (DiT-T, 3K): inside, outside:" in text
+    clean = result | {"inside_floor": estimate(0.05), "outside_floor": estimate(0.1)}
+    assert "over a third" not in hulls_markdown([clean], hull_checks([clean]), study, [], {})
 
 
 def test_a_collision_needs_more_frames_than_twice_its_margin():
