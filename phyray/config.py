@@ -32,6 +32,8 @@ EVAL_KIND = {"eval_id": "eval_id", "eval_ood": "eval_ood", "dev_id": "eval_id", 
 
 # The paper's named training-set sizes; any other size is a plain count ("200", "2K", "1.5M").
 SIZE_PRESETS = ("30K", "300K", "3M")
+# Their nominal videos (collision's grids drop about 5%; a composition set has exactly these).
+NOMINAL_SIZES = {"30K": 30_000, "300K": 300_000, "3M": 3_000_000}
 
 
 class ConfigError(ValueError):
@@ -171,6 +173,21 @@ FLIP_SCENARIOS = tuple(FLIP_PREFIX + name for name in FLIP_SETS)
 HULL_VARIANTS = ("square", "three_squares", "lshape", "mass")
 HULL_PREFIX = "hull-"
 HULL_SCENARIOS = tuple(HULL_PREFIX + name for name in HULL_VARIANTS)
+# Composition (paper §5.4, Fig. 11, A.5.3; docs/paper.md §6.5, 6.6): training mixes two kinds of
+# video beside a wall and evaluation composes them, configs/data/compose/<variant>.yaml, study
+# scenarios "compose-<variant>". "temporal-noredbounce" is the paper's failure variant (its
+# bounce videos have no red ball).
+COMPOSE_VARIANTS = ("spatial", "temporal", "temporal-noredbounce")
+COMPOSE_PREFIX = "compose-"
+COMPOSE_SCENARIOS = tuple(COMPOSE_PREFIX + name for name in COMPOSE_VARIANTS)
+# The kinds of composition video (phyray/sim/compose.py). Spatial: a red ball and a blue square
+# in two horizontal bands; the square moves (away from the wall) with the ball at rest, the ball
+# bounces off the wall with the square at rest, or both. Temporal: a red and a blue ball collide
+# and never reach the wall, one ball bounces off the wall, or they collide and then the blue one
+# bounces off the wall.
+SPATIAL_KINDS = ("square_moves", "ball_bounces", "both_move")
+TEMPORAL_KINDS = ("collision", "bounce", "collision_bounce")
+COMPOSE_KINDS = (*SPATIAL_KINDS, *TEMPORAL_KINDS)
 
 
 class ProbeConfig(Strict):
@@ -260,6 +277,64 @@ class ProbeConfig(Strict):
 COLOR_NAMES = {(255, 0, 0): "red", (0, 0, 255): "blue", (0, 160, 0): "green", (0, 0, 0): "black"}
 
 
+class WallConfig(Strict):
+    """The composition scenes' static vertical wall, from the top of the view to its bottom.
+
+    The paper shows a wall but gives no place, width or colour; these are choices."""
+
+    # Its left face (world units): near the right edge, leaving room left of it for a collision
+    # and a bounce within 16 frames.
+    x: float = Field(8.5, gt=0)
+    # 1.6 px at 32², 6.4 px at 128²: still a bar after a VAE's 4x spatial compression.
+    thickness: float = Field(0.5, gt=0)
+    # Dark: the ball parser's colour masks (red, blue: phyray/eval/physics.py) take no pixel of it.
+    color: tuple[int, int, int] = (0, 0, 0)
+
+
+class ComposeConfig(Strict):
+    """A composition probe (paper §5.4, Fig. 11): training mixes two kinds of video (`train`),
+    the ID evaluation split holds the same two, the OOD split the composed kind (`eval`), one
+    OOD level named after it. Sizes come from `DataConfig.id.radius` (a square's half-side), speeds
+    from `id.velocity`; the first event of a video falls at least `min_frames_around_collision`
+    frames in, the last as many before the end."""
+
+    train: tuple[Literal[COMPOSE_KINDS], Literal[COMPOSE_KINDS]]
+    eval: Literal[COMPOSE_KINDS]
+    # Share of the first training kind in a training or ID evaluation split: the paper's
+    # temporal training set is half and half; its spatial one's mixture is not given (the same).
+    train_share: float = Field(0.5, gt=0, lt=1)
+    # The colour of a `bounce` video's one ball: red (temporal), or blue (the failure variant).
+    bounce_color: tuple[int, int, int] = (255, 0, 0)
+    wall: WallConfig = WallConfig()
+    # Frames from one event of a video to the next (a collision, then the bounce), so the
+    # segment between them has velocity intervals of its own.
+    min_frames_between_events: int = Field(3, ge=1)
+    # What a training split holds: the two `train` kinds (the DiT's set), or every kind of the
+    # variant, the composed one included (the set a composition study's VAE learns from:
+    # `StudyVAE.compose_kinds`).
+    kinds: Literal["trained", "all"] = "trained"
+
+    @model_validator(mode="after")
+    def _check(self) -> ComposeConfig:
+        family = SPATIAL_KINDS if self.train[0] in SPATIAL_KINDS else TEMPORAL_KINDS
+        if self.train[0] == self.train[1] or self.eval in self.train:
+            raise ValueError(f"compose: two different training kinds and another evaluation kind, got train "
+                             f"{list(self.train)}, eval {self.eval!r}")
+        if {*self.train, self.eval} != set(family):
+            raise ValueError(f"compose: the kinds of one family, {', '.join(SPATIAL_KINDS)} or {', '.join(TEMPORAL_KINDS)}; "
+                             f"got train {list(self.train)}, eval {self.eval!r}")
+        if tuple(self.bounce_color) not in ((255, 0, 0), (0, 0, 255)):
+            raise ValueError(f"compose.bounce_color: red [255, 0, 0] or blue [0, 0, 255], got {list(self.bounce_color)}")
+        if any(not 0 <= c <= 255 for c in self.wall.color):
+            raise ValueError(f"compose.wall.color: an RGB colour in 0-255, got {list(self.wall.color)}")
+        return self
+
+    @property
+    def training_kinds(self) -> tuple[str, ...]:
+        """The kinds a training split holds (see `kinds`)."""
+        return self.train if self.kinds == "trained" else (*self.train, self.eval)
+
+
 class DataConfig(Strict):
     """One ball scenario: its physics, parameter ranges, OOD levels, size presets and shards.
 
@@ -306,6 +381,9 @@ class DataConfig(Strict):
     # bounds some of the grid's parameters ({v1: [2, 3], v2: [2, 3]}) and drops every training
     # point inside all its bounds; evaluation still draws the whole ranges, holes included.
     train_exclude: list[dict[str, ValueRange]] | None = None
+    # A composition probe (collision only: objects that collide and bounce): see ComposeConfig;
+    # its `ood` ranges, `ood_levels` and `grids` are not used (sizes are counts of videos).
+    compose: ComposeConfig | None = None
 
     @field_validator("train_velocity", mode="before")
     @classmethod
@@ -358,6 +436,13 @@ class DataConfig(Strict):
                 raise ValueError(f"train_exclude[{index}]: bounds a non-empty subset of {sorted(params)}, got {sorted(box)}")
         if self.train_direction != "right" and self.scenario != "uniform_motion":
             raise ValueError(f"train_direction: mirrored training videos are for uniform_motion, not {self.scenario}")
+        if self.compose is not None:
+            if self.scenario != "collision" or self.train_exclude is not None:
+                raise ValueError(f"compose: composition scenes are laid over collision without left-out boxes, not {self.scenario}")
+            wall = self.compose.wall
+            if wall.x + wall.thickness > self.physics.world_size:
+                raise ValueError(f"compose.wall: x + thickness = {wall.x + wall.thickness} lies beyond the world "
+                                 f"({self.physics.world_size})")
         return self
 
     def _check_bands(self, bands: list[ValueRange]) -> None:
@@ -371,9 +456,10 @@ class DataConfig(Strict):
                 raise ValueError("train_velocity: bands must be listed in increasing order, apart from each other")
 
     def identity_fields(self) -> dict[str, Any]:
-        """The config as an identity records it: a probe, speed bands or a direction left unset
-        do not enter it, so ball datasets keep the identities they had before these existed."""
-        unset = {name for name in ("probe", "train_velocity", "train_exclude") if getattr(self, name) is None}
+        """The config as an identity records it: a probe, speed bands, boxes, a composition or a
+        direction left unset do not enter it, so ball datasets keep the identities they had
+        before these existed."""
+        unset = {name for name in ("probe", "train_velocity", "train_exclude", "compose") if getattr(self, name) is None}
         if self.train_direction == "right":
             unset.add("train_direction")
         return self.model_dump(mode="json", exclude=unset or None)
@@ -509,8 +595,8 @@ def load_data_config(scenario: str, overrides: list[str] | None = None) -> DataC
 
 def load_scenario_config(scenario: str, overrides: list[str] | None = None) -> DataConfig:
     """The dataset config of a study scenario: a ball scenario, a probe ("probe-color_shape"),
-    an interpolation-gap layout ("gap-wide"), a direction set ("flip-both") or a convex-hull
-    variant ("hull-square")."""
+    an interpolation-gap layout ("gap-wide"), a direction set ("flip-both"), a convex-hull
+    variant ("hull-square") or a composition variant ("compose-spatial")."""
     if scenario.startswith(PROBE_PREFIX):
         return load_probe_config(scenario.removeprefix(PROBE_PREFIX), overrides)
     if scenario.startswith(GAP_PREFIX):
@@ -519,6 +605,8 @@ def load_scenario_config(scenario: str, overrides: list[str] | None = None) -> D
         return load_flip_config(scenario.removeprefix(FLIP_PREFIX), overrides)
     if scenario.startswith(HULL_PREFIX):
         return load_hull_config(scenario.removeprefix(HULL_PREFIX), overrides)
+    if scenario.startswith(COMPOSE_PREFIX):
+        return load_compose_config(scenario.removeprefix(COMPOSE_PREFIX), overrides)
     return load_data_config(scenario, overrides)
 
 
@@ -553,6 +641,11 @@ def load_flip_config(name: str, overrides: list[str] | None = None) -> DataConfi
 def load_hull_config(name: str, overrides: list[str] | None = None) -> DataConfig:
     """The dataset config of a convex-hull variant (configs/data/hulls/<variant>.yaml)."""
     return _load_variant("hull", "variant", "hulls", name, HULL_VARIANTS, overrides, base="collision")
+
+
+def load_compose_config(name: str, overrides: list[str] | None = None) -> DataConfig:
+    """The dataset config of a composition variant (configs/data/compose/<variant>.yaml)."""
+    return _load_variant("compose", "variant", "compose", name, COMPOSE_VARIANTS, overrides, base="collision")
 
 
 def to_flat_dict(obj: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -752,6 +845,10 @@ class StudyVAE(Strict):
     # an attribute the DiT flips is the DiT's doing; "trained": the DiT's own two combinations,
     # a VAE that can learn the pairing itself (a confound, kept to measure it).
     probe_combinations: Literal["all", "trained"] = "all"
+    # A composition variant's VAE likewise learns from "all" its kinds of video, the composed one
+    # included (a pretrained VAE has seen objects collide and bounce in any order), so a
+    # composition the DiT fails is the DiT's doing; "trained": the DiT's own two kinds.
+    compose_kinds: Literal["all", "trained"] = "all"
     # The scenario whose training set (of train_size) the VAE learns from, one VAE for every
     # scenario of the study; None: each scenario trains its own on its own data. A VAE is a
     # frame codec: the paper's is pretrained on general video and never sees the probe's
@@ -866,14 +963,16 @@ class StudyConfig(Strict):
     @field_validator("scenarios")
     @classmethod
     def _scenarios(cls, scenarios: list[str]) -> list[str]:
-        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS)
+        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS,
+                 *COMPOSE_SCENARIOS)
         for scenario in scenarios:
             if scenario not in known:
                 raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(known)}")
         if COMBINATORIAL in scenarios and len(scenarios) > 1:
             raise ValueError(f"{COMBINATORIAL} runs alone: its grid is models x templates x videos per template")
         for family, report in ((PROBE_SCENARIOS, "the attribute priority"), (GAP_SCENARIOS, "the interpolation-gap verdict"),
-                               (FLIP_SCENARIOS, "the direction-flip verdict"), (HULL_SCENARIOS, "the convex-hull verdict")):
+                               (FLIP_SCENARIOS, "the direction-flip verdict"), (HULL_SCENARIOS, "the convex-hull verdict"),
+                               (COMPOSE_SCENARIOS, "the composition verdict")):
             members = [s for s in scenarios if s in family]
             if members and len(members) < len(scenarios):
                 raise ValueError(f"{family[0].split('-')[0]} scenarios run apart from the others: their report is {report}")
@@ -919,7 +1018,7 @@ class StudyConfig(Strict):
         if not is_trainable(self.vae.preset) and self.vae.seeds == "per_seed":
             raise ValueError(f"vae.seeds: {self.vae.preset!r} has no weights, so no seed to vary; use shared")
         if self.vae.train_on is not None:
-            known = (*BALL_SCENARIOS, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS)
+            known = (*BALL_SCENARIOS, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS, *COMPOSE_SCENARIOS)
             if self.vae.train_on not in known or COMBINATORIAL in self.scenarios:
                 raise ValueError(f"vae.train_on: {self.vae.train_on!r} is not a ball scenario of a ball study; "
                                  f"choose from {', '.join(known)}")

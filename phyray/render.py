@@ -1,5 +1,8 @@
 """States -> frames: anti-aliased discs, squares and rings on white, vectorised over a batch of videos.
 
+Static scenery (the composition probes' walls, `wall_background`) is a background frame the
+objects are painted over.
+
 World coordinates are y-up in [0, world_size]²; image rows run top-down, so world y maps to
 row `(world_size - y) / world_size * H`. Pixel (row i, col j) covers the world square whose
 centre is at ((j + 0.5) * s, world_size - (i + 0.5) * s) with s = world_size / W, so the
@@ -106,6 +109,7 @@ def render_videos(
     edge_px: float = 1.0,
     shapes: np.ndarray | None = None,
     ring_inner: float = 0.6,
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
     """Render videos of balls or, given `shapes`, of discs, squares and rings.
 
@@ -118,6 +122,7 @@ def render_videos(
         edge_px: anti-aliasing ramp width in pixels.
         shapes: (K,) or (N, K) codes into `SHAPES` (default: all discs); squares do not rotate.
         ring_inner: a ring's inner radius over its outer radius.
+        background: (H, W, 3) uint8 frame under the objects (default: white).
 
     Returns:
         (N, T, H, W, 3) uint8 frames: a view of planar (N, T, 3, H, W) memory.
@@ -127,6 +132,10 @@ def render_videos(
     radii_px = np.asarray(radii, dtype=np.float64) * (resolution / world_size)  # (N, K)
     window = int(np.ceil(2 * radii_px.max() + edge_px)) + 3
     planar = np.full((n, t, 3, resolution, resolution), 255, dtype=np.uint8)
+    scenery = np.zeros((resolution, resolution), dtype=bool)  # pixels of the background not white
+    if background is not None:
+        planar[:] = np.asarray(background, dtype=np.uint8).transpose(2, 0, 1)
+        scenery = (planar[0, 0] != 255).any(axis=0)
     corners = []  # (row0, col0) of every earlier ball's windows, to detect overlaps
     for ball in range(k):
         centers = world_to_pixel(positions[:, :, ball].reshape(n * t, 2), resolution, world_size)
@@ -157,7 +166,7 @@ def render_videos(
             video, frame = divmod(int(m), t)
             inside = np.s_[r_lo[m] - row0[m] : r_hi[m] - row0[m], c_lo[m] - col0[m] : c_hi[m] - col0[m]]
             region = planar[video, frame, :, r_lo[m] : r_hi[m], c_lo[m] : c_hi[m]]  # (3, h, w) view
-            if overlaps[m]:
+            if overlaps[m] or scenery[r_lo[m] : r_hi[m], c_lo[m] : c_hi[m]].any():
                 under = region.astype(np.float32)
                 tint = color[m].astype(np.float32)[:, None, None]
                 region[...] = np.rint(under + coverage[m][inside] * (tint - under))
@@ -166,3 +175,21 @@ def render_videos(
                 if value != 255:
                     region[channel] = over_white[value][m][inside]
     return planar.transpose(0, 1, 3, 4, 2)
+
+
+def wall_background(
+    walls: list[tuple[float, float]], color: tuple[int, int, int], resolution: int, world_size: float = 10.0,
+    edge_px: float = 1.0,
+) -> np.ndarray:
+    """A white (H, W, 3) uint8 frame with vertical bars from top to bottom, anti-aliased like a
+    square's sides: each wall (x of its left face, thickness) in world units, in one colour."""
+    scale = resolution / world_size
+    centres = np.arange(resolution) + 0.5
+    coverage = np.zeros(resolution, dtype=np.float32)  # per column: every row is covered alike
+    for x, thickness in walls:
+        half, middle = thickness * scale / 2, (x + thickness / 2) * scale
+        ramp = np.clip((half - np.abs(centres - middle)) / edge_px + 0.5, 0.0, 1.0).astype(np.float32)
+        coverage = np.maximum(coverage, ramp)
+    tint = np.asarray(color, dtype=np.float32)
+    row = np.rint(np.float32(255) + coverage[:, None] * (tint[None, :] - np.float32(255))).astype(np.uint8)  # (W, 3)
+    return np.broadcast_to(row[None], (resolution, resolution, 3)).copy()

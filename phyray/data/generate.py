@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from phyray.artifacts import Identity, write_product
-from phyray.config import SHAPES, DataConfig
+from phyray.config import COMPOSE_KINDS, SHAPES, ComposeConfig, DataConfig
 from phyray.data.plan import DatasetPlan, plan_dataset
 from phyray.data.shards import (
     FORMAT_VERSION,
@@ -29,7 +29,7 @@ from phyray.data.shards import (
     shard_name,
     write_shard,
 )
-from phyray.render import ball_colors, render_videos
+from phyray.render import BLUE, RED, ball_colors, render_videos, wall_background
 from phyray.sim.balls import (
     impact_frame,
     mirror_scene,
@@ -37,6 +37,7 @@ from phyray.sim.balls import (
     place_single_ball,
     simulate,
 )
+from phyray.sim.compose import place_and_simulate
 
 # Frames rendered together: enough videos to amortise numpy's per-call overhead, but a frame
 # buffer under glibc's 32 MiB mmap ceiling, so it is reused from the heap instead of being
@@ -52,8 +53,19 @@ RENDER_BATCH_BYTES = 24 * 2**20
 
 
 def simulate_video(cfg: DataConfig, params: dict[str, float], video_seed: int):
-    """Place and simulate one video; returns (scene, trajectory, placement params)."""
+    """Place and simulate one video; returns (scene, trajectory, placement params).
+
+    A composition video's placement names its kind and lists its events (each one's kind,
+    frame, time and objects; `impact_frame` is the first event's frame), so evaluation can split
+    its frames at them."""
     rng = np.random.default_rng(video_seed)
+    if cfg.compose is not None:
+        kind = COMPOSE_KINDS[int(params["kind"])]
+        scene, trajectory = place_and_simulate(rng, cfg, kind)
+        events = [event.record() for event in trajectory.events]
+        placement = {"kind": kind, "x0": scene.positions[:, 0].tolist(), "y0": scene.positions[:, 1].tolist(),
+                     "events": events, "impact_frame": events[0]["frame"] if events else None}
+        return scene, trajectory, placement
     if cfg.scenario == "collision":
         scene = place_collision(rng, params["r1"], params["r2"], params["v1"], params["v2"], cfg)
     else:
@@ -77,6 +89,42 @@ def probe_attributes(cfg: DataConfig, point: dict[str, float]) -> tuple[np.ndarr
     return color, probe.shape[sets["shape"]], sets | {"combo": probe.combo_label(combo)}
 
 
+def compose_colors(compose: ComposeConfig, kind: str) -> np.ndarray:
+    """A composition video's (K, 3) uint8 colours: object 0 red and object 1 blue, or a `bounce`
+    video's one ball in `bounce_color` (phyray/sim/compose.py)."""
+    if kind == "bounce":
+        return np.array([compose.bounce_color], dtype=np.uint8)
+    return np.array([RED, BLUE], dtype=np.uint8)
+
+
+def _render_batch(cfg: DataConfig, sims: list, colors: list[np.ndarray], shapes: list[list[str]]) -> list[np.ndarray]:
+    """Each video's (T, H, W, 3) frames; videos with the same number of objects render together
+    (a composition batch mixes one-ball and two-object videos)."""
+    frames: list[np.ndarray | None] = [None] * len(sims)
+    groups: dict[int, list[int]] = {}
+    for j, (_, scene, _) in enumerate(sims):
+        groups.setdefault(len(scene.radii), []).append(j)
+    background = None
+    if cfg.compose is not None:
+        wall = cfg.compose.wall
+        background = wall_background([(wall.x, wall.thickness)], wall.color, cfg.render.resolution,
+                                     cfg.physics.world_size, cfg.render.edge_px)
+    with_shapes = cfg.probe is not None or cfg.compose is not None
+    for members in groups.values():
+        positions = np.stack([sims[j][2].positions for j in members])  # (B, T, K, 2)
+        radii = np.stack([sims[j][1].radii for j in members])  # (B, K)
+        rendered = render_videos(
+            positions, radii, np.stack([colors[j] for j in members]), cfg.render.resolution, cfg.physics.world_size,
+            cfg.render.edge_px,
+            shapes=np.array([[SHAPES.index(s) for s in shapes[j]] for j in members]) if with_shapes else None,
+            ring_inner=cfg.probe.ring_inner if cfg.probe is not None else 0.6,
+            background=background,
+        )
+        for j, video in zip(members, rendered):
+            frames[j] = video
+    return frames
+
+
 def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[str, float]]:
     """Simulate, render and encode the videos of one shard.
 
@@ -84,7 +132,8 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
     """
     names, params = task["names"], np.asarray(task["params"], dtype=np.float64)
     timings = {"simulate": 0.0, "render": 0.0, "encode": 0.0}
-    schema = SCHEMA if cfg.probe is None else PROBE_SCHEMA
+    # Probes and composition scenes record each object's shape; ball datasets keep SCHEMA.
+    schema = SCHEMA if cfg.probe is None and cfg.compose is None else PROBE_SCHEMA
     columns: dict[str, list] = {name: [] for name in schema.names}
     side = cfg.render.resolution
     batch_size = max(1, RENDER_BATCH_BYTES // (cfg.physics.num_frames * 3 * side * side))
@@ -96,7 +145,10 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
             point = dict(zip(names, params[i].tolist()))
             scene, trajectory, placement = simulate_video(cfg, point, task["video_seeds"][i])
             record = point | placement
-            if cfg.probe is None:
+            if cfg.compose is not None:
+                colors.append(compose_colors(cfg.compose, placement["kind"]))
+                shapes.append(list(scene.shapes))
+            elif cfg.probe is None:
                 colors.append(ball_colors(cfg.num_balls))
                 shapes.append(["disc"] * cfg.num_balls)
             else:
@@ -105,14 +157,8 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
                 shapes.append([shape])
                 record |= attributes
             sims.append((record, scene, trajectory))
-        positions = np.stack([traj.positions for _, _, traj in sims])  # (B, T, K, 2)
-        radii = np.stack([scene.radii for _, scene, _ in sims])  # (B, K)
         t1 = time.perf_counter()
-        frames = render_videos(
-            positions, radii, np.stack(colors), cfg.render.resolution, cfg.physics.world_size, cfg.render.edge_px,
-            shapes=None if cfg.probe is None else np.array([[SHAPES.index(s) for s in row] for row in shapes]),
-            ring_inner=cfg.probe.ring_inner if cfg.probe is not None else 0.6,
-        )
+        frames = _render_batch(cfg, sims, colors, shapes)
         t2 = time.perf_counter()
         for j, i in enumerate(batch):
             record, scene, trajectory = sims[j]
@@ -129,7 +175,7 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
             columns["velocities"].append(trajectory.velocities.astype(np.float32).tolist())
             columns["radii"].append(scene.radii.astype(np.float32).tolist())
             columns["colors"].append(colors[j].tolist())
-            if cfg.probe is not None:
+            if "shapes" in columns:
                 columns["shapes"].append(shapes[j])
         t3 = time.perf_counter()
         timings["simulate"] += t1 - t0

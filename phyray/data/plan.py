@@ -32,6 +32,12 @@ drops the grid points inside a box, widened like the bands; evaluation covers th
 
 Both directions (`DataConfig.train_direction: both`, uniform motion): every second training
 point gets direction -1, and its video is the mirror image of the right-moving one.
+
+Composition (`DataConfig.compose`): a video's one parameter is its kind (an index into
+`COMPOSE_KINDS`); its sizes, speeds and placement are drawn from its own seed when it is simulated
+(phyray/sim/compose.py). A size is a count of videos (a named one its nominal count: "30K" is
+30,000). Training and ID evaluation splits mix the two trained kinds, `train_share` of the first,
+in a seeded order; the OOD split holds the composed kind only, as one OOD level named after it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from phyray.config import (
+    COMPOSE_KINDS,
     EVAL_KIND,
+    NOMINAL_SIZES,
     SIZE_PRESETS,
     SPLITS,
     ConfigError,
@@ -64,7 +72,10 @@ def grid_names(cfg: DataConfig) -> tuple[str, ...]:
 
 def param_names(cfg: DataConfig, split: str = "train") -> tuple[str, ...]:
     """A video's parameters: the grid's, then, for a probe, the colour and shape set (0 or 1),
-    and, for a training split with both directions, the direction (+1 right, -1 left)."""
+    and, for a training split with both directions, the direction (+1 right, -1 left); a
+    composition video's kind alone."""
+    if cfg.compose is not None:
+        return ("kind",)
     mirrored = ("direction",) if split == "train" and cfg.train_direction == "both" else ()
     return grid_names(cfg) + (PROBE_SET_NAMES if cfg.probe is not None else ()) + mirrored
 
@@ -300,6 +311,30 @@ def _video_seeds(seed: int, split: str, n: int) -> np.ndarray:
     return (states >> np.uint64(1)).astype(np.int64)
 
 
+def _compose_kinds(cfg: DataConfig, split: str, size: str | int | None, seed: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """A composition split's size label, (N, 1) kind codes and OOD levels (see the docstring)."""
+    compose = cfg.compose
+    if split == "train":
+        label, count = parse_size(size if size is not None else "30K")
+        count = count or NOMINAL_SIZES[label]
+        kinds = compose.training_kinds
+    else:
+        label, count = eval_counts(cfg, split, size)
+        kinds = compose.train if EVAL_KIND[split] == "eval_id" else (compose.eval,)
+    if len(kinds) == 1:
+        chosen = np.zeros(count, dtype=np.int64)
+    else:
+        # The first kind takes train_share of the videos, the rest share the remainder evenly.
+        first = round(count * compose.train_share)
+        rest = _spread(count - first, len(kinds) - 1)
+        chosen = np.repeat(np.arange(len(kinds)), [first, *rest])
+        chosen = chosen[_rng(seed, split, 0).permutation(count)]
+    codes = np.array([COMPOSE_KINDS.index(kind) for kind in kinds], dtype=np.float64)[chosen]
+    composed = split != "train" and EVAL_KIND[split] == "eval_ood"
+    levels = np.full(count, compose.eval if composed else None, dtype=object)
+    return label, codes[:, None], levels
+
+
 def plan_dataset(cfg: DataConfig, split: str, size: str | int | None, seed: int) -> DatasetPlan:
     """Every video of a split: parameters, OOD level, id, seed and shard."""
     if split not in SPLITS:
@@ -307,7 +342,9 @@ def plan_dataset(cfg: DataConfig, split: str, size: str | int | None, seed: int)
     if seed < 0:
         raise ConfigError(f"seed: must be >= 0, got {seed}")
     names = param_names(cfg, split)
-    if split == "train":
+    if cfg.compose is not None:
+        label, params, levels = _compose_kinds(cfg, split, size, seed)
+    elif split == "train":
         label, _ = parse_size(size if size is not None else "30K")
         params = training_grid(cfg, label, seed)
         levels = np.full(len(params), None, dtype=object)

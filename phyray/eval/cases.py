@@ -204,12 +204,13 @@ def hull_summary(records: Sequence[dict[str, Any]], resamples: int = 1000, seed:
     summary: dict[str, Any] = {"num_videos": len(records)}
     for region in HULL_REGIONS:
         members = [r for r in records if r["region"] == region]
-        summary[region] = _estimate(np.array([r["error"] for r in members], dtype=np.float64), resamples, seed)
-        summary[f"{region}_floor"] = _estimate(np.array([r["floor"] for r in members], dtype=np.float64), resamples, seed)
+        summary[region] = mean_estimate(np.array([r["error"] for r in members], dtype=np.float64), resamples, seed)
+        summary[f"{region}_floor"] = mean_estimate(np.array([r["floor"] for r in members], dtype=np.float64), resamples, seed)
     return summary
 
 
-def _estimate(values: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
+def mean_estimate(values: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
+    """The mean of the finite values with its 95 % bootstrap interval and their count."""
     values = values[np.isfinite(values)]
     return {"mean": float(values.mean()) if values.size else None, "ci": bootstrap_ci(values, resamples, seed),
             "n": int(values.size)}
@@ -227,10 +228,10 @@ def gap_summary(
     pull = np.array([r["pull"] for r in records], dtype=np.float64)
     summary = {
         "num_videos": len(records),
-        "inside": _estimate(error[inside], resamples, seed),
-        "outside": _estimate(error[~inside], resamples, seed),
-        "pull": _estimate(pull[inside], resamples, seed),
-        "span": _estimate(error[(speed >= span.lo) & (speed <= span.hi)], resamples, seed),
+        "inside": mean_estimate(error[inside], resamples, seed),
+        "outside": mean_estimate(error[~inside], resamples, seed),
+        "pull": mean_estimate(pull[inside], resamples, seed),
+        "span": mean_estimate(error[(speed >= span.lo) & (speed <= span.hi)], resamples, seed),
         "span_range": [span.lo, span.hi],
     }
     summary["ratio"] = {"mean": None, "ci": None}
@@ -255,8 +256,8 @@ def flip_summary(records: Sequence[dict[str, Any]], resamples: int = 1000, seed:
     minus true x velocity, each with its 95 % bootstrap interval."""
     reversed_ = np.array([r["reversed"] for r in records if r["reversed"] is not None], dtype=np.float64)
     drift = np.array([r["generated_velocity"] - r["true_velocity"] for r in records], dtype=np.float64)
-    return {"num_videos": len(records), "reversed": _estimate(reversed_, resamples, seed),
-            "drift": _estimate(drift, resamples, seed)}
+    return {"num_videos": len(records), "reversed": mean_estimate(reversed_, resamples, seed),
+            "drift": mean_estimate(drift, resamples, seed)}
 
 
 def case_metrics(summary: dict[str, Any], prefix: str) -> dict[str, float]:

@@ -4,6 +4,9 @@ A scene is K balls (K = 1 for uniform motion and parabola, 2 for collision) with
 initial position and initial velocity. `simulate` steps a pymunk space and records every
 ball's position and velocity at each frame; frame k is the state after k * stride steps.
 
+The composition probes (phyray/sim/compose.py) add squares that translate without rotating,
+objects at rest and static vertical walls; `simulate` records every contact as an `Event`.
+
 Why pymunk (Chipmunk2D) and not the paper's Box2D: Box2D treats contacts with a closing speed
 below its velocity threshold (1.0) as inelastic, which corrupts the OOD collisions with speeds
 in [0, 0.8]; Chipmunk applies restitution at every speed and resolves overlap with separate
@@ -23,19 +26,51 @@ from phyray.config import DataConfig, PhysicsConfig
 
 @dataclass(frozen=True)
 class BallScene:
-    """Initial conditions of one video: (K,) radii, (K, 2) positions and velocities (y up)."""
+    """Initial conditions of one video: (K,) radii, (K, 2) positions and velocities (y up).
+
+    `shapes` names each object's shape ("disc" or "square", `phyray.config.SHAPES`; None: all
+    discs); a square's radius is its half-side.
+    """
 
     radii: np.ndarray
     positions: np.ndarray
     velocities: np.ndarray
+    shapes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Wall:
+    """A static vertical wall: its left face at x = `x`, `thickness` wide, higher than the world."""
+
+    x: float
+    thickness: float
+
+
+@dataclass(frozen=True)
+class Event:
+    """A contact: two objects colliding, or one bouncing off a wall.
+
+    frame: the first frame recorded after it (its velocities are the new ones); time: seconds
+    at the end of the physics step it happened in; objects: the object indices involved.
+    """
+
+    kind: str  # "collision" or "bounce"
+    frame: int
+    time: float
+    objects: tuple[int, ...]
+
+    def record(self) -> dict:
+        return {"kind": self.kind, "frame": self.frame, "time": self.time, "objects": list(self.objects)}
 
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Per-frame states: positions and velocities (T, K, 2), float64, world units, y up."""
+    """Per-frame states: positions and velocities (T, K, 2), float64, world units, y up; the
+    contacts in the order they happened."""
 
     positions: np.ndarray
     velocities: np.ndarray
+    events: tuple[Event, ...] = ()
 
 
 def masses(radii: np.ndarray, density: float = 1.0) -> np.ndarray:
@@ -166,33 +201,66 @@ def place_collision(
 # ---------------------------------------------------------------------------------------------
 
 
-def simulate(scene: BallScene, physics: PhysicsConfig) -> Trajectory:
-    """Step a pymunk space and record each ball's state at every frame.
+def simulate(scene: BallScene, physics: PhysicsConfig, walls: tuple[Wall, ...] = ()) -> Trajectory:
+    """Step a pymunk space and record each object's state at every frame, and every contact.
 
     Balls are circles of density `physics.density` (mass ∝ r²), elasticity and friction from
-    the config; there are no walls, so balls leave the view freely.
+    the config. A square is a box of the same density with an infinite moment of inertia, so it
+    translates and never rotates (the renderer draws squares axis-aligned). Walls are static
+    segments with the same elasticity and friction (a contact's elasticity is the product of
+    its two shapes': 1 with 1 is elastic); without walls objects leave the view freely.
     """
     space = pymunk.Space()
     space.gravity = physics.gravity
-    bodies = []
-    for radius, position, velocity in zip(scene.radii, scene.positions, scene.velocities):
+    shapes = scene.shapes or ("disc",) * len(scene.radii)
+    bodies, owner = [], {}
+    for k, (radius, position, velocity, kind) in enumerate(zip(scene.radii, scene.positions, scene.velocities, shapes)):
         body = pymunk.Body()
         body.position = tuple(position)
         body.velocity = tuple(velocity)
-        shape = pymunk.Circle(body, float(radius))
+        if kind == "square":
+            shape = pymunk.Poly.create_box(body, (2 * float(radius), 2 * float(radius)))
+        elif kind == "disc":
+            shape = pymunk.Circle(body, float(radius))
+        else:
+            raise ValueError(f"shape: the simulator has discs and squares, not {kind!r}")
         shape.density = physics.density
         shape.elasticity = physics.elasticity
         shape.friction = physics.friction
         space.add(body, shape)
+        if kind == "square":
+            body.moment = math.inf  # after the shape: adding it recomputes mass and moment
         bodies.append(body)
+        owner[shape] = k
+    for wall in walls:
+        # A capsule of radius thickness/2 whose left face is at x, reaching far above and below
+        # the world so nothing passes around its ends.
+        middle, half = wall.x + wall.thickness / 2, wall.thickness / 2
+        world = physics.world_size
+        segment = pymunk.Segment(space.static_body, (middle, -world), (middle, 2 * world), half)
+        segment.elasticity = physics.elasticity
+        segment.friction = physics.friction
+        space.add(segment)
+
+    step = 0  # physics steps taken so far: the contact callback's clock
+    events: list[Event] = []
+
+    def contact(arbiter, _space, _data) -> None:
+        involved = tuple(sorted(owner[s] for s in arbiter.shapes if s in owner))
+        # The step ending at (step + 1)·dt resolves it: the first frame at or after that step.
+        frame = -(-(step + 1) // physics.stride)
+        events.append(Event("collision" if len(involved) == 2 else "bounce", frame, (step + 1) * physics.dt, involved))
+
+    space.on_collision(begin=contact)
     states = np.empty((physics.num_frames, len(bodies), 4), dtype=np.float64)
     for frame in range(physics.num_frames):
         if frame:
             for _ in range(physics.stride):
                 space.step(physics.dt)
+                step += 1
         for k, body in enumerate(bodies):
             states[frame, k] = (*body.position, *body.velocity)
-    return Trajectory(positions=states[..., :2], velocities=states[..., 2:])
+    return Trajectory(positions=states[..., :2], velocities=states[..., 2:], events=tuple(events))
 
 
 def impact_frame(trajectory: Trajectory, threshold: float = 1e-6) -> int | None:

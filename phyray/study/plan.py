@@ -14,7 +14,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from phyray.config import COMBINATORIAL, ConfigError, StudyConfig, load_scenario_config, parse_size
+from phyray.config import (
+    COMBINATORIAL,
+    NOMINAL_SIZES,
+    ConfigError,
+    StudyConfig,
+    load_scenario_config,
+    parse_size,
+)
 from phyray.study.settings import dit_settings, scenario_frames, vae_settings
 
 # CPUs a trial asks for beside its workers: the Ray Data tasks that read and decode its batches
@@ -73,7 +80,7 @@ def expand_grid(cfg: StudyConfig) -> list[Trial]:
 def nominal_videos(size: str) -> int:
     """Videos a size names: a count, or a preset's nominal size (collision's grids drop ~5%)."""
     label, count = parse_size(size)
-    return count if count is not None else {"30K": 30_000, "300K": 300_000, "3M": 3_000_000}[label]
+    return count if count is not None else NOMINAL_SIZES[label]
 
 
 # ---------------------------------------------------------------------------------------------
