@@ -1,6 +1,7 @@
 """The case-based probe studies end to end on a real local Ray and a SQLite MLflow store, tiny:
-the interpolation gaps (two layouts), the direction flips (both sets) and the convex hull (two
-variants); their metrics on every trial and their reports on the parent run.
+the interpolation gaps (two layouts), the direction flips (both sets), the convex hull (two
+variants) and composition (its three variants); their metrics on every trial and their reports
+on the parent run.
 
 The VAE is the lossless space-to-depth preset: nothing to train (the test stays short), and its
 floor is known: it reconstructs the ground truth exactly, so its error is the parser's floor
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.slow
 SMOKE = REPO_ROOT / "configs" / "studies" / "interpolation-gaps-smoke.yaml"
 FLIP_SMOKE = REPO_ROOT / "configs" / "studies" / "direction-flips-smoke.yaml"
 HULL_SMOKE = REPO_ROOT / "configs" / "studies" / "convex-hull-smoke.yaml"
+COMPOSE_SMOKE = REPO_ROOT / "configs" / "studies" / "composition-smoke.yaml"
 TINY = [
     "data_sizes=['32']", "data.eval_id=12", "data.eval_ood=2", "vae.preset=s2d-f4t2", "vae.train={}",
     "dit.steps=6", "dit.log_every=3", "dit.checkpoint_every=3", "dit.batch_size=8", "dit.micro_batch=8",
@@ -152,4 +154,53 @@ def test_the_hull_study_places_every_video_on_the_plane_and_reports_per_region(h
     assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
                  "--run-id", result.parent_run_id, "--out", str(out)]) == 0
     assert (out / "convex_hull.md").read_text() == text
+    capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def compose_study(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("compose-study")
+    overrides = [o.replace("data.eval_id=12", "data.eval_id=6").replace("data.eval_ood=2", "data.eval_ood=8") for o in TINY]
+    cfg = load_study_config(COMPOSE_SMOKE, [*overrides, f"output_dir={root / 'studies'}", f"data_dir={root / 'data'}"])
+    return cfg, run_study(cfg)
+
+
+def test_the_composition_study_scores_each_object_after_each_event_and_rebuilds_from_mlflow(compose_study, tmp_path, capsys):
+    cfg, result = compose_study
+    assert result.failed == {}
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
+    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    assert sorted(r.data.tags["phyray.scenario"] for r in runs) == [
+        "compose-spatial", "compose-temporal", "compose-temporal-noredbounce"]
+    for run in runs:
+        metrics = run.data.metrics
+        assert metrics["compose/ood/num_videos"] == 8 and metrics["compose/id/num_videos"] == 6
+        roles = ("red_ball", "blue_square") if run.data.tags["phyray.scenario"] == "compose-spatial" else ("red_ball", "blue_ball")
+        for role in roles:
+            # The parser on the ground truth, and the lossless VAE, find every object in every frame.
+            assert metrics[f"compose_gt/ood/{role}/survival"] == 1 and metrics[f"compose_gt/ood/{role}/vanished"] == 0
+            assert metrics[f"compose_floor/ood/{role}/survival"] == 1
+            assert metrics[f"compose_gt/ood/{role}/moving_error"] < 0.05
+            assert 0 <= metrics[f"compose/ood/{role}/survival"] <= 1
+        local = client.download_artifacts(run.info.run_id, "report/composition.json")
+        scored = json.loads(open(local).read())
+        assert sorted(scored) == ["eval_id", "eval_ood"] and sorted(scored["eval_ood"]) == [
+            "ground_truth", "metrics", "rollouts", "vae_floor"]
+        assert len(scored["eval_ood"]["rollouts"]["records"]) == 8
+    # Each variant's VAE learnt from all its kinds of video (vae.compose_kinds: all).
+    for scenario in cfg.scenarios:
+        assert len(list((Path(cfg.data_dir) / scenario).glob("vae_train-32-*"))) == 1
+    report = result.report
+    assert [r["variant"] for r in report["variants"]] == ["spatial", "temporal", "temporal-noredbounce"]
+    text = report["summary"].read_text()
+    assert "| temporal | DiT-T | 32 | blue_ball | after_bounce |" in text
+    assert "noredbounce: the red ball vanishes more often than in temporal" in text
+    logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"composition.md", "composition.csv", "composition.png"} <= logged
+    out = tmp_path / "rebuilt"
+    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
+                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    assert (out / "composition.md").read_text() == text
+    assert (out / "composition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()

@@ -17,6 +17,8 @@ from phyray.eval.composition import composition_records, composition_summary, se
 from phyray.eval.physics import in_view
 from phyray.render import render_videos, wall_background
 from phyray.sim.balls import BallScene, Wall, elastic_velocities, impact_frame, simulate
+from phyray.study.cases import composition_checks, composition_markdown
+from phyray.study.verdict import Estimate
 
 MINI = ["physics.num_frames=16", "render.resolution=32"]
 WALL = Wall(8.5, 0.5)
@@ -209,3 +211,33 @@ def test_segments_are_named_after_the_events_that_open_them():
     assert segment_names([]) == ["start"]
     assert segment_names([{"kind": "collision"}, {"kind": "bounce"}, {"kind": "bounce"}]) == [
         "start", "after_collision", "after_bounce", "after_bounce_2"]
+
+
+def _result(variant: str, ood: dict, trained: dict, floor: float = 0.01) -> dict:
+    """A composition result as `composition_results` makes it: estimates[source][group][role][quantity]."""
+    estimate = lambda v: Estimate(v, v * 0.9, v * 1.1)  # noqa: E731
+    model = {"ood": {role: {q: estimate(v) for q, v in qs.items()} for role, qs in ood.items()},
+             "id": {role: {"moving_error": estimate(v)} for role, v in trained.items()}}
+    floors = {group: {role: {q: estimate(floor) for q in qs} for role, qs in model[group].items()} for group in model}
+    return {"variant": variant, "model": "DiT-T", "data_size": "3K", "seeds": 1, "num_videos": estimate(100),
+            "estimates": {"model": model, "vae": floors, "parser": floors}}
+
+
+def test_the_composition_checks_state_the_papers_findings():
+    spatial = _result("spatial", {"red_ball": {"start": 0.2, "after_bounce": 0.22, "bounced": 0.9},
+                                  "blue_square": {"start": 0.15, "after_bounce": 0.16}},
+                      {"red_ball": 0.2, "blue_square": 0.15})
+    temporal = _result("temporal", {"blue_ball": {"after_bounce": 0.3, "bounced": 0.8}, "red_ball": {"vanished": 0.03}},
+                       {"blue_ball": 0.3, "red_ball": 0.3})
+    failing = _result("temporal-noredbounce", {"blue_ball": {"bounced": 0.3}, "red_ball": {"vanished": 0.3}},
+                      {"blue_ball": 0.3, "red_ball": 0.3})
+    answers = {c["check"].split(":")[0]: c["answer"] for c in composition_checks([spatial, temporal, failing])}
+    assert answers == {"spatial": "yes", "temporal": "yes", "noredbounce": "yes"}
+    # A composed segment far above the object's trained error: the spatial check says no.
+    broken = _result("spatial", {"red_ball": {"start": 0.2, "after_bounce": 0.9}}, {"red_ball": 0.2})
+    assert composition_checks([broken])[0]["answer"] == "no"
+    text = composition_markdown([spatial, temporal, failing], composition_checks([spatial, temporal, failing]),
+                                {"name": "s", "id": "i", "run_id": "r"}, [], {})
+    assert "| spatial | DiT-T | 3K | blue_square | start | 0.150 [0.135, 0.165] | 0.150 [0.135, 0.165] |" in text
+    assert "| temporal-noredbounce | DiT-T | 3K | red_ball | – | 30% [27, 33] |" in text
+    assert "over a third" not in text

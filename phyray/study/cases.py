@@ -1,4 +1,4 @@
-"""The reports of the case-based probe studies (paper §5.1, 5.2), from MLflow alone.
+"""The reports of the case-based probe studies (paper §5.1, 5.2, 5.4), from MLflow alone.
 
 `publish_gaps` (called by `phyray.study.report.publish_report` for a study of gap layouts) writes,
 then logs onto the study's parent run:
@@ -35,6 +35,33 @@ then logs onto the study's parent run:
 - `convex_hull.csv`: the same numbers;
 - `convex_hull.png`: Fig. 6: per variant the mean error over the left-out plane (binned), the
   boxes and the training hull drawn on it.
+
+`publish_composition` (a study of composition variants, `compose-<variant>`) reads every
+trial's composition metrics (`compose/<id|ood>/...`, the VAE floor's `compose_floor/...` and the
+parser floor's `compose_gt/...`, from `phyray.eval.composition`), combines each cell's seeds,
+then writes and logs:
+
+- `composition.md`: the protocol; per variant, model and data size, for each object of the
+  composed (OOD) videos the x-velocity error in each segment after the conditioning frames
+  (start, after each event), beside the same object's error in the trained kinds (ID) and the
+  VAE and parser floors; per object its survival, vanished and bounced fractions in composed
+  and trained videos with the VAE's; then the paper's findings as checks, each "yes", "no" or
+  "undecided" (intervals overlap):
+  - spatial: both objects keep their trained motion — every moving segment's error of each
+    composed object under `KEEP_FACTOR` (1.5, the convex-hull report's factor: the paper says
+    "composes correctly") times that object's error in the trained kinds: "yes" if every upper
+    bound is under 1.5x the trained lower bound, "no" if a lower bound is over 1.5x the trained
+    upper bound. The reference is the model's own trained error, not the floors: a composition
+    is correct when it costs no more than reproducing a trained case (the floors sit beside it);
+  - temporal: the blue ball bounces after the collision — its bounced fraction (it moves toward
+    the wall after the collision and away after the bounce) over a half: "yes" if the interval
+    lies above 0.5, "no" if below;
+  - noredbounce: the red ball vanishes more often than in temporal (the same arm of both).
+- `composition.csv`: one row per (variant, model, data size, object, quantity) with the model's,
+  the VAE's and the parser's estimates;
+- `composition.png`: per variant the composed objects' error per segment (model with its
+  interval, trained error, VAE and parser floors), and each object's survival and vanished and
+  bounced fractions.
 """
 
 from __future__ import annotations
@@ -49,6 +76,8 @@ from typing import Any
 
 from phyray.artifacts import atomic_write_bytes
 from phyray.config import (
+    COMPOSE_PREFIX,
+    COMPOSE_VARIANTS,
     FLIP_PREFIX,
     FLIP_SETS,
     GAP_LAYOUTS,
@@ -553,5 +582,248 @@ def publish_hulls(client, parent, records: list[dict[str, Any]], missing: list[s
     return {
         "records": records, "missing": missing, "variants": results, "checks": checks, "files": files,
         "summary": files["convex_hull.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
+        "study_id": study["id"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition (paper §5.4, Fig. 11, A.5.3)
+# ---------------------------------------------------------------------------------------------
+
+COMPOSITION_FILES = ("composition.md", "composition.csv", "composition.png")
+# Sources of every composition metric: the model's rollouts, the VAE's reconstructions, the
+# ground truth itself (the parser's floor).
+SOURCES = {"model": "compose", "vae": "compose_floor", "parser": "compose_gt"}
+FRACTIONS = ("survival", "vanished", "bounced")
+# Composed error within this factor of the trained error counts as keeping the trained motion.
+KEEP_FACTOR = 1.5
+SEGMENT_ORDER = ("start", "after_collision", "after_bounce")
+
+
+def _quantities(trials: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """{role: quantities} logged under compose/<group>/<role>/<quantity> by any of the trials."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for trial in trials:
+        for name in trial:
+            parts = name.split("/")
+            if len(parts) == 4 and parts[0] in SOURCES.values() and not parts[3].endswith(("_ci_low", "_ci_high")):
+                found[parts[2]].add(parts[3])
+    return found
+
+
+def _segment_key(name: str) -> tuple[int, str]:
+    return (SEGMENT_ORDER.index(name) if name in SEGMENT_ORDER else len(SEGMENT_ORDER), name)
+
+
+def composition_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (variant, model, data size): estimates[source][group][role][quantity],
+    seeds combined (None where a seed lacks it)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["scenario"].startswith(COMPOSE_PREFIX):
+            groups[(record["scenario"].removeprefix(COMPOSE_PREFIX), record["model"], record["data_size"])].append(record)
+    results = []
+    for (variant, model, size), trials in groups.items():
+        roles = _quantities(trials)
+        estimates = {
+            source: {group: {role: {q: combine_trials(trials, f"{prefix}/{group}/{role}/{q}") for q in quantities}
+                             for role, quantities in roles.items()}
+                     for group in ("id", "ood")}
+            for source, prefix in SOURCES.items()
+        }
+        results.append({"variant": variant, "model": model, "data_size": size, "seeds": len(trials),
+                        "num_videos": combine_trials(trials, "compose/ood/num_videos"), "estimates": estimates})
+    results.sort(key=lambda r: (COMPOSE_VARIANTS.index(r["variant"]), r["model"], r["data_size"]))
+    return results
+
+
+def _get(result: dict[str, Any], source: str, group: str, role: str, quantity: str) -> Estimate | None:
+    return result["estimates"][source][group].get(role, {}).get(quantity)
+
+
+def composed_segments(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, segment) of every moving segment of the composed videos, objects and segments in order."""
+    model = result["estimates"]["model"]["ood"]
+    pairs = [(role, q) for role, quantities in model.items() for q in quantities
+             if q not in (*FRACTIONS, "moving_error", "num_videos")]
+    return sorted(pairs, key=lambda p: (p[0], _segment_key(p[1])))
+
+
+def _keeps(composed: Estimate | None, trained: Estimate | None) -> str:
+    if composed is None or trained is None:
+        return "undecided"
+    if composed.high < KEEP_FACTOR * trained.low:
+        return "yes"
+    return "no" if composed.low > KEEP_FACTOR * trained.high else "undecided"
+
+
+def _majority(fraction: Estimate | None) -> str:
+    if fraction is None:
+        return "undecided"
+    return "yes" if fraction.low > 0.5 else "no" if fraction.high < 0.5 else "undecided"
+
+
+def composition_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The paper's findings, per model and data size (module docstring)."""
+    checks = []
+    by_arm: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in results:
+        by_arm[(r["model"], r["data_size"])][r["variant"]] = r
+    for (model, size), variants in by_arm.items():
+        arm = f"{model}, {size}"
+        if "spatial" in variants:
+            r = variants["spatial"]
+            answers = [_keeps(_get(r, "model", "ood", role, segment), _get(r, "model", "id", role, "moving_error"))
+                       for role, segment in composed_segments(r)]
+            answer = "no" if "no" in answers else "yes" if answers and all(a == "yes" for a in answers) else "undecided"
+            checks.append({"check": f"spatial: both objects keep their trained motion (every segment's error under "
+                                    f"{KEEP_FACTOR}x the object's error in the trained kinds)", "arm": arm, "answer": answer})
+        if "temporal" in variants:
+            bounced = _get(variants["temporal"], "model", "ood", "blue_ball", "bounced")
+            checks.append({"check": "temporal: the blue ball bounces off the wall after the collision (in over half "
+                                    "the composed videos)", "arm": arm, "answer": _majority(bounced)})
+        if "temporal" in variants and "temporal-noredbounce" in variants:
+            plain = _get(variants["temporal"], "model", "ood", "red_ball", "vanished")
+            failing = _get(variants["temporal-noredbounce"], "model", "ood", "red_ball", "vanished")
+            checks.append({"check": "noredbounce: the red ball vanishes more often than in temporal", "arm": arm,
+                           "answer": "undecided" if plain is None or failing is None else falls(failing, plain)})
+    return checks
+
+
+def _percent(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return "–"
+    text = f"{100 * estimate.value:.0f}%"
+    return text if estimate.low == estimate.high else text + f" [{100 * estimate.low:.0f}, {100 * estimate.high:.0f}]"
+
+
+def composition_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], study: dict[str, str],
+                         missing: list[str], params: dict[str, str]) -> str:
+    lines = [
+        f"# Composition: study {study['name']} ({study['id']}), run {study['run_id']}",
+        "",
+        (f"Protocol: per variant, ID videos of the two trained kinds and OOD videos of the composed kind; "
+         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, "
+         f"{params.get('dit.diffusion.cond_frames', '?')} conditioning frames, parser {params.get('eval.parser', '?')}. "
+         "Each object is found by its colour; error: |generated − true| mean x velocity (world units/s) over the "
+         "intervals of a segment (start, then after each event) where the object is in view and found; trained: "
+         "the same object's error in the trained kinds (ID), over its moving segments; survival: share of frames "
+         "after the conditioning ones in which it is found; vanished: lost for good; bounced: it moved along the "
+         "truth before and after its bounce (faster than "
+         f"{params.get('eval.reversal_speed', '?')} units/s). 95 % bootstrap intervals over videos, combined over seeds."),
+        "",
+        "| variant | model | data | object | segment | composed error | trained error | VAE floor | parser floor |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for role, segment in composed_segments(r):
+            lines.append(
+                f"| {r['variant']} | {r['model']} | {r['data_size']} | {role} | {segment} | "
+                f"{_cell(_get(r, 'model', 'ood', role, segment))} | {_cell(_get(r, 'model', 'id', role, 'moving_error'))} | "
+                f"{_cell(_get(r, 'vae', 'ood', role, segment))} | {_cell(_get(r, 'parser', 'ood', role, segment))} |"
+            )
+    lines += ["", "| variant | model | data | object | survival composed | vanished composed | vanished trained | "
+              "bounced composed | VAE survival | VAE vanished |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for role in sorted(r["estimates"]["model"]["ood"]):
+            lines.append(
+                f"| {r['variant']} | {r['model']} | {r['data_size']} | {role} | "
+                f"{_percent(_get(r, 'model', 'ood', role, 'survival'))} | {_percent(_get(r, 'model', 'ood', role, 'vanished'))} | "
+                f"{_percent(_get(r, 'model', 'id', role, 'vanished'))} | {_percent(_get(r, 'model', 'ood', role, 'bounced'))} | "
+                f"{_percent(_get(r, 'vae', 'ood', role, 'survival'))} | {_percent(_get(r, 'vae', 'ood', role, 'vanished'))} |"
+            )
+    lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
+    lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
+    # Where the VAE's own error is over a third of the model's (the gap and hull reports' rule),
+    # the numbers there measure the VAE more than the model.
+    floored = [f"{r['variant']} ({r['model']}, {r['data_size']}): " + ", ".join(f"{role} {segment}" for role, segment in pairs)
+               for r in results
+               if (pairs := [(role, segment) for role, segment in composed_segments(r)
+                             if (model := _get(r, "model", "ood", role, segment)) is not None
+                             and (floor := _get(r, "vae", "ood", role, segment)) is not None
+                             and floor.value > model.value / 3])]
+    if floored:
+        lines += ["", "The VAE's own error is over a third of the model's in " + "; ".join(floored)
+                  + ": there the numbers measure the VAE more than the model."]
+    if missing:
+        lines += ["", f"Missing trials (no finished run): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
+
+
+def composition_csv(results: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["variant", "model", "data_size", "seeds", "split", "object", "quantity",
+                     *[f"{source}{suffix}" for source in SOURCES for suffix in ("", "_ci_low", "_ci_high")]])
+    for r in results:
+        for group in ("id", "ood"):
+            for role, quantities in sorted(r["estimates"]["model"][group].items()):
+                for quantity in sorted(quantities, key=_segment_key):
+                    cells: list[Any] = []
+                    for source in SOURCES:
+                        estimate = _get(r, source, group, role, quantity)
+                        cells += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
+                    writer.writerow([r["variant"], r["model"], r["data_size"], r["seeds"], group, role, quantity, *cells])
+    return buffer.getvalue()
+
+
+def composition_png(results: list[dict[str, Any]]) -> bytes:
+    """Per variant (the first model and size of each): composed error per object and segment
+    against the trained error and the floors; each object's survival and vanished and bounced
+    fractions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shown = list({r["variant"]: r for r in reversed(results)}.values())[::-1]
+    fig, axes = plt.subplots(2, max(len(shown), 1), figsize=(4.2 * max(len(shown), 1), 6.0), squeeze=False)
+    for column, r in enumerate(shown):
+        top, bottom = axes[0][column], axes[1][column]
+        pairs = composed_segments(r)
+        x = np.arange(len(pairs))
+        model = [_get(r, "model", "ood", role, segment) for role, segment in pairs]
+        values = np.array([np.nan if e is None else e.value for e in model])
+        spread = np.array([[0, 0] if e is None else [e.value - e.low, e.high - e.value] for e in model]).T.reshape(2, -1)
+        top.bar(x, values, yerr=spread, color="tab:blue", label="model", capsize=2)
+        for source, marker, label in (("vae", "v", "VAE floor"), ("parser", "x", "parser floor")):
+            floors = [_get(r, source, "ood", role, segment) for role, segment in pairs]
+            top.scatter(x, [np.nan if e is None else e.value for e in floors], marker=marker, color="black", label=label, zorder=3)
+        trained = [_get(r, "model", "id", role, "moving_error") for role, _ in pairs]
+        top.scatter(x, [np.nan if e is None else e.value for e in trained], marker="_", s=300, color="tab:red",
+                    label="trained error", zorder=3)
+        top.set_xticks(x, [f"{role}\n{segment}" for role, segment in pairs], fontsize=6, rotation=30, ha="right")
+        top.set_title(f"{r['variant']} ({r['model']}, {r['data_size']}): composed error", fontsize=8)
+        top.set_ylabel("x-velocity error (units/s)", fontsize=7)
+        roles = sorted(r["estimates"]["model"]["ood"])
+        width = 0.25
+        for offset, quantity in enumerate(FRACTIONS):
+            fractions = [_get(r, "model", "ood", role, quantity) for role in roles]
+            bottom.bar(np.arange(len(roles)) + (offset - 1) * width, [np.nan if e is None else e.value for e in fractions],
+                       width, label=quantity)
+        bottom.set_xticks(np.arange(len(roles)), roles, fontsize=7)
+        bottom.set_ylim(0, 1.05)
+        bottom.set_title("composed: fractions of videos", fontsize=8)
+    if shown:
+        axes[0][0].legend(fontsize=6)
+        axes[1][0].legend(fontsize=6)
+    fig.tight_layout()
+    return _png_bytes(fig)
+
+
+def publish_composition(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str],
+                        out: Path) -> dict[str, Any]:
+    """Write and log the composition study's report (module docstring); returns what publish_report does."""
+    results = composition_results(records)
+    checks = composition_checks(results)
+    files = _publish(client, parent, {
+        "composition.md": composition_markdown(results, checks, study, missing, parent.data.params).encode(),
+        "composition.csv": composition_csv(results).encode(),
+        "composition.png": composition_png(results),
+    }, out)
+    return {
+        "records": records, "missing": missing, "variants": results, "checks": checks, "files": files,
+        "summary": files["composition.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
         "study_id": study["id"],
     }

@@ -6,7 +6,8 @@ changed setting makes a new product beside the old one, and a moved `data_dir` i
 
     <data_dir>/<scenario>/
         train-<size>-<id>/             pixel shards of each training size
-        vae_train-<size>-<id>/         an attribute probe's VAE set: all four combinations
+        vae_train-<size>-<id>/         an attribute probe's VAE set: all four combinations; a
+                                       composition variant's: all its kinds
         eval_id-<n>-<id>/              ID evaluation set (paper's size unless configured)
         eval_ood-<n>-<id>/             OOD evaluation set, spread over the scenario's levels
         dev_id-<n>-<id>/, dev_ood-...  the same for a study evaluated on its dev split
@@ -35,6 +36,7 @@ from typing import Any
 from phyray.artifacts import Identity, ProductError, identity_of
 from phyray.config import (
     COMBINATORIAL,
+    COMPOSE_PREFIX,
     EVAL_KIND,
     PROBE_PREFIX,
     DataConfig,
@@ -91,7 +93,8 @@ def vae_train_key(cfg: StudyConfig, scenario: str) -> str:
         from phyray.study.combinatorial import largest_train_key
 
         return largest_train_key(cfg)
-    if cfg.vae.train_on is not None or (scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all"):
+    if (cfg.vae.train_on is not None or (scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all")
+            or (scenario.startswith(COMPOSE_PREFIX) and cfg.vae.compose_kinds == "all")):
         return f"vae-{vae_train_size(cfg)}"
     return vae_train_size(cfg)
 
@@ -148,6 +151,11 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
         elif size == vae_key and data_cfg.probe is not None and cfg.vae.probe_combinations == "all":
             # A probe's VAE set: the pair's four combinations (StudyVAE.probe_combinations).
             every = data_cfg.model_copy(update={"probe": data_cfg.probe.model_copy(update={"combinations": "all"})})
+            label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
+            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), label, every)
+        elif size == vae_key and data_cfg.compose is not None and cfg.vae.compose_kinds == "all":
+            # A composition's VAE set: every kind of the variant (StudyVAE.compose_kinds).
+            every = data_cfg.model_copy(update={"compose": data_cfg.compose.model_copy(update={"kinds": "all"})})
             label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
             inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), label, every)
         else:

@@ -34,6 +34,7 @@ from typing import Any
 from phyray.artifacts import atomic_write_bytes
 from phyray.config import (
     COMBINATORIAL,
+    COMPOSE_PREFIX,
     FLIP_PREFIX,
     GAP_PREFIX,
     HULL_PREFIX,
@@ -136,7 +137,9 @@ def collect_results(uri: str, experiment: str, parent) -> tuple[list[dict[str, A
             "templates": tags.get("phyray.templates"),
             "num_videos": int(params["trial.num_videos"]),
             "run_id": run.info.run_id,
-            **{k: v for k, v in run.data.metrics.items() if k.startswith(("eval/", "probe/", "probe_floor/", "gap/", "gap_floor/", "flip/", "flip_floor/"))},
+            **{k: v for k, v in run.data.metrics.items() if k.startswith(
+                ("eval/", "probe/", "probe_floor/", "gap/", "gap_floor/", "flip/", "flip_floor/", "compose/", "compose_floor/",
+                 "compose_gt/"))},
         })
     records.sort(key=lambda r: (r["scenario"], _model_order(r["model"]), r["num_videos"], r["seed"]))
     return records, missing
@@ -451,7 +454,7 @@ def publish_report(
         "missing", "files": {name: path}, "summary" (the markdown table's path), "parent_run_id",
         "study", "study_id"}. A combinatorial study's report is Table 2 instead
         (`phyray.study.table2`), a probe study's the attribute priority (`phyray.study.priority`),
-        a gap, direction or convex-hull study's its verdict (`phyray.study.cases`).
+        a gap, direction, convex-hull or composition study's its verdict (`phyray.study.cases`).
     """
     from mlflow.tracking import MlflowClient
 
@@ -485,6 +488,10 @@ def publish_report(
         from phyray.study.cases import publish_hulls
 
         return publish_hulls(client, parent, records, missing, study, out)
+    if COMPOSE_PREFIX in parent.data.params.get("scenarios", ""):
+        from phyray.study.cases import publish_composition
+
+        return publish_composition(client, parent, records, missing, study, out)
     contents = {
         "results.csv": results_csv(records).encode(),
         "results.md": results_markdown(records, metric, experiment, study, missing, parent.data.params).encode(),

@@ -23,8 +23,8 @@ again by its identity, never by its name:
   (`eval/in_template/...`, `eval/out_of_template/...`: psnr, ssim, lpips, fvd, abnormal and
   its checks, with `vae_floor_*` and `gt_floor_abnormal`; tag `phyray.templates`, and FVD's
   protocol as tags `phyray.fvd.<split>.fvd`);
-- artifacts: `report/report.json|csv` (and `probe.json`, `gaps.json`, `flips.json` or
-  `hulls.json`: the per-video records by split),
+- artifacts: `report/report.json|csv` (and `probe.json`, `gaps.json`, `flips.json`, `hulls.json`
+  or `composition.json`: the per-video records by split),
   `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
 
 A rerun skips a done trial (in any study run of the experiment: a trial is its identity),
@@ -45,6 +45,7 @@ import numpy as np
 from phyray.artifacts import Identity, identity_of
 from phyray.config import (
     COMBINATORIAL,
+    COMPOSE_PREFIX,
     EVAL_KIND,
     FLIP_PREFIX,
     GAP_PREFIX,
@@ -62,6 +63,9 @@ from phyray.study.settings import train_config
 DONE_TAG = "phyray.trial_done"
 # 2: vae_floor_* and paper_vel_err in every report.
 REPORT_FORMAT_VERSION = 2
+# The case-based probes: the scenario prefix of each family, and the artifact of its per-video records.
+CASE_FAMILIES = {"gap": GAP_PREFIX, "flip": FLIP_PREFIX, "hull": HULL_PREFIX, "compose": COMPOSE_PREFIX}
+CASE_ARTIFACTS = {"gap": "gaps.json", "flip": "flips.json", "hull": "hulls.json", "compose": "composition.json"}
 # torch, Ray and MLflow, and the phyray modules that load them, are imported inside the functions
 # that run a trial: the driver plans trials without them.
 
@@ -122,6 +126,10 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
             from phyray.eval.cases import HULL_VERSION
 
             scoring["hull"] = {"version": HULL_VERSION, "metric": study.eval.headline_metric}
+        if trial.scenario.startswith(COMPOSE_PREFIX):
+            from phyray.eval.composition import COMPOSE_VERSION
+
+            scoring["composition"] = {"version": COMPOSE_VERSION, "reversal_speed": study.eval.reversal_speed}
     report = Identity(
         "report",
         {"format_version": REPORT_FORMAT_VERSION, **scoring, "cond_frames": cond_frames,
@@ -264,6 +272,29 @@ def _hull_scores(study: StudyConfig, split: str, records: list[dict[str, Any]], 
     return {"rollouts": {"records": hull, "summary": summary}, "metrics": case_metrics(summary, f"hull/{group}")}
 
 
+def _composition_scores(study: StudyConfig, split: str, rollout_dir: str, floor_dir: str, reference: str,
+                        cond_frames: int) -> dict[str, Any]:
+    """A composition variant's scores on one split (ID: the trained kinds; OOD: the composed one):
+    per video and object its velocity error after each event, survival, vanished and bounced, of
+    the rollouts, of the VAE's reconstructions (its floor) and of the ground truth itself (the
+    parser's floor), with their summaries."""
+    from phyray.eval.composition import (
+        composition_metrics,
+        composition_summary,
+        score_composition_set,
+    )
+
+    group = "id" if EVAL_KIND[split] == "eval_id" else "ood"
+    scored: dict[str, Any] = {"metrics": {}}
+    for name, directory, prefix in (("rollouts", rollout_dir, "compose"), ("vae_floor", floor_dir, "compose_floor"),
+                                    ("ground_truth", reference, "compose_gt")):
+        records = score_composition_set(directory, reference, study.eval.parser, cond_frames, study.eval.reversal_speed)
+        summary = composition_summary(records, study.eval.bootstrap_resamples, study.data.seed)
+        scored[name] = {"records": records, "summary": summary}
+        scored["metrics"] |= composition_metrics(summary, f"{prefix}/{group}")
+    return scored
+
+
 def evaluate_trial(
     study: StudyConfig, spec: TrialSpec, export: str, inputs: ScenarioInputs, tracking_uri: str, run_id: str
 ) -> list[dict[str, Any]]:
@@ -290,8 +321,7 @@ def evaluate_trial(
     cond_frames, seed = spec.run_cfg.diffusion.cond_frames, spec.trial.seed
     scenes = spec.trial.scenario == COMBINATORIAL
     probe = spec.trial.scenario.startswith(PROBE_PREFIX)
-    family = next((name for name, prefix in (("gap", GAP_PREFIX), ("flip", FLIP_PREFIX), ("hull", HULL_PREFIX))
-                   if spec.trial.scenario.startswith(prefix)), None)
+    family = next((name for name, prefix in CASE_FAMILIES.items() if spec.trial.scenario.startswith(prefix)), None)
     options = {"ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
     records, fvd_rows, gifs, probe_splits, case_splits = [], [], [], {}, {}
     for split, key in inputs.eval_keys(spec.trial).items():
@@ -312,6 +342,8 @@ def evaluate_trial(
             probe_splits[split] = _probe_scores(study, split, rollout_dir, floor_dir, reference, cond_frames, report_dir, gifs)
         if family == "hull":
             case_splits[split] = _hull_scores(study, split, split_records, reference)
+        elif family == "compose":
+            case_splits[split] = _composition_scores(study, split, rollout_dir, floor_dir, reference, cond_frames)
         elif family == "flip" or (family == "gap" and EVAL_KIND[split] == "eval_id"):
             case_splits[split] = _case_scores(study, family, split, rollout_dir, floor_dir, reference, cond_frames)
         # Best and worst rollouts: lowest and highest velocity error, or highest and lowest PSNR.
@@ -337,8 +369,8 @@ def evaluate_trial(
         for split, scored in probe_splits.items():
             metrics |= scored["metrics"]
     if family is not None:
-        (report_dir / f"{family}s.json").write_text(json.dumps(case_splits, indent=1, sort_keys=True))
-        report_files = [*report_files, report_dir / f"{family}s.json"]
+        (report_dir / CASE_ARTIFACTS[family]).write_text(json.dumps(case_splits, indent=1, sort_keys=True))
+        report_files = [*report_files, report_dir / CASE_ARTIFACTS[family]]
         for scored in case_splits.values():
             metrics |= scored["metrics"]
 
