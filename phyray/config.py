@@ -311,7 +311,7 @@ class ComposeConfig(Strict):
     min_frames_between_events: int = Field(3, ge=1)
     # What a training split holds: the two `train` kinds (the DiT's set), or every kind of the
     # variant, the composed one included (the set a composition study's VAE learns from:
-    # `StudyVAE.compose_kinds`).
+    # `StudyVAE.probe_combinations`).
     kinds: Literal["trained", "all"] = "trained"
 
     @model_validator(mode="after")
@@ -843,12 +843,10 @@ class StudyVAE(Strict):
     # An attribute probe's VAE learns from a training set of "all" four combinations of the
     # pair (the paper's VAE is pretrained on general images and videos: it knows no pairing), so
     # an attribute the DiT flips is the DiT's doing; "trained": the DiT's own two combinations,
-    # a VAE that can learn the pairing itself (a confound, kept to measure it).
+    # a VAE that can learn the pairing itself (a confound, kept to measure it). A composition
+    # variant's VAE likewise learns from "all" its kinds of video, the composed one included (a
+    # pretrained VAE has seen objects collide and bounce in any order), or the DiT's "trained" two.
     probe_combinations: Literal["all", "trained"] = "all"
-    # A composition variant's VAE likewise learns from "all" its kinds of video, the composed one
-    # included (a pretrained VAE has seen objects collide and bounce in any order), so a
-    # composition the DiT fails is the DiT's doing; "trained": the DiT's own two kinds.
-    compose_kinds: Literal["all", "trained"] = "all"
     # The scenario whose training set (of train_size) the VAE learns from, one VAE for every
     # scenario of the study; None: each scenario trains its own on its own data. A VAE is a
     # frame codec: the paper's is pretrained on general video and never sees the probe's

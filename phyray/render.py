@@ -132,10 +132,10 @@ def render_videos(
     radii_px = np.asarray(radii, dtype=np.float64) * (resolution / world_size)  # (N, K)
     window = int(np.ceil(2 * radii_px.max() + edge_px)) + 3
     planar = np.full((n, t, 3, resolution, resolution), 255, dtype=np.uint8)
-    scenery = np.zeros((resolution, resolution), dtype=bool)  # pixels of the background not white
+    scenery = None  # summed-area table of the background's non-white pixels, (H + 1, W + 1)
     if background is not None:
         planar[:] = np.asarray(background, dtype=np.uint8).transpose(2, 0, 1)
-        scenery = (planar[0, 0] != 255).any(axis=0)
+        scenery = np.pad((planar[0, 0] != 255).any(axis=0).cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
     corners = []  # (row0, col0) of every earlier ball's windows, to detect overlaps
     for ball in range(k):
         centers = world_to_pixel(positions[:, :, ball].reshape(n * t, 2), resolution, world_size)
@@ -162,11 +162,17 @@ def render_videos(
         # Clip each window to the image; a ball wholly out of view leaves an empty window.
         r_lo, c_lo = np.maximum(row0, 0), np.maximum(col0, 0)
         r_hi, c_hi = np.minimum(row0 + window, resolution), np.minimum(col0 + window, resolution)
+        if scenery is not None:
+            # Windows over scenery blend too (the fast path paints over white); an empty window
+            # (out of view) is cut to nothing inside the table.
+            top, left = np.minimum(r_lo, resolution), np.minimum(c_lo, resolution)
+            bottom, right = np.maximum(r_hi, top), np.maximum(c_hi, left)
+            overlaps |= (scenery[bottom, right] - scenery[top, right] - scenery[bottom, left] + scenery[top, left]) > 0
         for m in np.flatnonzero((r_hi > r_lo) & (c_hi > c_lo)):
             video, frame = divmod(int(m), t)
             inside = np.s_[r_lo[m] - row0[m] : r_hi[m] - row0[m], c_lo[m] - col0[m] : c_hi[m] - col0[m]]
             region = planar[video, frame, :, r_lo[m] : r_hi[m], c_lo[m] : c_hi[m]]  # (3, h, w) view
-            if overlaps[m] or scenery[r_lo[m] : r_hi[m], c_lo[m] : c_hi[m]].any():
+            if overlaps[m]:
                 under = region.astype(np.float32)
                 tint = color[m].astype(np.float32)[:, None, None]
                 region[...] = np.rint(under + coverage[m][inside] * (tint - under))

@@ -188,7 +188,7 @@ def test_the_composition_study_scores_each_object_after_each_event_and_rebuilds_
         assert sorted(scored) == ["eval_id", "eval_ood"] and sorted(scored["eval_ood"]) == [
             "ground_truth", "metrics", "rollouts", "vae_floor"]
         assert len(scored["eval_ood"]["rollouts"]["records"]) == 8
-    # Each variant's VAE learnt from all its kinds of video (vae.compose_kinds: all).
+    # Each variant's VAE learnt from all its kinds of video (vae.probe_combinations: all).
     for scenario in cfg.scenarios:
         assert len(list((Path(cfg.data_dir) / scenario).glob("vae_train-32-*"))) == 1
     report = result.report

@@ -94,7 +94,7 @@ def vae_train_key(cfg: StudyConfig, scenario: str) -> str:
 
         return largest_train_key(cfg)
     if (cfg.vae.train_on is not None or (scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all")
-            or (scenario.startswith(COMPOSE_PREFIX) and cfg.vae.compose_kinds == "all")):
+            or (scenario.startswith(COMPOSE_PREFIX) and cfg.vae.probe_combinations == "all")):
         return f"vae-{vae_train_size(cfg)}"
     return vae_train_size(cfg)
 
@@ -153,8 +153,8 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
             every = data_cfg.model_copy(update={"probe": data_cfg.probe.model_copy(update={"combinations": "all"})})
             label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
             inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), label, every)
-        elif size == vae_key and data_cfg.compose is not None and cfg.vae.compose_kinds == "all":
-            # A composition's VAE set: every kind of the variant (StudyVAE.compose_kinds).
+        elif size == vae_key and data_cfg.compose is not None and cfg.vae.probe_combinations == "all":
+            # A composition's VAE set: every kind of the variant (StudyVAE.probe_combinations).
             every = data_cfg.model_copy(update={"compose": data_cfg.compose.model_copy(update={"kinds": "all"})})
             label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
             inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), label, every)
