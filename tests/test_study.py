@@ -557,7 +557,14 @@ def test_job_submit_to_a_local_head_runs_the_smoke_study(ray_head, shared_data, 
     submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
               "python", "studies/scaling_law.py", "--config", "configs/studies/smoke.yaml"]
     submit += [f"--set={o}" for o in overrides]
-    job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
+    # The head's job agent registers some seconds after the dashboard answers (longer on a loaded
+    # machine); until then a submission is refused before any job exists, so it is safe to retry.
+    deadline = time.monotonic() + 180
+    while True:
+        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
+        if "No available agent to submit job" not in job.stdout + job.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(5)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout
 
