@@ -140,10 +140,20 @@ def layout_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return results
 
 
-def _sign(estimate: Estimate | None) -> str:
+def _sign(estimate: Estimate | None, threshold: float = 0.0) -> str:
+    """yes / no / undecided: the estimate's interval wholly above / below `threshold`, or neither."""
     if estimate is None:
         return "undecided"
-    return "yes" if estimate.low > 0 else "no" if estimate.high < 0 else "undecided"
+    return "yes" if estimate.low > threshold else "no" if estimate.high < threshold else "undecided"
+
+
+def _within(value: Estimate | None, reference: Estimate | None, factor: float) -> str:
+    """yes / no / undecided: `value`'s interval wholly under / over `factor` times `reference`'s."""
+    if value is None or reference is None:
+        return "undecided"
+    if value.high < factor * reference.low:
+        return "yes"
+    return "no" if value.low > factor * reference.high else "undecided"
 
 
 def gap_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -469,11 +479,7 @@ def hull_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
         trained, inside, outside = r["trained"], r["inside"], r["outside"]
         checks.append({"check": f"{r['variant']}: outside the hull errs more than inside it", "arm": arm,
                        "answer": "undecided" if inside is None or outside is None else falls(outside, inside)})
-        if inside is None or trained is None:
-            answer = "undecided"
-        else:
-            answer = ("yes" if inside.high < HULL_INSIDE_FACTOR * trained.low else
-                      "no" if inside.low > HULL_INSIDE_FACTOR * trained.high else "undecided")
+        answer = _within(inside, trained, HULL_INSIDE_FACTOR)
         checks.append({"check": f"{r['variant']}: holes inside the hull err like trained points (under {HULL_INSIDE_FACTOR}x)",
                        "arm": arm, "answer": answer})
     return checks
@@ -649,20 +655,6 @@ def composed_segments(result: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: (p[0], _segment_key(p[1])))
 
 
-def _keeps(composed: Estimate | None, trained: Estimate | None) -> str:
-    if composed is None or trained is None:
-        return "undecided"
-    if composed.high < KEEP_FACTOR * trained.low:
-        return "yes"
-    return "no" if composed.low > KEEP_FACTOR * trained.high else "undecided"
-
-
-def _majority(fraction: Estimate | None) -> str:
-    if fraction is None:
-        return "undecided"
-    return "yes" if fraction.low > 0.5 else "no" if fraction.high < 0.5 else "undecided"
-
-
 def composition_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The paper's findings, per model and data size (module docstring)."""
     checks = []
@@ -673,7 +665,7 @@ def composition_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
         arm = f"{model}, {size}"
         if "spatial" in variants:
             r = variants["spatial"]
-            answers = [_keeps(_get(r, "model", "ood", role, segment), _get(r, "model", "id", role, "moving_error"))
+            answers = [_within(_get(r, "model", "ood", role, segment), _get(r, "model", "id", role, "moving_error"), KEEP_FACTOR)
                        for role, segment in composed_segments(r)]
             answer = "no" if "no" in answers else "yes" if answers and all(a == "yes" for a in answers) else "undecided"
             checks.append({"check": f"spatial: both objects keep their trained motion (every segment's error under "
@@ -681,7 +673,7 @@ def composition_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
         if "temporal" in variants:
             bounced = _get(variants["temporal"], "model", "ood", "blue_ball", "bounced")
             checks.append({"check": "temporal: the blue ball bounces off the wall after the collision (in over half "
-                                    "the composed videos)", "arm": arm, "answer": _majority(bounced)})
+                                    "the composed videos)", "arm": arm, "answer": _sign(bounced, 0.5)})
         if "temporal" in variants and "temporal-noredbounce" in variants:
             plain = _get(variants["temporal"], "model", "ood", "red_ball", "vanished")
             failing = _get(variants["temporal-noredbounce"], "model", "ood", "red_ball", "vanished")
