@@ -13,14 +13,12 @@ import sys
 
 from phyray.artifacts import ProductError
 from phyray.config import (
-    BALL_SCENARIOS,
-    PROBE_PAIRS,
+    SIMULATED_SCENARIOS,
     SPLITS,
     ConfigError,
     TrainConfig,
     load_config,
-    load_data_config,
-    load_probe_config,
+    load_scenario_config,
 )
 
 # Each command imports the rest (torch, Ray, MLflow and the phyray modules built on them) when it
@@ -51,22 +49,16 @@ def _data_generate(args: argparse.Namespace) -> int:
     try:
         if args.scenario == "combinatorial":
             manifest = _generate_combinatorial(args)
-        elif args.scenario in BALL_SCENARIOS:
+        elif args.scenario in SIMULATED_SCENARIOS:
             overrides = list(args.set)
             if args.resolution is not None:
                 overrides.append(f"render.resolution={args.resolution}")
-            if args.probe is None:
-                cfg = load_data_config(args.scenario, overrides)
-            elif args.scenario == "uniform_motion":
-                cfg = load_probe_config(args.probe, overrides)
-            else:
-                raise CliError(f"--probe: attribute probes run on uniform_motion, not {args.scenario}")
             manifest = generate_dataset(
-                cfg, args.split, args.size, args.out, seed=args.seed, num_workers=args.num_workers,
-                progress=not args.quiet,
+                load_scenario_config(args.scenario, overrides), args.split, args.size, args.out, seed=args.seed,
+                num_workers=args.num_workers, progress=not args.quiet,
             )
         else:
-            choices = ", ".join((*BALL_SCENARIOS, "combinatorial"))
+            choices = ", ".join((*SIMULATED_SCENARIOS, "combinatorial"))
             raise CliError(f"--scenario: unknown {args.scenario!r}; choose from {choices}")
     except ConfigError as err:
         raise CliError(str(err)) from None
@@ -118,7 +110,11 @@ def _data_resample(args: argparse.Namespace) -> int:
 def _add_data_commands(groups) -> None:
     data = groups.add_parser("data", help="generate and inspect datasets").add_subparsers(dest="command", required=True)
     gen = data.add_parser("generate", help="simulate, render and write a dataset as Parquet shards")
-    gen.add_argument("--scenario", required=True, help="uniform_motion, collision, parabola or combinatorial")
+    gen.add_argument(
+        "--scenario", required=True,
+        help="uniform_motion, collision, parabola, combinatorial, or a probe's scenario: probe-<pair>, gap-<layout>, "
+             "flip-<set>, hull-<variant>, compose-<variant> (the study's names)",
+    )
     gen.add_argument("--size", default=None, help="30K, 300K, 3M or a count (200, 2K); eval splits default to the paper's sizes")
     gen.add_argument(
         "--split", default="train",
@@ -130,7 +126,6 @@ def _add_data_commands(groups) -> None:
     gen.add_argument("--resolution", type=int, default=None, help="frame side in pixels (default: the config's, 128)")
     gen.add_argument("--num-workers", type=positive_int, default=None, help="concurrent shard tasks (default: all CPUs)")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a data-config field")
-    gen.add_argument("--probe", default=None, help=f"uniform_motion: an attribute probe ({', '.join(PROBE_PAIRS)})")
     gen.add_argument("--templates", help="combinatorial: 6, 30, 60, heldout, or ids/ranges (10003,10060-10069)")
     gen.add_argument("--seeds", type=int, help="combinatorial: task seeds per template")
     gen.add_argument("--trials", type=int, help="combinatorial: red-ball placements per seed")

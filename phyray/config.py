@@ -180,6 +180,9 @@ HULL_SCENARIOS = tuple(HULL_PREFIX + name for name in HULL_VARIANTS)
 COMPOSE_VARIANTS = ("spatial", "temporal", "temporal-noredbounce")
 COMPOSE_PREFIX = "compose-"
 COMPOSE_SCENARIOS = tuple(COMPOSE_PREFIX + name for name in COMPOSE_VARIANTS)
+# Every scenario the ball simulator makes (load_scenario_config reads each one's data config).
+SIMULATED_SCENARIOS = (*BALL_SCENARIOS, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS,
+                       *COMPOSE_SCENARIOS)
 # The kinds of composition video (phyray/sim/compose.py). Spatial: a red ball and a blue square
 # in two horizontal bands; the square moves (away from the wall) with the ball at rest, the ball
 # bounces off the wall with the square at rest, or both. Temporal: a red and a blue ball collide
@@ -961,8 +964,7 @@ class StudyConfig(Strict):
     @field_validator("scenarios")
     @classmethod
     def _scenarios(cls, scenarios: list[str]) -> list[str]:
-        known = (*BALL_SCENARIOS, COMBINATORIAL, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS,
-                 *COMPOSE_SCENARIOS)
+        known = (*SIMULATED_SCENARIOS, COMBINATORIAL)
         for scenario in scenarios:
             if scenario not in known:
                 raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(known)}")
@@ -1016,10 +1018,9 @@ class StudyConfig(Strict):
         if not is_trainable(self.vae.preset) and self.vae.seeds == "per_seed":
             raise ValueError(f"vae.seeds: {self.vae.preset!r} has no weights, so no seed to vary; use shared")
         if self.vae.train_on is not None:
-            known = (*BALL_SCENARIOS, *PROBE_SCENARIOS, *GAP_SCENARIOS, *FLIP_SCENARIOS, *HULL_SCENARIOS, *COMPOSE_SCENARIOS)
-            if self.vae.train_on not in known or COMBINATORIAL in self.scenarios:
+            if self.vae.train_on not in SIMULATED_SCENARIOS or COMBINATORIAL in self.scenarios:
                 raise ValueError(f"vae.train_on: {self.vae.train_on!r} is not a ball scenario of a ball study; "
-                                 f"choose from {', '.join(known)}")
+                                 f"choose from {', '.join(SIMULATED_SCENARIOS)}")
         if (COMBINATORIAL in self.scenarios) != bool(self.templates):
             raise ValueError(
                 "templates: a combinatorial study needs its template sets" if COMBINATORIAL in self.scenarios

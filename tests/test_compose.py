@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 
+from phyray.cli import main
 from phyray.config import COMPOSE_VARIANTS, ConfigError, PhysicsConfig, load_compose_config
 from phyray.data.generate import build_shard, shard_tasks, simulate_video
 from phyray.data.plan import plan_dataset
-from phyray.data.shards import decode_frames
+from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.eval.composition import composition_records, composition_summary, segment_names
 from phyray.eval.physics import in_view
 from phyray.render import render_videos, wall_background
@@ -118,6 +119,16 @@ def test_training_mixes_both_kinds_and_no_composed_video_while_evaluation_holds_
     every = cfg.model_copy(update={"compose": compose.model_copy(update={"kinds": "all"})})
     codes = set(plan_dataset(every, "train", "60", 0).params[:, 0])
     assert len(codes) == 3
+
+
+def test_the_command_line_generates_a_composition_split_by_its_study_name(tmp_path, ray_local):
+    out = tmp_path / "composed"
+    code = main(["data", "generate", "--scenario", "compose-temporal", "--split", "eval_ood", "--size", "6",
+                 "--resolution", "32", "--set", "physics.num_frames=16", "--num-workers", "2", "--quiet", "--out", str(out)])
+    assert code == 0
+    assert read_manifest(out)["identity"]["settings"]["config"]["compose"]["eval"] == "collision_bounce"
+    kinds = [json.loads(row["params"])["kind"] for row in iter_rows(out)]
+    assert kinds == ["collision_bounce"] * 6
 
 
 def test_the_failure_variant_has_no_red_ball_near_the_wall_in_training():
