@@ -5,7 +5,11 @@ on ground truth and on hand-made rollouts."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 
@@ -21,6 +25,7 @@ from phyray.sim.balls import BallScene, Wall, elastic_velocities, impact_frame, 
 from phyray.study.cases import composition_checks, composition_markdown
 from phyray.study.verdict import Estimate
 
+REPO = Path(__file__).resolve().parents[1]
 MINI = ["physics.num_frames=16", "render.resolution=32"]
 WALL = Wall(8.5, 0.5)
 
@@ -129,6 +134,14 @@ def test_the_command_line_generates_a_composition_split_by_its_study_name(tmp_pa
     assert read_manifest(out)["identity"]["settings"]["config"]["compose"]["eval"] == "collision_bounce"
     kinds = [json.loads(row["params"])["kind"] for row in iter_rows(out)]
     assert kinds == ["collision_bounce"] * 6
+    # The contact sheet of a set against itself: per video, its frames 0, 5, 10, 15 twice.
+    sheet_path = tmp_path / "sheet.png"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "contact_sheet.py"), "--reference", str(out), "--compare",
+                    str(out), "--videos", "2", "--every", "5", "--scale", "1", "--out", str(sheet_path)], check=True)
+    sheet = iio.imread(sheet_path)
+    first = decode_frames(next(iter_rows(out)))
+    assert sheet.shape == (4 * 32, 4 * 32, 3)
+    assert (sheet[:32] == np.concatenate(list(first[::5]), axis=1)).all() and (sheet[:32] == sheet[32:64]).all()
 
 
 def test_the_failure_variant_has_no_red_ball_near_the_wall_in_training():

@@ -189,6 +189,7 @@ def template_scaling_png(cells: list[Cell]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, len(TABLE2_METRICS), figsize=(3.6 * len(TABLE2_METRICS), 3.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -209,6 +210,11 @@ def template_scaling_png(cells: list[Cell]) -> bytes:
                                 [math.nan if e is None else e.high for e in found],
                                 color=colors[i % len(colors)], alpha=0.15, linewidth=0)
         ax.set(xscale="log", title=header, xlabel="training templates")
+        # Ticks at the grid's template counts: a log axis's own minor labels (2x10^1, 3x10^1...)
+        # overlap at this width.
+        counts = sorted({num_templates(c) for c in cells})
+        ax.set_xticks(counts, [str(n) for n in counts])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
     next(ax for ax in axes[0] if ax.axison).legend(fontsize=7)  # PSNR and SSIM are always computed
     fig.tight_layout()
