@@ -657,7 +657,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stale.append(name)
         if not args.check:
-            path.write_text(text)
+            # A temporary name, then a rename: no half-written manifest if the run is cut short.
+            partial = path.with_name(path.name + ".partial")
+            partial.write_text(text)
+            partial.replace(path)
     for name in stale:
         change = "differs from its rendering" if args.check else "rewritten"
         print(f"{args.out / name}: {change} (from {args.values})")

@@ -244,6 +244,15 @@ def pod_specs(doc: dict) -> Iterator[tuple[str, dict]]:
             yield dotted([*template, "spec"]), pod
 
 
+def containers(doc: dict) -> Iterator[tuple[str, dict, dict]]:
+    """(path, container, its pod spec) of every container, init containers included, of every
+    pod a document brings about."""
+    for pod_path, pod in pod_specs(doc):
+        for field in ("initContainers", "containers"):
+            for index, container in enumerate(pod.get(field) or []):
+                yield f"{pod_path}.{field}[{index}]", container, pod
+
+
 def _exposure_problems(doc: dict) -> Iterator[tuple[str, str]]:
     """The Ray dashboard and job API (and MLflow) stay cluster-internal; Ray asks for its token."""
     if doc.get("kind") == "Service" and _at(doc, "spec", "type") in EXPOSED_SERVICE_TYPES:
@@ -304,16 +313,12 @@ def _container_problems(doc: dict) -> Iterator[tuple[str, str]]:
         # The autoscaler sidecar: its securityContext defaults to the head pod's.
         if isinstance(autoscaler := cluster.get("autoscalerOptions"), dict):
             yield from _resource_problems(f"{path}.autoscalerOptions", autoscaler.get("resources"))
-    for pod_path, pod in pod_specs(doc):
-        pod_non_root = _at(pod, "securityContext", "runAsNonRoot")
-        for field in ("initContainers", "containers"):
-            for index, container in enumerate(pod.get(field) or []):
-                path = f"{pod_path}.{field}[{index}]"
-                non_root = _at(container, "securityContext", "runAsNonRoot")
-                if (pod_non_root if non_root is None else non_root) is not True:
-                    yield f"{path}.securityContext", "runAsNonRoot is not true (pod or container)"
-                yield from _resource_problems(path, _at(container, "resources"))
-                yield from _mlflow_auth_problems(path, container)
+    for path, container, pod in containers(doc):
+        non_root = _at(container, "securityContext", "runAsNonRoot")
+        if (_at(pod, "securityContext", "runAsNonRoot") if non_root is None else non_root) is not True:
+            yield f"{path}.securityContext", "runAsNonRoot is not true (pod or container)"
+        yield from _resource_problems(path, _at(container, "resources"))
+        yield from _mlflow_auth_problems(path, container)
 
 
 def _walk(node: Any, path: list) -> Iterator[tuple[list, Any]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
+from phyray.artifacts import atomic_write_bytes
 from phyray.data.shards import decode_frames, iter_rows
 
 
@@ -49,9 +50,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=2, help="pixel repeat, for small frames")
     args = parser.parse_args()
     sheet = contact_sheet(args.reference, args.compare, args.videos, args.every, args.scale)
-    partial = args.out.with_name(args.out.name + ".partial")
-    iio.imwrite(partial, sheet, extension=".png")
-    partial.replace(args.out)  # no half-written sheet under the final name
+    atomic_write_bytes(args.out, iio.imwrite("<bytes>", sheet, extension=".png"))
     print(f"{args.out}: {sheet.shape[1]}x{sheet.shape[0]}")
 
 

@@ -379,12 +379,7 @@ def _namespaces_named(text: str) -> set[str]:
 
 
 def _containers(doc: dict) -> list[dict]:
-    return [
-        container
-        for _, pod in validate.pod_specs(doc)
-        for field in ("initContainers", "containers")
-        for container in pod.get(field) or []
-    ]
+    return [container for _, container, _ in validate.containers(doc)]
 
 
 def test_committed_manifests_are_rendered_from_values():

@@ -194,6 +194,9 @@ def template_scaling_png(cells: list[Cell]) -> bytes:
     fig, axes = plt.subplots(1, len(TABLE2_METRICS), figsize=(3.6 * len(TABLE2_METRICS), 3.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     models = list(dict.fromkeys(c.model for c in cells))
+    # Ticks at the grid's template counts: a log axis's own minor labels (2x10^1, 3x10^1...)
+    # overlap at this width.
+    counts = sorted({num_templates(c) for c in cells})
     for ax, (metric, header, _, _) in zip(axes[0], TABLE2_METRICS):
         if not any(c.get(f"eval/{group}/{metric}") for c in cells for group, _ in SPLITS):
             ax.set_axis_off()
@@ -210,9 +213,6 @@ def template_scaling_png(cells: list[Cell]) -> bytes:
                                 [math.nan if e is None else e.high for e in found],
                                 color=colors[i % len(colors)], alpha=0.15, linewidth=0)
         ax.set(xscale="log", title=header, xlabel="training templates")
-        # Ticks at the grid's template counts: a log axis's own minor labels (2x10^1, 3x10^1...)
-        # overlap at this width.
-        counts = sorted({num_templates(c) for c in cells})
         ax.set_xticks(counts, [str(n) for n in counts])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
