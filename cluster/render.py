@@ -30,6 +30,8 @@ GENERATED = "Do not edit: rendered by `python cluster/render.py` from cluster/va
 MLFLOW = "mlflow"  # the MLflow Deployment's, Service's and container's name
 MLFLOW_DATA = "/mlflow"  # where the MLflow pod mounts its PVC
 MLFLOW_AUTH_DIR = "/etc/mlflow-auth"
+# The env var that carries the backend store's DSN from its Secret into --backend-store-uri.
+MLFLOW_STORE_ENV = "MLFLOW_BACKEND_STORE_URI"
 RAY_UID, RAY_GID = 1000, 100  # the image's user `ray`, group `users`
 MLFLOW_UID = 1000  # the MLflow image's user is not fixed: pin one
 # The containers' securityContext: no privilege escalation, no Linux capability.
@@ -295,7 +297,7 @@ def shared_storage(values: dict) -> dict:
 
 def _mlflow_container(values: dict) -> dict:
     namespace, port = values["namespace"], values["mlflow"]["port"]
-    auth = values["secrets"]["mlflow_auth"]
+    auth, database = values["secrets"]["mlflow_auth"], values["secrets"]["mlflow_db"]
     service = f"{MLFLOW}.{namespace}.svc"
     allowed_hosts = [MLFLOW, f"{MLFLOW}.{namespace}", service, f"{service}.cluster.local"]
     allowed_hosts += ["localhost", "127.0.0.1"]
@@ -305,7 +307,7 @@ def _mlflow_container(values: dict) -> dict:
         "command": [
             *("mlflow", "server", "--app-name", "basic-auth"),
             *("--host", "0.0.0.0", "--port", str(port)),
-            *("--backend-store-uri", f"sqlite:///{MLFLOW_DATA}/mlflow.db"),
+            *("--backend-store-uri", f"$({MLFLOW_STORE_ENV})"),
             *("--artifacts-destination", f"{MLFLOW_DATA}/artifacts", "--serve-artifacts"),
             Commented(
                 "MLflow >= 3.5 rejects Host headers other than localhost and private IPs (DNS "
@@ -322,6 +324,12 @@ def _mlflow_container(values: dict) -> dict:
             Commented(
                 "Signs the auth app's CSRF tokens; the same key in every server worker.",
                 _secret_env("MLFLOW_FLASK_SERVER_SECRET_KEY", auth, "flask_secret_key"),
+            ),
+            Commented(
+                f"The backend store's DSN (PostgreSQL) from Secret {database}, key uri; the "
+                "kubelet puts it into --backend-store-uri above, so the password is in no "
+                "manifest.",
+                _secret_env(MLFLOW_STORE_ENV, database, "uri"),
             ),
             Commented(
                 "The uid above has no home directory in the image; Python and MLflow may write "
@@ -372,9 +380,10 @@ def mlflow_documents(values: dict) -> list:
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": values["namespace"]}},
         Commented(
-            "Where the auth app keeps its users: next to the tracking store on the PVC (its "
-            "default, a relative sqlite path, would land in the image's working directory, "
-            "read-only to a non-root user).",
+            "Where the auth app keeps its users: a SQLite file on the PVC, beside the artifacts. "
+            "It reads its database URI from this file only, so PostgreSQL here would put the "
+            "password into a ConfigMap; its default, a relative sqlite path, would land in the "
+            "image's working directory, read-only to a non-root user.",
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -398,7 +407,8 @@ def mlflow_documents(values: dict) -> list:
             "spec": {
                 "replicas": 1,
                 "strategy": Commented(
-                    "ReadWriteOnce volume and a SQLite file: never two servers at once.",
+                    "ReadWriteOnce volume (artifacts, the auth app's SQLite users): never two "
+                    "servers at once.",
                     {"type": "Recreate"},
                 ),
                 "selector": {"matchLabels": labels},
@@ -427,20 +437,23 @@ def _secret_commands(values: dict) -> str:
     return (
         f"  kubectl -n {namespace} create secret generic {secrets['ray_token']} "
         "--from-literal=auth_token=$(openssl rand -hex 32)\n"
-        f"  (and Secret {secrets['mlflow_auth']} for MLflow's basic auth, as cluster/mlflow.yaml "
-        "says)\n"
+        f"  (and Secrets {secrets['mlflow_auth']} for MLflow's basic auth and "
+        f"{secrets['mlflow_db']}\n"
+        "  for its database, as cluster/mlflow.yaml says)\n"
     )
 
 
 def mlflow_header(values: dict) -> str:
     namespace, port = values["namespace"], values["mlflow"]["port"]
-    auth = values["secrets"]["mlflow_auth"]
+    auth, database = values["secrets"]["mlflow_auth"], values["secrets"]["mlflow_db"]
     return (
         f"MLflow tracking server for phyray, reached by the Ray pods at {mlflow_uri(values)}.\n"
         "  kubectl apply -f cluster/mlflow.yaml\n"
         f"  kubectl -n {namespace} create secret generic {auth} --from-literal=username=admin \\\n"
         "    --from-literal=password=$(openssl rand -hex 24) "
         "--from-literal=flask_secret_key=$(openssl rand -hex 32)\n"
+        f"  kubectl -n {namespace} create secret generic {database} \\\n"
+        "    --from-literal=uri='postgresql://USER:PASSWORD@HOST:5432/mlflow'\n"
         f"  kubectl -n {namespace} port-forward svc/{MLFLOW} {port}:{port}     "
         f"# then open http://127.0.0.1:{port}\n"
         f"Basic auth (--app-name basic-auth): every request needs the user and password of Secret "
@@ -450,10 +463,14 @@ def mlflow_header(values: dict) -> str:
         "Artifacts are proxied through the server (--serve-artifacts), so the Ray pods need no "
         f"bucket credentials: they upload plots, reports and checkpoints over HTTP to "
         f"{MLFLOW_DATA}/artifacts.\n"
-        "Production: use PostgreSQL for the backend store instead of SQLite, e.g.\n"
-        '  --backend-store-uri "$(MLFLOW_BACKEND_STORE_URI)" with the env var taken from a Secret\n'
-        "  (postgresql://user:password@host:5432/mlflow), and an object store for the artifacts\n"
-        "  (--artifacts-destination s3://bucket/mlflow, credentials on this pod only).\n"
+        f"Backend store: the PostgreSQL database whose DSN is in Secret {database} (key uri), one "
+        "you run (a managed PostgreSQL, or an operator's cluster), empty at first: MLflow creates "
+        "its tables on its first start. Percent-encode special characters in the password. The "
+        "image is MLflow's -full variant, which has the PostgreSQL drivers (cluster/values.yaml).\n"
+        "Alternative without a database server, for one user: a SQLite file on this pod's PVC,\n"
+        f"  --from-literal=uri=sqlite:///{MLFLOW_DATA}/mlflow.db\n"
+        "For the artifacts, an object store scales further: --artifacts-destination "
+        "s3://bucket/mlflow, its credentials on this pod only.\n"
     )
 
 

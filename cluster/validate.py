@@ -11,7 +11,8 @@ paid cluster as a setting that never took effect. Three checks catch it here:
 - RayCluster and RayJob against KubeRay's own CRD schemas, made strict the same way, plus the
   rules the operator enforces that the schema does not encode;
 - a secure-by-default policy: Ray dashboard and job API cluster-internal with token auth, MLflow
-  behind basic auth, non-root pods with requests and limits, no credential in any manifest.
+  behind basic auth with its backend store's DSN from a Secret, non-root pods with requests and
+  limits, no credential in any manifest.
 
 KubeRay CRDs come from --crds, else $PHYRAY_KUBERAY_CRDS, else the reference copy in
 ../shared/reference/kuberay-crds-v1.7.0 next to the repository. A directory holds the CRD YAMLs,
@@ -279,14 +280,15 @@ def _resource_problems(path: str, resources: Any) -> Iterator[tuple[str, str]]:
             yield f"{path}.resources.{bound}", f"no {' and '.join(missing)} {bound}"
 
 
-def _mlflow_auth_problems(path: str, container: dict) -> Iterator[tuple[str, str]]:
+def _mlflow_problems(path: str, container: dict) -> Iterator[tuple[str, str]]:
     command = [
         str(part) for part in (container.get("command") or []) + (container.get("args") or [])
     ]
     if command[:2] != ["mlflow", "server"]:
         return
     # Each argument mapped to the one after it: the value of an option.
-    if dict(zip(command, command[1:])).get("--app-name") != "basic-auth":
+    options = dict(zip(command, command[1:]))
+    if options.get("--app-name") != "basic-auth":
         yield (
             f"{path}.command",
             "mlflow server without --app-name basic-auth: open to anyone in the cluster",
@@ -299,10 +301,19 @@ def _mlflow_auth_problems(path: str, container: dict) -> Iterator[tuple[str, str
     for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         if name not in from_secret:
             yield f"{path}.env", f"{name} not taken from a Secret"
+    # The store's DSN holds the database's password: an env var from a Secret, which the kubelet
+    # substitutes into the command as $(NAME).
+    store = re.fullmatch(r"\$\((\w+)\)", options.get("--backend-store-uri", ""))
+    if store is None or store[1] not in from_secret:
+        yield (
+            f"{path}.command",
+            "--backend-store-uri not taken from a Secret ($(NAME), NAME from a secretKeyRef)",
+        )
 
 
 def _container_problems(doc: dict) -> Iterator[tuple[str, str]]:
-    """Every container non-root, with requests and limits; MLflow behind basic auth."""
+    """Every container non-root, with requests and limits; MLflow behind basic auth, its
+    backend store from a Secret."""
     if (
         doc.get("kind") == "RayJob"
         and _at(doc, "spec", "submissionMode") in (None, "K8sJobMode")
@@ -318,7 +329,7 @@ def _container_problems(doc: dict) -> Iterator[tuple[str, str]]:
         if (_at(pod, "securityContext", "runAsNonRoot") if non_root is None else non_root) is not True:
             yield f"{path}.securityContext", "runAsNonRoot is not true (pod or container)"
         yield from _resource_problems(path, _at(container, "resources"))
-        yield from _mlflow_auth_problems(path, container)
+        yield from _mlflow_problems(path, container)
 
 
 def _walk(node: Any, path: list) -> Iterator[tuple[list, Any]]:

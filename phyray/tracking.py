@@ -14,9 +14,19 @@ from typing import Any
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from phyray.config import ConfigError
+
 MLFLOW_DB = "mlflow.db"
 # MLflow caps a param value at 6000 characters and a batch at 100 params.
 _PARAM_LIMIT, _BATCH = 6000, 100
+# A database host that drops packets instead of refusing them fails after this long, not after
+# the operating system's TCP timeout (minutes).
+CONNECT_TIMEOUT_S = 10
+
+
+def configured_uri(configured: str | None) -> str | None:
+    """Config value, else $MLFLOW_TRACKING_URI; None: the default local store."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def resolve_tracking_uri(configured: str | None, default_dir: str | Path) -> str:
@@ -24,12 +34,44 @@ def resolve_tracking_uri(configured: str | None, default_dir: str | Path) -> str
 
     MLflow 3 refuses plain folders as stores; SQLite is its default backend.
     """
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = configured_uri(configured)
     if uri:
         return uri
     path = Path(default_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / MLFLOW_DB}"
+
+
+def check_store(configured: str | None) -> None:
+    """ConfigError in one line, the password masked, if the store is a PostgreSQL database that
+    cannot be reached: a study checks this before it writes anything, so a wrong DSN leaves no
+    study directory, data or half-made runs behind. Other stores (a local SQLite file, an MLflow
+    server) are left to MLflow."""
+    uri = configured_uri(configured)
+    if uri is None or uri.partition(":")[0].split("+")[0] != "postgresql":
+        return
+    from sqlalchemy import create_engine, exc
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    field = "tracking_uri" if configured else "$MLFLOW_TRACKING_URI"
+    try:
+        url = make_url(uri)
+    except (exc.ArgumentError, ValueError) as err:
+        raise ConfigError(f"{field}: not a database URI ({err})") from None
+    shown = url.render_as_string(hide_password=True)
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}, poolclass=NullPool)
+        with engine.connect():
+            pass
+    except ModuleNotFoundError as err:
+        raise ConfigError(f"{field}: {shown} needs the Python module {err.name}") from None
+    except exc.DBAPIError as err:
+        # The driver's first line says why (refused, unknown host, bad password); the rest is hints.
+        reason = str(err.orig).splitlines()[0].removeprefix("connection failed: ")
+        if url.password:
+            reason = reason.replace(url.password, "***")
+        raise ConfigError(f"{field}: cannot connect to {shown}: {reason}") from None
 
 
 def artifact_root_for(uri: str, default_dir: str | Path) -> str | None:

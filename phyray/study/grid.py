@@ -149,9 +149,11 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     from phyray.study.report import publish_report
 
     # [1] Paths resolved here, in the driver (Tune trials run in other working directories);
-    # Ray (cluster or embedded), and every stage must fit on it before anything runs.
+    # a database store must answer, Ray (cluster or embedded) start, and every stage fit on it
+    # before anything runs.
     cfg = resolve_paths(cfg)
     check_study(cfg)
+    tracking.check_store(cfg.tracking_uri)
     if COMBINATORIAL in cfg.scenarios:
         from phyray.study.combinatorial import check_phyre_environment, skipped_metrics
 
