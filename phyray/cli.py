@@ -108,7 +108,7 @@ def _data_resample(args: argparse.Namespace) -> int:
 
 
 def _add_data_commands(groups) -> None:
-    data = groups.add_parser("data", help="generate and inspect datasets").add_subparsers(dest="command", required=True)
+    data = _commands(groups.add_parser("data", help="generate and inspect datasets"))
     gen = data.add_parser("generate", help="simulate, render and write a dataset as Parquet shards")
     gen.add_argument(
         "--scenario", required=True,
@@ -182,8 +182,7 @@ def _model_info(args: argparse.Namespace) -> int:
 
 
 def _add_model_commands(groups) -> None:
-    model = groups.add_parser("model", help="inspect model presets")
-    commands = model.add_subparsers(dest="command", required=True)
+    commands = _commands(groups.add_parser("model", help="inspect model presets"))
     info = commands.add_parser("info", help="parameters, latent shape, tokens and FLOPs of a DiT")
     info.add_argument("--model", required=True, help="DiT-S/B/L/XL (paper) or DiT-T/M (CPU)")
     info.add_argument("--resolution", type=int, default=128, help="frame side in pixels")
@@ -359,7 +358,7 @@ def _eval_corrupt(args: argparse.Namespace) -> int:
 
 
 def _add_eval_commands(groups) -> None:
-    evaluate = groups.add_parser("eval", help="roll out and score").add_subparsers(dest="command", required=True)
+    evaluate = _commands(groups.add_parser("eval", help="roll out and score"))
     roll = evaluate.add_parser("rollout", help="continue every video of a dataset from its first c frames with a trained DiT")
     roll.add_argument("--model", required=True, help="DiT run directory or its export/model.pt")
     roll.add_argument("--reference", required=True, help="dataset to continue (pixel shards)")
@@ -435,25 +434,28 @@ def _study_report(args: argparse.Namespace) -> int:
             for run in study_runs(uri, args.experiment):
                 print(" ".join(run.values()))
             return 0
+        # The default place is the study's own report, republished onto its parent run; a copy
+        # written elsewhere (perhaps with another --metric) leaves the run's report as it is.
         out = Path(args.out or Path("runs/reports") / args.experiment)
-        report = publish_report(uri, args.experiment, out, args.metric, args.run_id)
+        report = publish_report(uri, args.experiment, out, args.metric, args.run_id, log_to_run=args.out is None)
     except ConfigError as err:
         raise CliError(str(err)) from None
     if not report["records"]:
         raise CliError(f"--experiment: study run {report['parent_run_id']} of {args.experiment!r} has no finished trials in {uri}")
     print(report["summary"].read_text())
-    print(f"report of study {report['study']} (study id {report['study_id']}): {out} "
-          f"(logged to parent run {report['parent_run_id']}; `--list` shows the others)")
+    run = report["parent_run_id"]
+    where = f"logged to parent run {run}" if args.out is None else f"parent run {run} left as it was"
+    print(f"report of study {report['study']} (study id {report['study_id']}): {out} ({where}; `--list` shows the others)")
     return 0
 
 
 def _add_study_commands(groups) -> None:
-    study = groups.add_parser("study", help="scaling studies (run them with studies/scaling_law.py)")
-    commands = study.add_subparsers(dest="command", required=True)
+    commands = _commands(groups.add_parser("study", help="scaling studies (run them with studies/scaling_law.py)"))
     report = commands.add_parser("report", help="rebuild a study's curves and tables from MLflow alone")
     report.add_argument("--experiment", required=True, help="the study's MLflow experiment (phyray-study-<name>)")
     report.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else runs/studies/<name>/mlflow.db)")
-    report.add_argument("--out", help="directory for the files (default runs/reports/<experiment>)")
+    report.add_argument("--out", help="write the files here only, leaving the parent run's logged report as it is "
+                                      "(default: runs/reports/<experiment>, also logged onto the parent run)")
     report.add_argument("--metric", choices=["vel_err_mean_velocity", "vel_err_per_frame"],
                         help="headline velocity error (default: the study's eval.headline_metric)")
     report.add_argument("--run-id", help="the study run (one per study config) to report (default: the newest)")
@@ -474,9 +476,29 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _commands(parser: argparse.ArgumentParser):
+    """The subcommands of `parser`. Not `required`: called without one, `main` prints this
+    parser's help instead of argparse's "the following arguments are required"."""
+    parser.set_defaults(usage=parser)
+    return parser.add_subparsers(metavar="COMMAND")
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the source tree's `phyray.__version__`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("phyray")
+    except PackageNotFoundError:
+        from phyray import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="phyray", description=__doc__.splitlines()[0])
-    groups = parser.add_subparsers(dest="group", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    groups = _commands(parser)
     _add_data_commands(groups)
     _add_model_commands(groups)
     _add_eval_commands(groups)
@@ -488,8 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as stop:  # --help, or a bad argument already reported in one line
+    except SystemExit as stop:  # --help, --version, or a bad argument already reported in one line
         return int(stop.code or 0)
+    if not hasattr(args, "handler"):  # `phyray` or `phyray data` alone: what there is to run
+        args.usage.print_help()
+        return 2
     try:
         return int(args.handler(args) or 0)
     except CliError as err:

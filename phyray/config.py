@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -563,10 +564,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str], model: type[BaseModel] | None = None) -> dict[str, Any]:
     """Apply `a.b.c=value` overrides (value parsed as YAML) to a nested dict, returning a copy.
 
-    Unknown keys are left for validation to reject, so a typo fails with the field's name.
+    With `model`, a scalar given to a field `model` declares as text stays the text typed:
+    `name=256` is "256", not YAML's number 256, which a str field rejects. Unknown keys are
+    left for validation to reject, so a typo fails with the field's name.
     """
     result = yaml.safe_load(yaml.safe_dump(data))  # deep copy through plain types
     for item in overrides:
@@ -579,13 +582,79 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a mapping")
-        node[leaf] = yaml.safe_load(raw)
+        # Composed first, then constructed: the nodes keep each scalar's text as typed.
+        loader = yaml.SafeLoader(raw)
+        try:
+            parsed = loader.get_single_node()
+            value = loader.construct_document(parsed) if parsed is not None else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+        finally:
+            loader.dispose()
+        node[leaf] = _as_declared(value, parsed, _declared_type(model, key.split(".")))
     return result
+
+
+def _declared_type(model: type[BaseModel] | None, path: list[str]) -> Any:
+    """The annotation of the field at a dotted path of `model`; None where nothing declares it
+    (no model, an unknown key, or a free-form dict such as a study's `dit`)."""
+    annotation: Any = model
+    for part in path:
+        annotation = _required(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            annotation = None if field is None else field.annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            return None
+    return annotation
+
+
+def _required(annotation: Any) -> Any:
+    """`X | None` is X: null stays null, anything else is read as X."""
+    if get_origin(annotation) in (Union, UnionType):
+        arms = [arm for arm in get_args(annotation) if arm is not type(None)]
+        if len(arms) == 1:
+            return arms[0]
+    return annotation
+
+
+def _is_text(annotation: Any) -> bool:
+    """A field whose every accepted value is a string: str, or a Literal of strings."""
+    if get_origin(annotation) is Literal:
+        return all(isinstance(choice, str) for choice in get_args(annotation))
+    return annotation is str
+
+
+def _as_declared(value: Any, node: yaml.Node | None, annotation: Any) -> Any:
+    """`value` (YAML's reading of `node`) with every non-null scalar that `annotation` declares as
+    text replaced by the scalar as typed; lists, tuples, mappings and models are walked into."""
+    annotation = _required(annotation)
+    if isinstance(node, yaml.ScalarNode):
+        return node.value if value is not None and not isinstance(value, str) and _is_text(annotation) else value
+    origin, args = get_origin(annotation), get_args(annotation)
+    if isinstance(node, yaml.SequenceNode) and isinstance(value, list):
+        if origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+            return [_as_declared(v, n, args[0]) for v, n in zip(value, node.value)]
+        if origin is tuple and len(args) == len(value):
+            return [_as_declared(v, n, a) for v, n, a in zip(value, node.value, args)]
+    if isinstance(node, yaml.MappingNode) and isinstance(value, dict):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            declared = {name: field.annotation for name, field in annotation.model_fields.items()}
+        elif origin is dict:
+            declared = dict.fromkeys(value, args[1])
+        else:
+            return value
+        nodes = {key.value: item for key, item in node.value}  # the last of a repeated key wins, as in `value`
+        return {key: _as_declared(item, nodes[key], declared[key]) if key in nodes and key in declared else item
+                for key, item in value.items()}
+    return value
 
 
 def load_config(model: type[M], path: str | Path, overrides: list[str] | None = None) -> M:
     """Load YAML from `path`, apply dotted overrides, validate against `model`."""
-    data = apply_overrides(load_yaml(path), overrides or [])
+    data = apply_overrides(load_yaml(path), overrides or [], model)
     return validate(model, data, source=str(path))
 
 
@@ -623,7 +692,7 @@ def _load_variant(
         raise ConfigError(f"{kind}: unknown {noun} {name!r}; choose from {', '.join(names)}")
     path = CONFIG_DIR / "data" / directory / f"{name}.yaml"
     data = load_yaml(CONFIG_DIR / "data" / f"{base}.yaml") | load_yaml(path)
-    return validate(DataConfig, apply_overrides(data, overrides or []), source=str(path))
+    return validate(DataConfig, apply_overrides(data, overrides or [], DataConfig), source=str(path))
 
 
 def load_probe_config(pair: str, overrides: list[str] | None = None) -> DataConfig:

@@ -8,6 +8,9 @@ RUNNING, whatever happens to the workers); workers log into an existing run by i
 from __future__ import annotations
 
 import os
+import shlex
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,23 @@ def check_store(configured: str | None) -> None:
         if url.password:
             reason = reason.replace(url.password, "***")
         raise ConfigError(f"{field}: cannot connect to {shown}: {reason}") from None
+
+
+def ui_hint(uri: str) -> str:
+    """How to look at a store in MLflow's UI, ready to paste: a tracking server's URL as it is,
+    else `mlflow ui` of the running interpreter's own environment (relative to the current
+    directory when under it: `.venv/bin/mlflow`), since a study started as `.venv/bin/python
+    studies/...` may have no `mlflow` on PATH."""
+    if uri.startswith(("http://", "https://")):
+        return uri
+    script = Path(sysconfig.get_path("scripts")) / "mlflow"
+    # Installed where the interpreter finds the package but not beside it (e.g. --user): its module.
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "mlflow"]
+    if Path(command[0]).is_relative_to(Path.cwd()):
+        relative = Path(command[0]).relative_to(Path.cwd())
+        # A bare name would be looked up on PATH: `./mlflow` when run from the scripts folder itself.
+        command[0] = str(relative) if len(relative.parts) > 1 else os.path.join(os.curdir, relative)
+    return shlex.join([*command, "ui", "--backend-store-uri", uri])
 
 
 def artifact_root_for(uri: str, default_dir: str | Path) -> str | None:

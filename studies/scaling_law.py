@@ -19,6 +19,7 @@ import sys
 
 from phyray.config import ConfigError
 from phyray.study.settings import load_study_config
+from phyray.tracking import ui_hint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result.report["summary"].read_text())
     print(f"study: {result.study_dir}")
     print(f"report: {result.report['summary'].parent}")
-    print(f"mlflow: {result.tracking_uri} (parent run {result.parent_run_id}); "
-          f"UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+    print(f"mlflow: {result.tracking_uri} (parent run {result.parent_run_id}); UI: {ui_hint(result.tracking_uri)}")
     if result.failed:
         print(f"{len(result.failed)} trials failed: {', '.join(result.failed)}", file=sys.stderr)
         return 1

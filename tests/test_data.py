@@ -194,6 +194,7 @@ def test_eval_splits_record_ood_levels(tmp_path, ray_local):
         (["--scenario", "uniform_motion", "--set", "id.radius=[-1.0, 1.0]"], "id.radius"),
         (["--scenario", "collision", "--set", "ood.radius=[[0.3, 0.6]]"], "overlaps the ID range"),
         (["--scenario", "uniform_motion", "--set", "shard_sizes=3"], "shard_sizes"),
+        (["--scenario", "uniform_motion", "--set", "id.radius=[0.5"], "override 'id.radius=[0.5': not valid YAML"),
         (["--scenario", "uniform_motion", "--seed", "-1"], "seed"),
         (["--scenario", "uniform_motion", "--num-workers", "0"], "--num-workers: must be >= 1"),
     ],
@@ -205,6 +206,20 @@ def test_bad_input_fails_with_one_clear_line(tmp_path, capsys, argv_extra, messa
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_no_command_prints_the_usage_and_version_the_package(capsys):
+    from importlib.metadata import version
+
+    for argv, usage, commands in (
+        ([], "usage: phyray ", ("data", "train", "study")),
+        (["data"], "usage: phyray data ", ("generate", "encode")),
+    ):
+        assert main(argv) == 2
+        printed = capsys.readouterr()
+        assert printed.out.startswith(usage) and all(c in printed.out for c in commands) and printed.err == ""
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"phyray {version('phyray')}\n"
 
 
 def test_unwritable_out_fails_and_writes_nothing(tmp_path, capsys):

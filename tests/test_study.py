@@ -89,6 +89,9 @@ def wait_for_http(url: str, seconds: float = 90, token: str | None = None) -> No
         ("seeds=[]", "seeds: List should have at least 1 item"),
         ("dit.seed=3", "dit.seed: the study's `seeds` set it"),
         ("eval.split=validation", "eval.split: Input should be 'test' or 'dev'"),
+        ("eval.split=256", "eval.split: Input should be 'test' or 'dev'"),
+        ("tracking_uri=[256]", "tracking_uri: Input should be a valid string"),
+        ("models=[DiT-T", "override 'models=[DiT-T': not valid YAML"),
     ],
 )
 def test_bad_study_configs_fail_at_load_naming_the_field(override, message):
@@ -97,6 +100,16 @@ def test_bad_study_configs_fail_at_load_naming_the_field(override, message):
         return
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_study_config(SMOKE, [override])
+
+
+def test_set_keeps_a_text_fields_value_as_typed():
+    cfg = load_study_config(SMOKE, [
+        "name=256", "experiment=1.50", "data_sizes=[16, 32]", "vae.train_size=32", "tracking_uri=null",
+        "seeds=[0, 1]", "eval.ssim=no",
+    ])
+    assert (cfg.name, cfg.experiment, cfg.data_sizes, cfg.vae.train_size) == ("256", "1.50", ["16", "32"], "32")
+    # Null is still "unset", and fields that are not text still take YAML's numbers and booleans.
+    assert cfg.tracking_uri is None and cfg.seeds == [0, 1] and cfg.eval.ssim is False
 
 
 def test_grid_order_and_resource_fit():
@@ -156,6 +169,21 @@ def test_a_postgresql_store_that_refuses_fails_before_anything_is_written(tmp_pa
     assert err.startswith(f"scaling_law: error: tracking_uri: cannot connect to postgresql://phyray:***@127.0.0.1:{port}/mlflow: ")
     assert "Connection refused" in err and len(err.splitlines()) == 1 and "not-to-be-shown" not in err
     assert list(tmp_path.iterdir()) == [] and ray.is_initialized() == ray_before
+
+
+def test_the_printed_mlflow_ui_command_runs_as_printed(monkeypatch, tmp_path):
+    import shlex
+
+    from phyray.tracking import ui_hint
+
+    assert ui_hint("http://127.0.0.1:5000") == "http://127.0.0.1:5000"  # a server: its URL to open
+    uri = f"sqlite:///{tmp_path / 'with space' / 'mlflow.db'}"
+    # This interpreter's environment, relative from above it (`.venv/bin/mlflow`), else absolute.
+    for cwd, relative in ((Path(sys.prefix).parent, True), (tmp_path, False)):
+        monkeypatch.chdir(cwd)
+        *program, ui, flag, store = shlex.split(ui_hint(uri))
+        assert (ui, flag, store) == ("ui", "--backend-store-uri", uri)
+        assert Path(program[0]).is_absolute() != relative and os.access(program[0], os.X_OK)
 
 
 def test_plan_counts_tokens_flops_and_gpu_hours(capsys):
@@ -351,18 +379,26 @@ def test_study_report_rebuilds_from_mlflow_alone(http_study, mlflow_server, tmp_
     from phyray.cli import main
 
     cfg, result = http_study
+    client = MlflowClient(mlflow_server)
+    logged = {a.path: a.file_size for a in client.list_artifacts(result.parent_run_id)}
+    logged_table = Path(client.download_artifacts(result.parent_run_id, "results.md", str(tmp_path))).read_text()
     out = tmp_path / "report"
     assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", mlflow_server,
-                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+                 "--run-id", result.parent_run_id, "--metric", "vel_err_per_frame", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"parent run {result.parent_run_id}" in printed
+    assert f"parent run {result.parent_run_id} left as it was" in printed
+    # --out is a copy (here with another headline metric): the study run keeps its own report.
+    assert "Headline metric: `vel_err_per_frame`" in (out / "results.md").read_text()
+    assert "Headline metric: `vel_err_mean_velocity`" in logged_table
+    assert {a.path: a.file_size for a in client.list_artifacts(result.parent_run_id)} == logged
+    again = Path(client.download_artifacts(result.parent_run_id, "results.md", str(tmp_path / "after"))).read_text()
+    assert again == logged_table
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("trial,scenario,model,data_size,seed,num_videos,run_id,eval/")
-    client = MlflowClient(mlflow_server)
     grid = json.loads(client.get_run(result.parent_run_id).data.tags["phyray.grid"])
     for run in trial_runs(client, cfg.experiment_name):
         if run.data.tags["phyray.trial_id"] in grid.values():
-            value = run.data.metrics["eval/id/vel_err_mean_velocity"]
+            value = run.data.metrics["eval/id/vel_err_per_frame"]
             videos = int(run.data.params["trial.num_videos"])
             assert f"| {run.data.tags['phyray.data_size']} | {videos:,} | 1 | {value:.4f} |" in printed
     assert (out / "scaling_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,7 +1,7 @@
 """The reports of the case-based probe studies (paper §5.1, 5.2, 5.4), from MLflow alone.
 
-`publish_gaps` (called by `phyray.study.report.publish_report` for a study of gap layouts) writes,
-then logs onto the study's parent run:
+`publish_gaps` (called by `phyray.study.report.publish_report` for a study of gap layouts, which
+logs the files onto the study's parent run) writes:
 
 - `interpolation_gaps.md`: the protocol; per layout (seeds combined, `combine_seeds`) the mean
   velocity error of ID videos inside and outside the gaps, their ratio, the pull toward the
@@ -15,7 +15,7 @@ then logs onto the study's parent run:
 - `interpolation_gaps.png`: Fig. 5: per layout, generated vs true speed of every ID video (all
   seeds), the training bands shaded, from the trials' `report/gaps.json`.
 
-`publish_flips` (a study of direction sets, `flip-right` and `flip-both`) writes and logs:
+`publish_flips` (a study of direction sets, `flip-right` and `flip-both`) writes:
 
 - `direction_flips.md`: per set and split (ID: the trained speeds; OOD: the slower ones) the
   fraction of rollouts that reverse direction after the conditioning frames and the drift
@@ -25,7 +25,7 @@ then logs onto the study's parent run:
 - `direction_flips.csv`: the same numbers;
 - `direction_flips.png`: Fig. 7: generated vs conditioned x velocity per set, both splits.
 
-`publish_hulls` (a study of convex-hull variants, `hull-<variant>`) writes and logs:
+`publish_hulls` (a study of convex-hull variants, `hull-<variant>`) writes:
 
 - `convex_hull.md`: per variant the headline (post-collision) velocity error of evaluation
   videos in the trained region, in left-out holes inside the training hull, and outside it (both
@@ -39,7 +39,7 @@ then logs onto the study's parent run:
 `publish_composition` (a study of composition variants, `compose-<variant>`) reads every
 trial's composition metrics (`compose/<id|ood>/...`, the VAE floor's `compose_floor/...` and the
 parser floor's `compose_gt/...`, from `phyray.eval.composition`), combines each cell's seeds,
-then writes and logs:
+then writes:
 
 - `composition.md`: the protocol; per variant, model and data size, for each object of the
   composed (OOD) videos the x-velocity error in each segment after the conditioning frames
@@ -278,22 +278,21 @@ def _case_records(client, records: list[dict[str, Any]], prefix: str, artifact: 
     return found
 
 
-def _publish(client, parent, contents: dict[str, bytes], out: Path) -> dict[str, Path]:
+def _write(contents: dict[str, bytes], out: Path) -> dict[str, Path]:
     files = {}
     for name, content in contents.items():
         atomic_write_bytes(out / name, content)
         files[name] = out / name
-        client.log_artifact(parent.info.run_id, str(out / name))
     return files
 
 
 def publish_gaps(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
-    """Write and log the gap study's report (module docstring); returns what publish_report does."""
+    """Write the gap study's report (module docstring); returns what publish_report does."""
     results = layout_results(records)
     checks = gap_checks(results)
     per_layout = {layout: [r for split in splits.values() for r in split]
                   for layout, splits in _case_records(client, records, GAP_PREFIX, "gaps.json").items()}
-    files = _publish(client, parent, {
+    files = _write({
         "interpolation_gaps.md": gaps_markdown(results, checks, study, missing, parent.data.params).encode(),
         "interpolation_gaps.csv": gaps_csv(results).encode(),
         "interpolation_gaps.png": gaps_png(per_layout),
@@ -427,10 +426,10 @@ def flips_png(per_set: dict[str, dict[str, list[dict[str, Any]]]]) -> bytes:
 
 
 def publish_flips(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
-    """Write and log the direction study's report (module docstring); returns what publish_report does."""
+    """Write the direction study's report (module docstring); returns what publish_report does."""
     results = set_results(records)
     checks = flip_checks(results)
-    files = _publish(client, parent, {
+    files = _write({
         "direction_flips.md": flips_markdown(results, checks, study, missing, parent.data.params).encode(),
         "direction_flips.csv": flips_csv(results).encode(),
         "direction_flips.png": flips_png(_case_records(client, records, FLIP_PREFIX, "flips.json")),
@@ -568,7 +567,7 @@ def hulls_png(per_variant: dict[str, list[dict[str, Any]]]) -> bytes:
 
 
 def publish_hulls(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
-    """Write and log the convex-hull study's report (module docstring); returns what publish_report does."""
+    """Write the convex-hull study's report (module docstring); returns what publish_report does."""
     per_trial: dict[str, list[dict[str, Any]]] = {}
     per_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
@@ -580,7 +579,7 @@ def publish_hulls(client, parent, records: list[dict[str, Any]], missing: list[s
                 per_variant[record["scenario"].removeprefix(HULL_PREFIX)] += videos
     results = variant_results(records, per_trial)
     checks = hull_checks(results)
-    files = _publish(client, parent, {
+    files = _write({
         "convex_hull.md": hulls_markdown(results, checks, study, missing, parent.data.params).encode(),
         "convex_hull.csv": hulls_csv(results).encode(),
         "convex_hull.png": hulls_png(per_variant),
@@ -806,10 +805,10 @@ def composition_png(results: list[dict[str, Any]]) -> bytes:
 
 def publish_composition(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str],
                         out: Path) -> dict[str, Any]:
-    """Write and log the composition study's report (module docstring); returns what publish_report does."""
+    """Write the composition study's report (module docstring); returns what publish_report does."""
     results = composition_results(records)
     checks = composition_checks(results)
-    files = _publish(client, parent, {
+    files = _write({
         "composition.md": composition_markdown(results, checks, study, missing, parent.data.params).encode(),
         "composition.csv": composition_csv(results).encode(),
         "composition.png": composition_png(results),

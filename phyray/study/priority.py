@@ -1,7 +1,7 @@
 """The attribute-priority report of a probe study (paper §5.3, Figs. 8, 9, 13), from MLflow alone.
 
 `publish_priority` (called by `phyray.study.report.publish_report` for a study of probe
-scenarios) writes, then logs onto the study's parent run:
+scenarios, which logs the files onto the study's parent run) writes:
 
 - `attribute_priority.md`: the protocol; per pair (seeds combined, `combine_seeds`), the outcome
   fractions on its swapped combinations with 95 % intervals, A's margin over B (fraction of A
@@ -273,7 +273,7 @@ def _probe_records(client, records: list[dict[str, Any]]) -> dict[str, list[dict
 
 
 def publish_priority(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
-    """Write and log the probe study's report (module docstring); returns what publish_report does."""
+    """Write the probe study's report (module docstring); returns what publish_report does."""
     results = pair_results(records)
     contents = {
         "attribute_priority.md": priority_markdown(results, study, missing, parent.data.params).encode(),
@@ -285,7 +285,6 @@ def publish_priority(client, parent, records: list[dict[str, Any]], missing: lis
     for name in REPORT_FILES:
         atomic_write_bytes(out / name, contents[name])
         files[name] = out / name
-        client.log_artifact(parent.info.run_id, str(out / name))
     return {
         "records": records, "missing": missing, "pairs": results, "priority": priority_order(results), "files": files,
         "summary": files["attribute_priority.md"], "parent_run_id": parent.info.run_id, "study": study["name"],

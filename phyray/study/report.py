@@ -436,7 +436,8 @@ def scaling_curves_png(records: list[dict[str, Any]], metric: str) -> bytes:
 
 
 def publish_report(
-    uri: str, experiment: str, out: str | Path, metric: str | None = None, parent_run_id: str | None = None
+    uri: str, experiment: str, out: str | Path, metric: str | None = None, parent_run_id: str | None = None,
+    log_to_run: bool = True,
 ) -> dict[str, Any]:
     """Write results.csv/.md and scaling_curves.png of one study run's grid to `out` and log
     them onto that (parent) run.
@@ -448,13 +449,16 @@ def publish_report(
         metric: headline velocity-error variant; None = the study's own (`eval.headline_metric`
             param of its parent run), else vel_err_mean_velocity.
         parent_run_id: the study run whose grid to report; None = the experiment's newest.
+        log_to_run: False writes `out` only and leaves the parent run's artifacts as they are
+            (a copy rebuilt elsewhere, perhaps with another metric, is not the study's report).
 
     Returns:
         {"records" (one per trial), "cells" (seeds combined), "checks" (the paper's claims),
-        "missing", "files": {name: path}, "summary" (the markdown table's path), "parent_run_id",
-        "study", "study_id"}. A combinatorial study's report is Table 2 instead
-        (`phyray.study.table2`), a probe study's the attribute priority (`phyray.study.priority`),
-        a gap, direction, convex-hull or composition study's its verdict (`phyray.study.cases`).
+        "missing", "files": {name: path} (name: the artifact path on the parent run), "summary"
+        (the markdown table's path), "parent_run_id", "study", "study_id"}. A combinatorial
+        study's report is Table 2 instead (`phyray.study.table2`), a probe study's the attribute
+        priority (`phyray.study.priority`), a gap, direction, convex-hull or composition study's
+        its verdict (`phyray.study.cases`).
     """
     from mlflow.tracking import MlflowClient
 
@@ -468,40 +472,51 @@ def publish_report(
              "run_id": parent.info.run_id}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if COMBINATORIAL in parent.data.params.get("scenarios", ""):
+    publish_case = _case_publisher(parent.data.params.get("scenarios", ""))
+    if publish_case is not None:
+        report = publish_case(client, parent, records, missing, study, out)
+    else:
+        report = _publish_grid(records, missing, metric, experiment, study, parent.data.params, out)
+    if log_to_run:
+        for name, path in report["files"].items():
+            folder = Path(name).parent.as_posix()
+            client.log_artifact(parent.info.run_id, str(path), artifact_path=None if folder == "." else folder)
+    return report
+
+
+def _case_publisher(scenarios: str):
+    """The report writer of a study that is not a scaling grid (by its `scenarios` param), or None."""
+    if COMBINATORIAL in scenarios:
         from phyray.study.table2 import publish_table2
 
-        return publish_table2(client, parent, records, missing, study, out)
-    if PROBE_PREFIX in parent.data.params.get("scenarios", ""):
+        return publish_table2
+    if PROBE_PREFIX in scenarios:
         from phyray.study.priority import publish_priority
 
-        return publish_priority(client, parent, records, missing, study, out)
-    if GAP_PREFIX in parent.data.params.get("scenarios", ""):
-        from phyray.study.cases import publish_gaps
+        return publish_priority
+    from phyray.study import cases
 
-        return publish_gaps(client, parent, records, missing, study, out)
-    if FLIP_PREFIX in parent.data.params.get("scenarios", ""):
-        from phyray.study.cases import publish_flips
+    for prefix, publish in ((GAP_PREFIX, cases.publish_gaps), (FLIP_PREFIX, cases.publish_flips),
+                            (HULL_PREFIX, cases.publish_hulls), (COMPOSE_PREFIX, cases.publish_composition)):
+        if prefix in scenarios:
+            return publish
+    return None
 
-        return publish_flips(client, parent, records, missing, study, out)
-    if HULL_PREFIX in parent.data.params.get("scenarios", ""):
-        from phyray.study.cases import publish_hulls
 
-        return publish_hulls(client, parent, records, missing, study, out)
-    if COMPOSE_PREFIX in parent.data.params.get("scenarios", ""):
-        from phyray.study.cases import publish_composition
-
-        return publish_composition(client, parent, records, missing, study, out)
+def _publish_grid(
+    records: list[dict[str, Any]], missing: list[str], metric: str, experiment: str, study: dict[str, Any],
+    params: dict[str, str], out: Path,
+) -> dict[str, Any]:
+    """Write the scaling grid's report (module docstring)."""
     contents = {
         "results.csv": results_csv(records).encode(),
-        "results.md": results_markdown(records, metric, experiment, study, missing, parent.data.params).encode(),
+        "results.md": results_markdown(records, metric, experiment, study, missing, params).encode(),
         "scaling_curves.png": scaling_curves_png(records, metric),
     }
     files = {}
     for name in REPORT_FILES:
         atomic_write_bytes(out / name, contents[name])
         files[name] = out / name
-        client.log_artifact(parent.info.run_id, str(out / name))
     cells = grid_cells(records)
     return {
         "records": records,
@@ -510,7 +525,7 @@ def publish_report(
         "checks": grid_checks(cells, metric),
         "files": files,
         "summary": files["results.md"],
-        "parent_run_id": parent.info.run_id,
+        "parent_run_id": study["run_id"],
         "study": study["name"],
         "study_id": study["id"],
     }

@@ -1,7 +1,7 @@
 """The combinatorial study's answer, rebuilt from MLflow alone: the paper's Table 2 and template scaling.
 
-`publish_table2` (called by `phyray.study.report.publish_report` for a combinatorial study run)
-writes, then logs onto the study's parent run:
+`publish_table2` (called by `phyray.study.report.publish_report` for a combinatorial study run,
+which logs the files onto the study's parent run) writes:
 
 - `table2.csv`: one row per cell (model, template set; seeds combined) with every metric's
   in-template and out-of-template value and 95 % interval, and the VAE floor's;
@@ -241,7 +241,7 @@ def _fvd_protocols(client, records: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def publish_table2(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
-    """Write and log the combinatorial report (module docstring); returns what publish_report does."""
+    """Write the combinatorial report (module docstring); returns what publish_report does."""
     cells = _cells(records)
     contents = {
         "table2.csv": table2_csv(cells).encode(),
@@ -252,7 +252,6 @@ def publish_table2(client, parent, records: list[dict[str, Any]], missing: list[
     for name in REPORT_FILES:
         atomic_write_bytes(out / name, contents[name])
         files[name] = out / name
-        client.log_artifact(parent.info.run_id, str(out / name))
     with tempfile.TemporaryDirectory() as tmp:
         for record in records:
             for kind in ("best", "worst"):
@@ -264,7 +263,7 @@ def publish_table2(client, parent, records: list[dict[str, Any]], missing: list[
                 target = out / "gifs" / f"{record['trial']}_out_of_template_{kind}.gif"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(target, Path(local).read_bytes())
-                client.log_artifact(parent.info.run_id, str(target), artifact_path="gifs")
+                files[f"gifs/{target.name}"] = target
     return {
         "records": records, "missing": missing, "cells": cells, "checks": template_checks(cells), "files": files,
         "summary": files["table2.md"], "parent_run_id": parent.info.run_id, "study": study["name"], "study_id": study["id"],
