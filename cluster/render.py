@@ -432,7 +432,7 @@ def mlflow_documents(values: dict) -> list:
 
 
 def _secret_commands(values: dict) -> str:
-    """The kubectl commands that create the Secrets (cluster/README.md, section 1)."""
+    """The kubectl commands that create the Secrets (cluster/README.md, section 2)."""
     namespace, secrets = values["namespace"], values["secrets"]
     return (
         f"  kubectl -n {namespace} create secret generic {secrets['ray_token']} "

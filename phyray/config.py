@@ -830,6 +830,10 @@ class TrainConfig(Strict):
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
+    # How Ray places the workers (its placement-group strategies). PACK fills a node first;
+    # STRICT_SPREAD puts each worker on its own node (one per GPU host, or a run that must not
+    # lose every worker with one node), and after a lost node waits for a replacement.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_failures: int = Field(0, ge=-1)
     tracking: TrainTracking = TrainTracking()
     # Test hook: worker rank 1 (or 0 with one worker) raises once when it reaches this step.

@@ -55,7 +55,7 @@ def _kill_session(process: subprocess.Popen, timeout: float = 60.0) -> None:
     process.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kill_session():
     """The function that kills a test's subprocess with all it started (see `_kill_session`)."""
     return _kill_session
@@ -74,6 +74,13 @@ def ray_local(tmp_path_factory):
     init_ray(num_cpus=4)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def study_data(tmp_path_factory):
+    """One data cache (datasets, the VAE, latents) for every smoke study of the session: the
+    caches are keyed by identity, so later studies reuse what the first one made."""
+    return tmp_path_factory.mktemp("study-data")
 
 
 def _phyre_python_works() -> bool:

@@ -554,3 +554,56 @@ def test_dockerfile_lint_is_clean():
         if re.match(r"#\s*hadolint\s+(global\s+)?ignore=", line.strip()):
             above = lines[number - 1].strip() if number else ""
             assert above.startswith("#") and "hadolint" not in above, f"line {number + 1}: {line}"
+
+
+def _readme_commands() -> list[str]:
+    """The shell commands in cluster/README.md's code blocks, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", (CLUSTER / "README.md").read_text(), flags=re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [" ".join(line.split("#")[0].split()) for line in lines if line.split("#")[0].strip()]
+
+
+def _secret_refs(node) -> set[tuple[str, str]]:
+    """(Secret, key) of every secretKeyRef, and KubeRay's token Secret, in a manifest."""
+    refs = set()
+    if isinstance(node, dict):
+        if "secretKeyRef" in node:
+            refs.add((node["secretKeyRef"]["name"], node["secretKeyRef"]["key"]))
+        if node.get("mode") == "token" and "secretName" in node:  # authOptions: key auth_token
+            refs.add((node["secretName"], "auth_token"))
+        for value in node.values():
+            refs |= _secret_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            refs |= _secret_refs(value)
+    return refs
+
+
+def test_readme_walkthrough_is_what_the_manifests_and_tests_use():
+    """Each step of cluster/README.md names what exists: the operator version the manifests are
+    validated against, every Secret and key a manifest reads (and no other), manifests that
+    render.py writes, Services the manifests define, scripts and configs in the repository."""
+    commands = _readme_commands()
+    (helm,) = [c for c in commands if c.startswith("helm install kuberay-operator")]
+    assert f"--version {VALUES['kuberay_operator']}" in helm
+    assert validate.SHARED_CRDS.name == f"kuberay-crds-v{VALUES['kuberay_operator']}"
+
+    created = set()
+    for command in commands:
+        if match := re.search(r"create secret generic (\S+)", command):
+            created |= {(match[1], key) for key in re.findall(r"--from-literal=(\w+)=", command)}
+    read = set().union(*(_secret_refs(doc) for path in validate.MANIFESTS for doc in validate.load_documents(path)))
+    assert created == read
+
+    applied = {m for c in commands for m in re.findall(r"-f (cluster/\S+\.yaml)", c)}
+    assert applied and {REPO / path for path in applied} <= set(validate.MANIFESTS)
+    services = {f"svc/{doc['metadata']['name']}" for doc in DOCUMENTS.values() if doc["kind"] == "Service"}
+    services.add(f"svc/{DOCUMENTS['RayCluster']['metadata']['name']}-head-svc")  # KubeRay's head Service
+    forwarded = {m for c in commands for m in re.findall(r"port-forward (svc/\S+)", c)}
+    assert forwarded and forwarded <= services
+    paths = {m for c in commands for m in re.findall(r"(?:python|--config) (\S+\.(?:py|yaml))", c)}
+    assert paths and [p for p in paths if not (REPO / p).is_file()] == []
+    # The GPU toleration and label the README tells the user to check are the worker group's.
+    worker = DOCUMENTS["RayCluster"]["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert [t["key"] for t in worker["tolerations"]] == ["nvidia.com/gpu"]
+    assert "nvidia.com/gpu:NoSchedule" in (CLUSTER / "README.md").read_text()

@@ -6,8 +6,8 @@ videos) and share one data cache, so data and the VAE are made once:
   throwaway PostgreSQL: the `postgres` fixture of conftest.py), then rerun
   (finished trials skipped; a trial killed during evaluation finished alone), then its report
   rebuilt from MLflow alone by `phyray study report`;
-- submitted with `ray job submit` to a local head started by `ray start --head` with token auth,
-  writing to the embedded default SQLite store.
+- submitted with `ray job submit` to a 3-node local cluster (tests/test_multinode.py), writing to
+  the embedded default SQLite store.
 """
 
 from __future__ import annotations
@@ -212,11 +212,6 @@ def test_plan_counts_tokens_flops_and_gpu_hours(capsys):
 
 
 @pytest.fixture(scope="module")
-def shared_data(tmp_path_factory):
-    return tmp_path_factory.mktemp("study-data")
-
-
-@pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory, postgres):
     """A real MLflow tracking server on 127.0.0.1 as cluster/mlflow.yaml runs it: its backend
     store PostgreSQL, artifacts proxied."""
@@ -248,10 +243,10 @@ def study_cwd(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def http_study(ray_local, shared_data, mlflow_server, study_cwd):
+def http_study(ray_local, study_data, mlflow_server, study_cwd):
     from phyray.study.grid import run_study
 
-    cfg = load_study_config(SMOKE, [*TINY, "output_dir=studies", f"data_dir={shared_data}", f"tracking_uri={mlflow_server}"])
+    cfg = load_study_config(SMOKE, [*TINY, "output_dir=studies", f"data_dir={study_data}", f"tracking_uri={mlflow_server}"])
     return cfg, run_study(cfg)
 
 
@@ -590,57 +585,3 @@ def test_a_stage_waiting_for_resources_says_what_it_waits_for(ray_local):
         ray_local.util.remove_placement_group(group)
     assert lines and all(line.startswith("VAE training: waiting") for line in lines)
     assert "{'CPU': 64.0}" in lines[0] and "free now: {'CPU'" in lines[0]
-
-
-@pytest.fixture
-def ray_head(ray_local, tmp_path):
-    """A local Ray head started by `ray start --head`: dashboard on 127.0.0.1, token auth on."""
-    import ray
-
-    ray.shutdown()  # the session's embedded Ray; a fresh one starts on the next init_ray
-    port, dashboard = free_port(), free_port()
-    token = "phyray-test-token"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
-    temp = Path(os.environ["RAY_TMPDIR"]) / "head"
-    start = [str(VENV_BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=4",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={temp}",
-             "--object-store-memory=400000000", "--disable-usage-stats"]
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
-    try:
-        with pytest.raises(urllib.error.HTTPError, match="401"):  # token auth is on
-            urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=5)
-        wait_for_http(f"http://127.0.0.1:{dashboard}/api/version", token=token)
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:
-        subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
-        from phyray.runtime import init_ray
-
-        init_ray(num_cpus=4)  # give the rest of the session its embedded Ray back
-
-
-@pytest.mark.slow
-def test_job_submit_to_a_local_head_runs_the_smoke_study(ray_head, shared_data, tmp_path):
-    address, env = ray_head
-    out = tmp_path / "studies"
-    overrides = [*TINY, f"output_dir={out}", f"data_dir={shared_data}"]
-    submit = [str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-              "python", "studies/scaling_law.py", "--config", "configs/studies/smoke.yaml"]
-    submit += [f"--set={o}" for o in overrides]
-    # The head's job agent registers some seconds after the dashboard answers (longer on a loaded
-    # machine); until then a submission is refused before any job exists, so it is safe to retry.
-    deadline = time.monotonic() + 180
-    while True:
-        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
-        if "No available agent to submit job" not in job.stdout + job.stderr or time.monotonic() > deadline:
-            break
-        time.sleep(5)
-    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    assert "succeeded" in job.stdout
-
-    uri = f"sqlite:///{out / 'smoke' / 'mlflow.db'}"  # the embedded default store
-    client = MlflowClient(uri)
-    runs = trial_runs(client, "phyray-study-smoke")
-    assert len(runs) == 2 and all(r.data.tags["phyray.trial_done"] == "true" for r in runs)
-    assert all("eval/ood/vel_err_mean_velocity" in r.data.metrics for r in runs)
-    assert len(list((out / "smoke" / "reports").glob("*/scaling_curves.png"))) == 1

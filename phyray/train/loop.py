@@ -351,6 +351,8 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     engine = setup_engine(cfg, objective, device)
     ema.to(device)
     step, consumed = maybe_resume(engine, ema, generator, rank, loop.get("resume_from"))
+    if step and rank == 0:  # a restart after a failure, or --resume: where this attempt starts
+        tracking.log_metrics(loop["tracking_uri"], loop["run_id"], {"train/resumed_at_step": step}, step)
     data = batches(cfg, device, rank)
     skip(data, consumed)
     last_frames = None

@@ -267,6 +267,7 @@ def train(
             num_workers=cfg.workers,
             use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+            placement_strategy=cfg.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=f"{cfg.name}-{run_id[:8]}",
