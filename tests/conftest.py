@@ -76,10 +76,11 @@ def ray_local(tmp_path_factory):
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def study_data(tmp_path_factory):
-    """One data cache (datasets, the VAE, latents) for every smoke study of the session: the
-    caches are keyed by identity, so later studies reuse what the first one made."""
+    """The smoke studies' data cache (datasets, the VAE, latents), made by the first study of
+    each test module and reused by the rest. Per module: a study that reused another module's VAE
+    would find no VAE run in its own MLflow store."""
     return tmp_path_factory.mktemp("study-data")
 
 
