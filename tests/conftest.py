@@ -55,6 +55,13 @@ def _kill_session(process: subprocess.Popen, timeout: float = 60.0) -> None:
     process.wait()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bound and released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def kill_session():
     """The function that kills a test's subprocess with all it started (see `_kill_session`)."""
@@ -116,8 +123,6 @@ def phyre_env() -> None:
     )
 
 
-
-
 # The role and database of the `postgres` fixture's server.
 POSTGRES_USER, POSTGRES_DB = "phyray", "mlflow"
 
@@ -166,9 +171,7 @@ def postgres():
     if as_server:
         for path in (root, sockets, password_file):
             shutil.chown(path, "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     pg_ctl = [*as_server, str(bin_dir / "pg_ctl"), "-D", str(data)]
     try:
         _postgres_step(
