@@ -146,6 +146,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def write_files(out: Path, contents: dict[str, bytes]) -> dict[str, Path]:
+    """Write each {name: bytes} into `out`, each atomically; returns {name: path}."""
+    files = {}
+    for name, content in contents.items():
+        atomic_write_bytes(out / name, content)
+        files[name] = out / name
+    return files
+
+
 def shard_entry(path: Path, num_videos: int) -> dict[str, Any]:
     """A finished shard's manifest entry."""
     return {"file": path.name, "num_videos": num_videos, "sha256": sha256_file(path), "bytes": path.stat().st_size}

@@ -7,9 +7,11 @@ its temporary files under RAY_TMPDIR when set.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+import warnings
 from typing import Callable
 
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
@@ -29,25 +31,42 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
+    # Ray Train's controller polls its workers this often (default 2 s) and so notices a finished
+    # run up to that late: ~2.5 s of every short local run. The local Ray's processes inherit
+    # this environment; a cluster keeps Ray's default (its runs are hours, not seconds).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # Ray 2.60 turns token authentication on for a new local Ray and warns that it did, on every
+    # start. (Setting RAY_AUTH_MODE here instead would be too late: `import ray` has read it.)
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     ray.init(
         num_cpus=num_cpus or max(4, os.cpu_count() or 1),
         object_store_memory=LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=False,
         log_to_driver=False,
+        logging_level=logging.WARNING,  # not Ray's INFO lines ("Started a local Ray instance", Tune's)
         _temp_dir=os.environ.get("RAY_TMPDIR"),
     )
 
 
-def quiet_ray_data() -> None:
-    """phyray draws its own progress bars; silence Ray Data's bars and per-run banners."""
-    import logging
+def configure_ray_data() -> None:
+    """This process's Ray Data settings, before it builds a dataset (they travel with it).
 
+    - Parquet through the V1 reader: Ray 2.60's DataSourceV2 lists the files in a task of its
+      own before any read task starts; on a small machine that task waits for a fresh worker
+      process, and a training run's first batch came 4 s later for it (2.60's V2 first batch
+      5.8 s after the engine was ready, V1 1.5 s; bench/trial_startup.py). phyray always passes
+      explicit shard paths, so there is nothing to list.
+    - No progress bars or per-run banners: phyray draws its own.
+    """
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
+    ctx.use_datasource_v2 = False
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # Ray Train's own ingest sets this deprecated option (Ray's to change, nothing phyray passes).
+    warnings.filterwarnings("ignore", message=r"`ExecutionOptions.exclude_resources` is deprecated")
 
 
 def cluster_cpus() -> int:

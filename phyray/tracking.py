@@ -7,6 +7,7 @@ RUNNING, whatever happens to the workers); workers log into an existing run by i
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -16,6 +17,9 @@ from typing import Any
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+
+# MLflow tells at INFO level every time it creates or migrates a SQLite store's tables.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 from phyray.config import ConfigError
 

@@ -98,6 +98,11 @@ def test_vae_loss_falls_and_mlflow_holds_metrics_and_gif(vae_run):
         assert key in run.data.metrics, key
     assert "train/mfu" not in run.data.metrics  # no peak FLOP/s on CPU: logged as null, i.e. absent
     assert run.data.params["model.vae"] == "vae-f4t2c4-tiny"
+    # Where start-up went, logged once after the first step: milestones in the order they happen.
+    milestones = ["worker_entered", "imports_done", "model_built", "engine_ready", "first_batch", "first_step"]
+    startup = [run.data.metrics[f"startup/{m}_s"] for m in milestones]
+    assert 0 < startup[0] and startup == sorted(startup)
+    assert [step for step, _ in metric_history(vae_run, "startup/first_step_s")] == [1]
     gifs = [a.path for a in client.list_artifacts(vae_run.run_id, "rollouts")]
     assert gifs == ["rollouts/rollout_step0000012.gif"]
     assert vae_run.export.is_file()

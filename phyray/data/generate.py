@@ -269,10 +269,10 @@ class RayShards:
         import ray
         from tqdm import tqdm
 
-        from phyray.runtime import cluster_cpus, init_ray, quiet_ray_data
+        from phyray.runtime import cluster_cpus, configure_ray_data, init_ray
 
         init_ray(self.num_workers)
-        quiet_ray_data()
+        configure_ray_data()
         gpus = int(ray.cluster_resources().get("GPU", 0)) if self.use_gpus else 0
         resources = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
         workers = max(1, min(self.num_workers or gpus or cluster_cpus(), len(missing)))

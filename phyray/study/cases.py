@@ -74,7 +74,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from phyray.artifacts import atomic_write_bytes
+from phyray.artifacts import write_files
 from phyray.config import (
     COMPOSE_PREFIX,
     COMPOSE_VARIANTS,
@@ -278,25 +278,17 @@ def _case_records(client, records: list[dict[str, Any]], prefix: str, artifact: 
     return found
 
 
-def _write(contents: dict[str, bytes], out: Path) -> dict[str, Path]:
-    files = {}
-    for name, content in contents.items():
-        atomic_write_bytes(out / name, content)
-        files[name] = out / name
-    return files
-
-
 def publish_gaps(client, parent, records: list[dict[str, Any]], missing: list[str], study: dict[str, str], out: Path) -> dict[str, Any]:
     """Write the gap study's report (module docstring); returns what publish_report does."""
     results = layout_results(records)
     checks = gap_checks(results)
     per_layout = {layout: [r for split in splits.values() for r in split]
                   for layout, splits in _case_records(client, records, GAP_PREFIX, "gaps.json").items()}
-    files = _write({
+    files = write_files(out, {
         "interpolation_gaps.md": gaps_markdown(results, checks, study, missing, parent.data.params).encode(),
         "interpolation_gaps.csv": gaps_csv(results).encode(),
         "interpolation_gaps.png": gaps_png(per_layout),
-    }, out)
+    })
     return {
         "records": records, "missing": missing, "layouts": results, "checks": checks, "files": files,
         "summary": files["interpolation_gaps.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
@@ -429,11 +421,11 @@ def publish_flips(client, parent, records: list[dict[str, Any]], missing: list[s
     """Write the direction study's report (module docstring); returns what publish_report does."""
     results = set_results(records)
     checks = flip_checks(results)
-    files = _write({
+    files = write_files(out, {
         "direction_flips.md": flips_markdown(results, checks, study, missing, parent.data.params).encode(),
         "direction_flips.csv": flips_csv(results).encode(),
         "direction_flips.png": flips_png(_case_records(client, records, FLIP_PREFIX, "flips.json")),
-    }, out)
+    })
     return {
         "records": records, "missing": missing, "sets": results, "checks": checks, "files": files,
         "summary": files["direction_flips.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
@@ -579,11 +571,11 @@ def publish_hulls(client, parent, records: list[dict[str, Any]], missing: list[s
                 per_variant[record["scenario"].removeprefix(HULL_PREFIX)] += videos
     results = variant_results(records, per_trial)
     checks = hull_checks(results)
-    files = _write({
+    files = write_files(out, {
         "convex_hull.md": hulls_markdown(results, checks, study, missing, parent.data.params).encode(),
         "convex_hull.csv": hulls_csv(results).encode(),
         "convex_hull.png": hulls_png(per_variant),
-    }, out)
+    })
     return {
         "records": records, "missing": missing, "variants": results, "checks": checks, "files": files,
         "summary": files["convex_hull.md"], "parent_run_id": parent.info.run_id, "study": study["name"],
@@ -808,11 +800,11 @@ def publish_composition(client, parent, records: list[dict[str, Any]], missing: 
     """Write the composition study's report (module docstring); returns what publish_report does."""
     results = composition_results(records)
     checks = composition_checks(results)
-    files = _write({
+    files = write_files(out, {
         "composition.md": composition_markdown(results, checks, study, missing, parent.data.params).encode(),
         "composition.csv": composition_csv(results).encode(),
         "composition.png": composition_png(results),
-    }, out)
+    })
     return {
         "records": records, "missing": missing, "variants": results, "checks": checks, "files": files,
         "summary": files["composition.md"], "parent_run_id": parent.info.run_id, "study": study["name"],

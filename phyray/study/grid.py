@@ -15,6 +15,7 @@ a new parent run and new trials for the cells it changes, and leaves the old one
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,9 @@ def run_grid(
     def trial_name(trial) -> str:
         return by_key[trial.config["trial"]].run_cfg.name
 
+    # Ray 2.60's new console output prints its experiment banner and result paths whatever the
+    # verbosity; the classic reporter honours verbose=0 (phyray reports the grid itself).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(list(by_key))},
@@ -145,7 +149,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     import ray
 
     from phyray import tracking
-    from phyray.runtime import init_ray, quiet_ray_data
+    from phyray.runtime import configure_ray_data, init_ray
     from phyray.study.report import publish_report
 
     # [1] Paths resolved here, in the driver (Tune trials run in other working directories);
@@ -161,7 +165,7 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         for line in skipped_metrics(cfg):
             log(line)
     init_ray(cfg.resources.local_cpus)
-    quiet_ray_data()
+    configure_ray_data()
     check_fits(cfg, ray.cluster_resources())
     study_dir = cfg.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)

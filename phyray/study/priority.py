@@ -28,12 +28,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from phyray.artifacts import atomic_write_bytes
+from phyray.artifacts import write_files
 from phyray.config import PROBE_PREFIX, load_probe_config
 from phyray.eval.probes import CONTINUOUS, OUTCOMES
 from phyray.study.verdict import Estimate, combine_trials
 
-REPORT_FILES = ("attribute_priority.md", "attribute_priority.csv", "probe_outcomes.png", "probe_heatmaps.png")
 PAPER_ORDER = ("color", "size", "velocity", "shape")
 ORDER_ATTRIBUTES = set(PAPER_ORDER)
 # The paper's finding per pair (its winner; "compose" where it found the two combined).
@@ -281,10 +280,7 @@ def publish_priority(client, parent, records: list[dict[str, Any]], missing: lis
         "probe_outcomes.png": outcomes_png(results),
         "probe_heatmaps.png": heatmaps_png(_probe_records(client, records)),
     }
-    files = {}
-    for name in REPORT_FILES:
-        atomic_write_bytes(out / name, contents[name])
-        files[name] = out / name
+    files = write_files(out, contents)
     return {
         "records": records, "missing": missing, "pairs": results, "priority": priority_order(results), "files": files,
         "summary": files["attribute_priority.md"], "parent_run_id": parent.info.run_id, "study": study["name"],

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phyray.artifacts import atomic_write_bytes
+from phyray.artifacts import write_files
 from phyray.config import (
     COMBINATORIAL,
     COMPOSE_PREFIX,
@@ -55,7 +55,6 @@ from phyray.study.verdict import (
     ratio,
 )
 
-REPORT_FILES = ("results.csv", "results.md", "scaling_curves.png")
 # MLflow and matplotlib are imported where a report is read or drawn: the tables and checks
 # are plain functions of records.
 
@@ -513,10 +512,7 @@ def _publish_grid(
         "results.md": results_markdown(records, metric, experiment, study, missing, params).encode(),
         "scaling_curves.png": scaling_curves_png(records, metric),
     }
-    files = {}
-    for name in REPORT_FILES:
-        atomic_write_bytes(out / name, contents[name])
-        files[name] = out / name
+    files = write_files(out, contents)
     cells = grid_cells(records)
     return {
         "records": records,

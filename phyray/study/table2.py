@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from phyray.artifacts import atomic_write_bytes
+from phyray.artifacts import atomic_write_bytes, write_files
 from phyray.eval.abnormal import TRUSTED_RESOLUTION
 from phyray.study.combinatorial import template_ids
 from phyray.study.report import Cell, grid_cells
@@ -47,7 +47,6 @@ TABLE2_METRICS = (
     ("abnormal", "Abnormal ↓", True, "{:.0%}"),
 )
 SPLITS = (("in_template", "in"), ("out_of_template", "out"))
-REPORT_FILES = ("table2.csv", "table2.md", "template_scaling.png")
 
 
 def num_templates(cell: Cell) -> int:
@@ -248,10 +247,7 @@ def publish_table2(client, parent, records: list[dict[str, Any]], missing: list[
         "table2.md": table2_markdown(cells, study, missing, parent.data.params, _fvd_protocols(client, records)).encode(),
         "template_scaling.png": template_scaling_png(cells),
     }
-    files = {}
-    for name in REPORT_FILES:
-        atomic_write_bytes(out / name, contents[name])
-        files[name] = out / name
+    files = write_files(out, contents)
     with tempfile.TemporaryDirectory() as tmp:
         for record in records:
             for kind in ("best", "worst"):

@@ -331,6 +331,24 @@ def calibrate_latent_scale(vae: nn.Module, frames: torch.Tensor) -> None:
         vae.scaling_factor.fill_(1.0 / max(z.std().item(), 1e-6))
 
 
+class StartupClock:
+    """Seconds from the driver's `train()` call to each start-up milestone of this worker, logged by
+    rank 0 after its first step as `startup/<milestone>_s`: where a trial's first minute goes
+    (bench/trial_startup.py). Wall clock across processes: exact on one host, as good as the
+    nodes' clock sync on a cluster. A milestone keeps the first time it is marked; after a
+    restart the same milestones count from the same call (their step says which attempt)."""
+
+    def __init__(self, started_at: float | None, worker_entered_at: float | None):
+        now = time.time()
+        self.origin = started_at or now
+        self.marks: dict[str, float] = {}
+        self.mark("worker_entered", worker_entered_at or now)  # Ray Train's worker group is up
+        self.mark("imports_done", now)
+
+    def mark(self, milestone: str, at: float | None = None) -> None:
+        self.marks.setdefault(f"startup/{milestone}_s", (at or time.time()) - self.origin)
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +356,7 @@ def calibrate_latent_scale(vae: nn.Module, frames: torch.Tensor) -> None:
 
 def train_loop_per_worker(loop: dict[str, Any]) -> None:
     """Ray Train entry point. `loop` holds the config dict and run-level facts from the driver."""
+    clock: StartupClock | None = StartupClock(loop.get("started_at"), loop.get("worker_entered_at"))
     cfg = TrainConfig.model_validate(loop["config"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
@@ -348,8 +367,10 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
 
     objective = build_objective(cfg)
     ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
+    clock.mark("model_built")
     engine = setup_engine(cfg, objective, device)
     ema.to(device)
+    clock.mark("engine_ready")
     step, consumed = maybe_resume(engine, ema, generator, rank, loop.get("resume_from"))
     if step and rank == 0:  # a restart after a failure, or --resume: where this attempt starts
         tracking.log_metrics(loop["tracking_uri"], loop["run_id"], {"train/resumed_at_step": step}, step)
@@ -362,6 +383,8 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         for _ in range(cfg.grad_accum):
             batch = next(data)
             consumed += 1
+            if clock is not None:
+                clock.mark("first_batch")
             with autocast(cfg, device):
                 loss = engine(*objective_inputs(cfg, batch), generator=generator)
             engine.backward(loss)
@@ -370,6 +393,11 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         step += 1
         window_steps += 1
         update_ema(ema, objective.model, cfg.ema_decay)
+        if clock is not None:
+            clock.mark("first_step")
+            if rank == 0:
+                tracking.log_metrics(loop["tracking_uri"], loop["run_id"], clock.marks, step)
+            clock = None
         if cfg.task == "vae":
             last_frames = batch["frames"]
 

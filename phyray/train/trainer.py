@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,9 @@ def train(
 
     from phyray import tracking
     from phyray.models.export import save_export
-    from phyray.runtime import ResourceWatch, init_ray, quiet_ray_data
+    from phyray.runtime import ResourceWatch, configure_ray_data, init_ray
 
+    started_at = time.time()  # the origin of the workers' startup/* metrics
     cfg = resolve_paths(cfg)
     manifest = check_data(cfg)
     identity = training_identity(cfg, manifest)
@@ -237,7 +239,7 @@ def train(
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     init_ray()
-    quiet_ray_data()
+    configure_ray_data()
     uri = tracking.resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
     run_tags = {
         "phyray.task": cfg.task, f"phyray.{cfg.task}_id": identity.id,
@@ -258,6 +260,7 @@ def train(
         "run_id": run_id,
         "resume_from": str(resume_from) if resume_from else None,
         "identity": identity.record(),
+        "started_at": started_at,
         **run_facts(cfg, manifest),
     }
     trainer = TorchTrainer(
@@ -298,6 +301,7 @@ def say(line: str) -> None:
 
 
 def _worker_entry(loop: dict[str, Any]) -> None:
+    entered_at = time.time()  # before the imports: they are part of start-up (startup/*)
     # DeepSpeed's CPU accelerator is chosen by this variable; Ray workers inherit the driver's
     # environment, so decide per worker from what it actually has.
     import torch
@@ -306,7 +310,7 @@ def _worker_entry(loop: dict[str, Any]) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from phyray.train.loop import train_loop_per_worker
 
-    train_loop_per_worker(loop)
+    train_loop_per_worker({**loop, "worker_entered_at": entered_at})
 
 
 def _export(cfg: TrainConfig, checkpoint, run_dir: Path, loop: dict[str, Any], save_export) -> Path:
