@@ -18,10 +18,10 @@ from typing import Any
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from phyray.config import ConfigError
+
 # MLflow tells at INFO level every time it creates or migrates a SQLite store's tables.
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-
-from phyray.config import ConfigError
 
 MLFLOW_DB = "mlflow.db"
 # MLflow caps a param value at 6000 characters and a batch at 100 params.
