@@ -1,7 +1,8 @@
 """Benchmark: rollout sampling speed (VAE encode -> DDIM over the DiT -> VAE decode) per preset.
 
-Rolls out videos with the presets' models (random weights: the cost does not depend on them)
-at their resolution, frame count, sampling steps and batch size, through
+Rolls out videos with a study preset's smallest model and its VAE (configs/studies/<preset>.yaml;
+random weights: the cost does not depend on them) at its resolution, frame count, conditioning
+frames, sampling steps and rollout batch size, through
 `phyray.models.diffusion.rollout`, the function every study's rollout stage calls, and prints
 videos/s per CPU core (or per GPU), split into encode, sampling and decode. The baseline, from
 the same run: the DiT's forward pass alone on the same batch, times the sampling steps (the
@@ -15,15 +16,45 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-# preset: DiT, VAE, resolution, frames, conditioning frames, DDIM steps, batch, evaluation videos
-# per trial (configs/studies/mini.yaml: 100 ID + 150 OOD; paper.yaml: uniform motion's eval sizes)
-PRESETS = {
-    "mini": ("DiT-W", "vae-f4t2c4-slim", 32, 16, 3, 10, 25, 250),
-    "paper": ("DiT-S", "vae-f8t4c4", 128, 32, 3, 50, 64, 3450),
-}
+from phyray.config import TrainDiffusion
+
+STUDIES = Path(__file__).resolve().parent.parent / "configs" / "studies"
+
+
+@dataclass
+class Preset:
+    dit: str
+    vae: str
+    resolution: int
+    frames: int
+    diffusion: TrainDiffusion  # its cond_frames and noise schedule
+    steps: int
+    batch: int
+    eval_videos: int  # a trial's evaluation videos (ID + OOD)
+
+
+def load_preset(name: str) -> Preset:
+    """A study preset's rollout settings, read from configs/studies/<name>.yaml: its first
+    scenario and smallest model, its VAE, frames, conditioning frames, sampling steps and batch."""
+    from phyray.config import load_scenario_config
+    from phyray.study.settings import load_study_config
+
+    study = load_study_config(STUDIES / f"{name}.yaml")
+    overrides = [f"render.resolution={study.data.resolution}", *study.data.overrides]
+    data = load_scenario_config(study.scenarios[0], overrides)
+    sizes = data.eval_sizes
+    return Preset(
+        dit=study.models[0], vae=study.vae.preset, resolution=study.data.resolution,
+        frames=data.physics.num_frames,
+        diffusion=TrainDiffusion.model_validate(study.dit.get("diffusion", {})),
+        steps=study.eval.sample_steps, batch=study.eval.batch_size,
+        eval_videos=(study.data.eval_id or sizes["eval_id"]) + (study.data.eval_ood or sizes["eval_ood"]),
+    )
 
 
 def timed(fn, device: torch.device) -> tuple[float, object]:
@@ -37,7 +68,7 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
 
 
 @torch.no_grad()
-def measure(preset: str, batch: int | None, device: torch.device) -> dict[str, float]:
+def measure(preset: Preset, device: torch.device) -> dict[str, float]:
     from phyray.models.diffusion import (
         NoiseSchedule,
         condition_latent_frames,
@@ -49,13 +80,12 @@ def measure(preset: str, batch: int | None, device: torch.device) -> dict[str, f
     from phyray.models.vae import build_vae, frames_to_tensor, tensor_to_frames
     from phyray.presets import VAE_PRESETS
 
-    dit_name, vae_name, resolution, frames, c, steps, preset_batch, _ = PRESETS[preset]
-    batch = batch or preset_batch
+    batch, frames, c, steps = preset.batch, preset.frames, preset.diffusion.cond_frames, preset.steps
     torch.manual_seed(0)
-    vae = build_vae(vae_name).eval().to(device)
-    dit = build_dit(dit_name, latent_channels=VAE_PRESETS[vae_name]["latent_channels"]).eval().to(device)
-    schedule = NoiseSchedule(1000, "scaled_linear")
-    video = torch.randint(0, 256, (batch, frames, resolution, resolution, 3), dtype=torch.uint8).numpy()
+    vae = build_vae(preset.vae).eval().to(device)
+    dit = build_dit(preset.dit, latent_channels=VAE_PRESETS[preset.vae]["latent_channels"]).eval().to(device)
+    schedule = NoiseSchedule(preset.diffusion.timesteps, preset.diffusion.beta_schedule)
+    video = torch.randint(0, 256, (batch, frames, preset.resolution, preset.resolution, 3), dtype=torch.uint8).numpy()
     seeds = list(range(batch))
 
     rollout(vae, dit, schedule, video[:, :c], frames, 1, seeds)  # warm-up: allocator, kernels
@@ -69,13 +99,13 @@ def measure(preset: str, batch: int | None, device: torch.device) -> dict[str, f
     decode_s, _ = timed(lambda: tensor_to_frames(vae.decode(z, num_frames=frames)), device)
     t = torch.full((batch,), 999, device=device, dtype=torch.long)
     forward_s, _ = timed(lambda: dit(z, t, cond, mask), device)
-    return {"batch": batch, "steps": steps, "whole": whole, "encode": encode_s, "sample": sample_s,
+    return {"whole": whole, "encode": encode_s, "sample": sample_s,
             "decode": decode_s, "floor": forward_s * steps}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default="mini,paper")
+    parser.add_argument("--presets", default="mini,paper", help="study configs in configs/studies/")
     parser.add_argument("--batch", type=int, help="videos per batch (default: the preset's eval batch_size)")
     parser.add_argument("--gpu", action="store_true")
     args = parser.parse_args()
@@ -84,17 +114,19 @@ def main() -> None:
     units = 1 if args.gpu else torch.get_num_threads()
     unit = "GPU" if args.gpu else "core"
     print(f"rollouts on {device} ({units} {unit}{'s' if units > 1 else ''}), random weights")
-    for preset in args.presets.split(","):
-        dit, vae, resolution, frames, c, _, _, eval_videos = PRESETS[preset]
-        r = measure(preset, args.batch, device)
-        per_unit = r["batch"] / r["whole"] / units
-        print(f"  {preset}: {dit} on {vae}, {frames}x{resolution}², c={c}, {r['steps']} DDIM steps, batch {r['batch']}")
+    for name in args.presets.split(","):
+        preset = load_preset(name)
+        preset.batch = args.batch or preset.batch
+        r = measure(preset, device)
+        per_unit = preset.batch / r["whole"] / units
+        print(f"  {name}: {preset.dit} on {preset.vae}, {preset.frames}x{preset.resolution}², "
+              f"c={preset.diffusion.cond_frames}, {preset.steps} DDIM steps, batch {preset.batch}")
         print(f"    rollout {r['whole']:.2f} s = {per_unit:.3f} videos/s per {unit}; "
               f"encode {r['encode']:.2f} s, sampling {r['sample']:.2f} s, decode {r['decode']:.2f} s")
-        print(f"    baseline, the DiT's forward x {r['steps']} steps alone: {r['floor']:.2f} s "
+        print(f"    baseline, the DiT's forward x {preset.steps} steps alone: {r['floor']:.2f} s "
               f"(sampling = {r['sample'] / r['floor']:.2f}x its floor)")
-        if eval_videos:
-            print(f"    a trial's {eval_videos} evaluation videos: {eval_videos / per_unit / units:.0f} s of rollouts")
+        rollout_s = preset.eval_videos / per_unit / units
+        print(f"    a trial's {preset.eval_videos} evaluation videos: {rollout_s:.0f} s of rollouts")
 
 
 if __name__ == "__main__":
