@@ -195,7 +195,25 @@ def test_touching_across_a_rasterised_gap_at_128():
         return frames
 
     assert fired(video(1)) == {}
-    assert fired(video(3)) == {"levitation": 1}
+    # Frame 1 is not judged (PHYRE's first step pushes overlapping objects apart): hovering
+    # shows from the triple (1, 2, 3).
+    assert fired(video(3)) == {"levitation": 2}
+
+
+def thrown_down(jump_at: int | None = None) -> np.ndarray:
+    """A gray ball thrown down at 40 px per frame falls under gravity: steps 43, 50, 56, 63 px,
+    the last two beyond the teleport limit (51 px at 256²) but each its predecessor plus g; with
+    `jump_at`, it is drawn 60 px to the right from that frame on."""
+    frames = np.zeros((5, SIDE, SIDE), dtype=np.uint8)
+    for t in range(5):
+        shift = 60 if jump_at is not None and t >= jump_at else 0
+        disc(frames[t], 60 + shift, 12 + 40 * t + G * t * t / 2, 10, GRAY)
+    return frames
+
+
+def test_fast_motion_is_no_teleport_but_a_jump_is():
+    assert fired(thrown_down()) == {}
+    assert fired(thrown_down(jump_at=4))["teleport"] == 4
 
 
 def test_a_bar_sunk_into_the_floor_keeps_its_shape():
@@ -210,6 +228,26 @@ def test_a_bar_sunk_into_the_floor_keeps_its_shape():
 
     assert fired(video(192)) == {}
     assert fired(video(218)) == {"not_rigid": 4}
+
+
+def test_a_bar_coming_out_of_the_floor_is_rigid():
+    """A bar standing sunk into the floor comes 12 px farther out (PHYRE's standing bars hide
+    about 14 px below the frame's edge and show it as they topple): its area grows by what the
+    added length covers at its width. Coming 24 px out is more than a wall hides; as long, but
+    thinner at the same area, it is stretched."""
+
+    def video(top: int, width: int = 6) -> np.ndarray:
+        frames = scene(falling=False)
+        for t in range(FRAMES):
+            if t < 4:
+                frames[t, 200:SIDE, 100:106] = GRAY
+            else:
+                frames[t, top:SIDE, 100 : 100 + width] = GRAY
+        return frames
+
+    assert fired(video(188)) == {}
+    assert fired(video(176)) == {"not_rigid": 4}
+    assert fired(video(172, width=4)) == {"not_rigid": 4}
 
 
 def test_static_blends_next_to_another_object_do_not_count():

@@ -29,15 +29,18 @@ several (see objects.py); an unexplained birth or death is a blob with no link.
   those at the start of its track by more than `shape_tolerance` of its major spread; or a
   dying and a born blob of one colour in the same place differ in size. A blob on the frame's
   edge may be partly hidden beyond it (sunk into a wall: `clip_depth_px`, `clip_share`).
-- teleport: a plain move longer than `max_step` of the frame side in one frame, or a blob dies
-  and one of its colour and similar area is born farther away.
+- teleport: a plain move longer than `max_step` of the frame side in one frame that also leaves
+  the blob's previous step plus gravity by that much (PHYRE's fastest objects fall or fly
+  82 px per frame at 256², beyond any fixed limit that a jump would exceed), or a blob dies and
+  one of its colour and similar area is born farther away.
 - interpenetration: a blob shrinks beyond tolerance while touching a blob of another colour
   (drawn under it) for `overlap_frames` frames in a row, or a merge's union of one colour is
   smaller than its parts beyond tolerance.
 - levitation: a moving (non-static) blob in a chain of plain moves whose acceleration
   c[t+1] - 2 c[t] + c[t-1] differs from gravity by more than `acceleration_tolerance` · g while
   nothing (another blob, or a wall) is within reach at t-1, t or t+1: hovering, rising or
-  swerving without a collision. Reach is `contact_px` (at least `contact_video_px` pixels of
+  swerving without a collision. Not judged across frame 0 -> 1, PHYRE's first step, where
+  overlaps its scene generator left are pushed apart. Reach is `contact_px` (at least `contact_video_px` pixels of
   the video: rasterisation) plus how far the blob moved in those frames, since with frames
   1/3 s apart a bounce usually happens between two frames; the floor reaches `floor_px`
   farther for a blob about to land on it.
@@ -94,8 +97,8 @@ CHECKS = (
 )
 STATIC_COLOUR = 6  # black in PHYRE_PALETTE: static objects
 # The lowest side at which the judge is used without a warning. On all 70 templates (test seeds
-# 0-7, bench/abnormal.py, docs/abnormal.md) it flags 2.9 % of ground truth at 256², 2.3 % at
-# 128² and 64.5 % at 64², and catches >= 95 % of every corruption at 128² and 256². No side
+# 0-7, bench/abnormal.py, docs/abnormal.md) it flags 2.5 % of ground truth at 256², 2.0 % at
+# 128² and 63.6 % at 64², and catches >= 95 % of every corruption at 128² and 256². No side
 # meets the 1 % ground-truth target; 128² and 256² come within a few percent of it.
 TRUSTED_RESOLUTION = 128
 ALL_TEMPLATES = "all"
@@ -126,8 +129,12 @@ class AbnormalConfig:
     3.6 / 2.5 % -> 0.4 / 0.4 %; 128² 10.7 / 11.8 % -> 1.4 / 1.8 %; 64² 85 / 82 % -> 65 / 64 %
     (thin bars breaking into fragments and centroid noise: 64² is not calibrated). Corruptions
     caught per kind on dev: >= 95.7 % at 256², >= 92.9 % at 128² (freeze: a 3 px clearance at
-    256² is within a 128² rasterised contact), >= 95.7 % at 64². bench/abnormal.py's test split
-    gives the figures to quote.
+    256² is within a 128² rasterised contact), >= 95.7 % at 64². A second dev split (seeds
+    200-203, every seed's ground truth corrupted) then set the teleport rule against the
+    previous step and left PHYRE's first step out of levitation; three other candidate rules
+    it tried cost detections there and were dropped (docs/abnormal.md); a third (seeds 300-311,
+    real videos only) added bars coming out of the floor (`resurface_tolerance`).
+    bench/abnormal.py's test split gives the figures to quote.
     """
 
     objects: ObjectConfig = field(default_factory=ObjectConfig)
@@ -170,8 +177,10 @@ class AbnormalConfig:
     # 1.05, a rectangle 1.0, an ellipse or parallelogram too); others (a U-shaped jar ~0.6, the
     # crossing sticks ~0.5, a ball on a bar ~0.4) are not shape-checked.
     solid_range: tuple[float, float] = (0.85, 1.2)
-    # teleport: the fastest ground-truth motion is ~43 px per frame at 256² (0.17 of the side)
-    # and free fall adds at most g = 6.5 px per frame; 0.2 of the side (51 px) is beyond both.
+    # teleport: a move beyond 0.2 of the side (51 px at 256²) that is also that far from the
+    # previous step plus gravity. Most ground-truth motion stays under ~43 px per frame, but
+    # objects thrown or falling far reach 82 px (dev 10047 seed 203: 36 px, then 82 px as the
+    # ball lands) — steady motion, unlike a jump.
     max_step: float = 0.2
     # A dying and a born blob of similar area (ratio below this) can be one object.
     pair_area_ratio: float = 1.5
@@ -199,6 +208,11 @@ class AbnormalConfig:
     # growing spreads.
     clip_depth_px: float = 16.0
     clip_share: float = 0.25
+    # A standing bar sunk into the floor shows its hidden part as it topples (dev seeds 300-311:
+    # +66 to +73 px, 22-28 % of 255-390 px bars, at 10000, 10006, 10018, 10028, 10035, 10044).
+    # Its growth must match the length it adds at its width, 12 σ_minor Δσ_major, within this
+    # share (dev: within 21 %).
+    resurface_tolerance: float = 0.35
     # levitation: PHYRE's gravity is 6.5 px per frame² at 256² (frames 1/3 s apart), measured
     # on free-falling ground-truth objects; a deviation of half of it is not centroid noise
     # (below 0.5 px per frame² at 256²).
@@ -308,6 +322,7 @@ class _Judge:
         self.clipped = np.zeros(len(blobs), dtype=bool)  # blobs partly hidden beyond the frame's edge
         self.explained: set[int] = set()  # blobs whose area change a colour change explains
         self.area_off = np.zeros(len(blobs), dtype=bool)  # blobs the area rules judged (`areas`)
+        self.resurfacing = np.zeros(len(blobs), dtype=bool)  # bars coming out of a wall (`_resurfacing`)
 
     # -- births and deaths ----------------------------------------------------------------------
 
@@ -427,6 +442,8 @@ class _Judge:
         hidden = np.minimum(config.clip_depth_px * self.scale * np.maximum(on_edge, on_edge[links.track]),
                             config.clip_share * reference)
         allowed = np.maximum(allowed, hidden)
+        self.resurfacing = self._resurfacing(on_edge)
+        allowed[self.resurfacing] = np.maximum(allowed, change)[self.resurfacing]
         # Shapes are not judged where the edge plausibly hides part of the blob: on the edge (or
         # its track's start was) and its area off by more than the shrink share.
         self.clipped = (hidden > 0) & (np.abs(change) > config.shrink_tolerance * reference)
@@ -448,6 +465,26 @@ class _Judge:
             violations.append(Violation(check, int(blobs.frame[j]), int(j)))
         violations += self._lasting(shrinking)
         return violations
+
+    def _resurfacing(self, on_edge: np.ndarray) -> np.ndarray:
+        """(M,) blobs that are a bar coming out of the wall it was sunk into: PHYRE's standing bars
+        stand about 14 px (at 256²) below the frame's bottom edge, and show it as they topple.
+        Such a blob and its track's first blob are on the edge; it has grown longer by at most
+        `clip_depth_px`, along its length only (its width within `shape_tolerance_px`), and by
+        the area that length adds at that width (within `resurface_tolerance`): a stretch keeps
+        its area, a scaling widens it."""
+        blobs, config = self.blobs, self.config
+        start = self.links.track
+        growth = blobs.area - blobs.area[start]
+        axes, first = blobs.axes, blobs.axes[start]  # (M, 2) spreads: major, minor
+        longer = axes[:, 0] - first[:, 0]
+        added = 12 * first[:, 1] * longer  # a rectangle's area from its spreads: 12 σ_major σ_minor
+        return (
+            (on_edge > 0) & (on_edge[start] > 0) & (growth > 0) & (longer > 0)
+            & (np.sqrt(12) * longer <= config.clip_depth_px * self.scale)
+            & (np.abs(axes[:, 1] - first[:, 1]) <= config.shape_tolerance_px * self.scale)
+            & (np.abs(growth - added) <= config.resurface_tolerance * growth)
+        )
 
     def _edge_pixels(self) -> np.ndarray:
         """(M,) pixels of each blob on the frame's outermost rows and columns."""
@@ -566,21 +603,35 @@ class _Judge:
         # A blob the area rules already judged (e.g. half hidden under another) is not judged
         # again by its shape.
         single = (links.multiplicity == 1) & solid & solid[start] & ~self.area_off
-        # Hiding part of a blob beyond the frame's edge can shrink its spreads, never grow them.
+        # Hiding part of a blob beyond the frame's edge can shrink its spreads, never grow them;
+        # a bar coming out of a wall grows along its length (`_resurfacing`).
         change = axes - axes[start]
         drift = np.where(self.clipped, np.maximum(change, 0.0).max(axis=1), np.abs(change).max(axis=1))
+        drift[self.resurfacing] = 0.0
         limit = np.maximum(config.shape_tolerance * axes[start, 0], config.shape_tolerance_px * self.scale)
         return [Violation("not_rigid", int(blobs.frame[j]), int(j)) for j in np.flatnonzero(single & (drift > limit))]
 
     def teleports(self) -> list[Violation]:
-        """teleport: a plain move longer than `max_step` of the side."""
+        """teleport: a plain move longer than `max_step` of the side that the blob's own motion
+        does not explain: it also leaves the previous step plus gravity by that much (a fast
+        fall or throw keeps its velocity from frame to frame; a jump does not)."""
         blobs, links = self.blobs, self.links
+        limit = self.config.max_step * self.side
+        gravity = np.array([0.0, self.config.gravity * self.side])  # image y points down
         violations = []
         for j in range(len(blobs)):
             parent = links.single_parent(j)
-            step = np.linalg.norm(blobs.centroid[j] - blobs.centroid[parent]) if parent is not None else 0.0
-            if step > self.config.max_step * self.side:
-                violations.append(Violation("teleport", int(blobs.frame[j]), j))
+            if parent is None:
+                continue
+            step = blobs.centroid[j] - blobs.centroid[parent]
+            if np.linalg.norm(step) <= limit:
+                continue
+            before = links.single_parent(parent)
+            if before is not None:
+                predicted = blobs.centroid[parent] - blobs.centroid[before] + gravity
+                if np.linalg.norm(step - predicted) <= limit:
+                    continue
+            violations.append(Violation("teleport", int(blobs.frame[j]), j))
         return violations
 
     def levitation(self) -> list[Violation]:
@@ -591,7 +642,9 @@ class _Judge:
         for j in range(len(blobs)):
             before = links.single_parent(j)
             after = links.children[j]
-            if blobs.colour[j] == STATIC_COLOUR or before is None or len(after) != 1:
+            # PHYRE's first step (frame 0 -> 1) resolves the overlaps its scene generator left:
+            # objects are pushed apart, not accelerated by forces, so it says nothing here.
+            if blobs.colour[j] == STATIC_COLOUR or before is None or blobs.frame[before] == 0 or len(after) != 1:
                 continue
             after = after[0]
             if links.single_parent(after) != j:
