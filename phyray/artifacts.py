@@ -22,6 +22,7 @@ product it does not affect keeps its identity and is reused. Which fields enter 
 | reconstructions | format (the VAE's posterior mean: no seed)              | VAE, reference    |
 | rollouts | DDIM steps, rollout seed (the trial's), cond_frames            | DiT, reference    |
 | report   | format, parser, cond_frames, SSIM on/off, paper filter, bootstrap | each split's rollouts |
+| scores   | format, parser, cond_frames, metrics on/off, paper filter (a reference's own floor: its videos' ids and shape too) | scored set, reference |
 | trial    | its grid cell and seed (an MLflow run, tag `phyray.trial_id`)  | DiT, report       |
 | study    | the study config but paths, tracking, resources, plan (parent run) | -             |
 

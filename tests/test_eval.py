@@ -187,6 +187,41 @@ def test_a_lossless_vae_reconstructs_exactly_and_its_floor_is_the_parse_floor(da
         add_vae_floor(floor, floor[1:])
 
 
+def test_kept_scores_are_named_by_what_made_them(datasets, tmp_path):
+    """The reference's own parse (the ground-truth floor) is kept per reference, videos, shape
+    and parser settings and shared by every rollout set scored against it; a set's whole
+    records are kept by both sets' identities and the scoring settings."""
+    from phyray.eval.report import cached_physics_records, evaluate_physics_records
+
+    reference = datasets["collision"]
+    rows = rows_of(reference)
+    shifted = write_rollouts(tmp_path / "shifted", rows, [np.roll(decode_frames(r), 1, axis=2) for r in rows])
+    same = write_rollouts(tmp_path / "same", rows, [decode_frames(r) for r in rows])
+    plain = json.dumps(evaluate_physics_records(shifted, reference, ssim=False))
+    cache = tmp_path / "scores"
+    assert json.dumps(evaluate_physics_records(shifted, reference, ssim=False, floor_cache=cache)) == plain
+    (kept,) = cache.glob("*.json")
+    # Another rollout set of that reference reads the kept floor (altered here, so it shows)
+    # and, with no pixel metrics, needs no reference frames at all.
+    floors = json.loads(kept.read_text())
+    floors[rows[0]["video_id"]]["gt_floor_vel_err_per_frame"] = 123.0
+    kept.write_text(json.dumps(floors))
+    records = evaluate_physics_records(same, reference, psnr=False, ssim=False, floor_cache=cache)
+    assert records[0]["gt_floor_vel_err_per_frame"] == 123.0
+    assert records[1]["gt_floor_vel_err_per_frame"] == records[1]["vel_err_per_frame"]
+    # Another parser, another floor.
+    evaluate_physics_records(same, reference, parser="threshold", ssim=False, floor_cache=cache)
+    assert len(list(cache.glob("*.json"))) == 2
+    # Whole records: made once, then read back.
+    records_cache = tmp_path / "records"
+    made = cached_physics_records(records_cache, shifted, reference, ssim=False)
+    assert json.dumps(made) == plain
+    (kept_records,) = [p for p in records_cache.glob("*.json") if json.loads(p.read_text()) == made]
+    kept_records.write_text(json.dumps(made[:1]))
+    assert cached_physics_records(records_cache, shifted, reference, ssim=False) == made[:1]
+    assert len(cached_physics_records(records_cache, shifted, reference, ssim=False, psnr=False)) == len(rows)
+
+
 def test_lower_resolution_rollouts_are_compared_with_the_area_averaged_reference(datasets):
     rows = rows_of(datasets["collision"])
     small = [area_downsample(decode_frames(r), RESOLUTION // 2) for r in rows]

@@ -8,7 +8,10 @@ videos without a rollout are simply not evaluated.
 Per video (`evaluate_videos`): the physics metrics of the rollout (phyray/eval/physics.py), the
 same metrics of the reference frames as `gt_floor_*` (the parser's floor), and PSNR/SSIM
 (phyray/eval/video.py). `add_vae_floor` adds the scores of the VAE's reconstruction of the same
-video as `vae_floor_*` (the floor of any DiT working in that VAE's latents). A rollout may have another resolution than its reference; it is parsed at
+video as `vae_floor_*` (the floor of any DiT working in that VAE's latents). Both floors are the
+same for every rollout set of a reference, so a study keeps them, named by what made them
+(`floor_cache`, `cached_physics_records`): each trial then parses only its own rollouts. A
+rollout may have another resolution than its reference; it is parsed at
 its own resolution, and the reference is area-averaged to the rollout's resolution
 (`area_downsample`, which needs the rollout side to divide the reference side) for both the
 floor and the pixel metrics, so the floor is the floor at the resolution the model works at.
@@ -34,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from phyray.artifacts import atomic_write_bytes
+from phyray.artifacts import Identity, atomic_write_bytes, digest, identity_of
 from phyray.config import PhysicsConfig
 from phyray.data.shards import (
     ShardError,
@@ -74,6 +77,9 @@ STATE_COLUMNS = ["positions", "velocities", "radii", "colors"]
 REFERENCE_COLUMNS = [
     "video_id", "scenario", "split", "ood_level", "params", "frames", "frames_encoding", "frame_shape", *STATE_COLUMNS,
 ]
+# The version of the per-video scores kept by `floor_cache` and `cached_physics_records`: bump it
+# when the parser or a metric changes, so that no kept score outlives the code that made it.
+SCORES_FORMAT = 1
 # Decoded rollout + reference frames scored together: large enough to amortise numpy's per-call
 # overhead over many small videos, small enough to stay in memory at 256² (~5 videos).
 CHUNK_BYTES = 64 * 2**20
@@ -104,22 +110,33 @@ def _check_options(parser: str, cond_frames: int) -> None:
 
 def reference_frames(row: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray:
     """A reference row's frames at a rollout's (T, H, W, 3) shape (area-averaged if larger)."""
+    _check_shapes(row, shape)
+    frames = decode_frames(row)
+    return frames if shape[1] == row["frame_shape"][1] else area_downsample(frames, shape[1])
+
+
+def _check_shapes(row: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """ValueError unless a rollout of `shape` can be compared with the reference row's frames."""
     t, h, w, _ = row["frame_shape"]
     if t != shape[0] or h % shape[1] or w % shape[2] or h // shape[1] != w // shape[2]:
         raise ValueError(
             f"video {row['video_id']}: rollout of shape {tuple(shape)} cannot be compared with its "
             f"reference of shape {(t, h, w, 3)} (same frame count; the rollout side must divide the reference's)"
         )
-    frames = decode_frames(row)
-    return frames if shape[1] == h else area_downsample(frames, shape[1])
 
 
 def _score_group(
     rows: list[dict[str, Any]], rollouts: list[np.ndarray], parser: str, cond_frames: int,
     psnr: bool, ssim: bool, device: str, frame_dt: float, world_size: float, paper_filter: bool,
+    floors: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Score videos of one scenario, colours and shapes (so they batch into single arrays)."""
-    references = [reference_frames(row, rollouts[0].shape) for row in rows]
+    """Score videos of one scenario, colours and shapes (so they batch into single arrays).
+    `floors` (video_id -> its gt_floor_* scores) spares parsing the references again."""
+    for row in rows:
+        _check_shapes(row, rollouts[0].shape)
+    # The reference frames: for the pixel metrics, and for the floor unless it is given.
+    decode = psnr or ssim or floors is None
+    references = [reference_frames(row, rollouts[0].shape) for row in rows] if decode else []
     states = [row_states(row) for row in rows]
     truth = {
         "gt_positions": np.stack([s[0] for s in states]),  # (N, T, K, 2)
@@ -132,7 +149,10 @@ def _score_group(
     options = {"parser": parser, "cond_frames": cond_frames, "frame_dt": frame_dt, "world_size": world_size,
                "paper_filter": paper_filter}
     scored = physics_metrics(rollouts, **truth, **options)
-    floor = physics_metrics(references, **truth, **options)
+    if floors is None:
+        floor = physics_metrics(references, **truth, **options)
+        floors = {row["video_id"]: {FLOOR_PREFIX + m: float(floor[m][i]) for m in PHYSICS_METRICS}
+                  for i, row in enumerate(rows)}
     pixels = pixel_metrics(rollouts, references, cond_frames, psnr=psnr, ssim=ssim, device=device)
     records = []
     for i, row in enumerate(rows):
@@ -144,7 +164,7 @@ def _score_group(
             "resolution": int(rollouts[i].shape[1]),
         }
         record |= {m: float(scored[m][i]) for m in PHYSICS_METRICS}
-        record |= {FLOOR_PREFIX + m: float(floor[m][i]) for m in PHYSICS_METRICS}
+        record |= floors[row["video_id"]]
         record |= {m: float(values[i]) for m, values in pixels.items()}
         records.append(record)
     return records
@@ -161,6 +181,7 @@ def evaluate_videos(
     frame_dt: float = FRAME_DT,
     world_size: float = WORLD_SIZE,
     paper_filter: bool = False,
+    floors: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-video metrics of in-memory rollouts against their reference rows (no shards needed).
 
@@ -175,6 +196,8 @@ def evaluate_videos(
         frame_dt, world_size: seconds between frames and world side (the data config's physics).
         paper_filter: the released evaluator's radius filter and collision window on every
             velocity metric (`paper_vel_err` always has them; phyray/eval/physics.py).
+        floors: each video's `gt_floor_*` scores, already known (the same reference parsed
+            with the same settings at the rollouts' resolution); else they are computed.
 
     Returns:
         One record per video: video_id, scenario, split, ood_level, resolution and every metric
@@ -193,7 +216,7 @@ def evaluate_videos(
     for indices in groups.values():
         scored = _score_group(
             [reference_rows[i] for i in indices], [rollout_frames[i] for i in indices],
-            parser, cond_frames, psnr, ssim, device, frame_dt, world_size, paper_filter,
+            parser, cond_frames, psnr, ssim, device, frame_dt, world_size, paper_filter, floors,
         )
         for i, record in zip(indices, scored):
             records[i] = record
@@ -318,8 +341,9 @@ def _video_ids(path: Path) -> list[str]:
     return read_shard(path, ["video_id"]).column("video_id").to_pylist()
 
 
-def _check_rollout_ids(rollout_paths: list[Path], index: dict[str, tuple[Path, int]], reference_dir: Path) -> None:
-    """Every rollout has a reference and appears once, else a ShardError naming the video."""
+def _check_rollout_ids(rollout_paths: list[Path], index: dict[str, tuple[Path, int]], reference_dir: Path) -> list[str]:
+    """The rollouts' video ids, in order; a ShardError naming a video without a reference or
+    one that appears twice."""
     seen: dict[str, Path] = {}
     for path in rollout_paths:
         ids = _video_ids(path)
@@ -333,18 +357,19 @@ def _check_rollout_ids(rollout_paths: list[Path], index: dict[str, tuple[Path, i
             if video_id in seen:
                 raise ShardError(f"{path}: rollout video {video_id!r} appears twice (also in {seen[video_id]})")
             seen[video_id] = path
+    return list(seen)
 
 
 class _ReferenceRows:
     """Reference rows by video_id, reading each reference shard when needed (last two kept)."""
 
-    def __init__(self, index: dict[str, tuple[Path, int]], keep: int = 2):
-        self.index, self.keep = index, keep
+    def __init__(self, index: dict[str, tuple[Path, int]], columns: list[str], keep: int = 2):
+        self.index, self.columns, self.keep = index, columns, keep
         self.tables: OrderedDict[Path, pa.Table] = OrderedDict()
 
     def _table(self, path: Path) -> pa.Table:
         if path not in self.tables:
-            self.tables[path] = read_shard(path, REFERENCE_COLUMNS)
+            self.tables[path] = read_shard(path, self.columns)
             while len(self.tables) > self.keep:
                 self.tables.popitem(last=False)
         self.tables.move_to_end(path)
@@ -373,7 +398,7 @@ def evaluate_physics(
     """Score a rollout dataset against its reference dataset; returns the report rows.
 
     The per-video records of `evaluate_physics_records` (same arguments; `options` are its psnr,
-    ssim, device, progress, paper_filter) aggregated by `summarize`.
+    ssim, device, progress, paper_filter, floor_cache) aggregated by `summarize`.
     """
     records = evaluate_physics_records(rollouts_dir, reference_dir, parser, cond_frames, **options)
     return summarize(records, parser, cond_frames)
@@ -389,6 +414,7 @@ def evaluate_physics_records(
     device: str = "cpu",
     progress: bool = False,
     paper_filter: bool = False,
+    floor_cache: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Per-video metrics of a rollout dataset against its reference dataset (`evaluate_videos`).
 
@@ -401,6 +427,11 @@ def evaluate_physics_records(
         device: torch device for PSNR/SSIM.
         progress: show a progress bar of videos scored.
         paper_filter: see `evaluate_videos`.
+        floor_cache: a directory where the reference's own scores (the `gt_floor_*` columns)
+            are kept, named by the reference set's identity, these videos, their shape and the
+            parser's settings: every rollout set of that reference (each trial of a study)
+            shares them, so the reference is parsed once, and not decoded at all without pixel
+            metrics.
 
     Returns:
         One record per rollout video, in rollout order (see `evaluate_videos`).
@@ -414,10 +445,15 @@ def evaluate_physics_records(
     _check_ball_states(pq.read_schema(reference_paths[0]).names, str(reference_paths[0]))
     index = {vid: (path, i) for path in reference_paths for i, vid in enumerate(_video_ids(path))}
     rollout_paths = shard_paths(rollouts_dir)
-    _check_rollout_ids(rollout_paths, index, reference_dir)
-    references = _ReferenceRows(index)
+    video_ids = _check_rollout_ids(rollout_paths, index, reference_dir)
+    kept = _floor_path(floor_cache, rollout_paths, video_ids, reference_dir, parser, cond_frames, paper_filter)
+    floors = json.loads(kept.read_text()) if kept is not None and kept.is_file() else None
+    # Without pixel metrics or a floor to compute, the reference's frames are not read at all.
+    columns = REFERENCE_COLUMNS if psnr or ssim or floors is None else [c for c in REFERENCE_COLUMNS if c != "frames"]
+    references = _ReferenceRows(index, columns)
     options = {"parser": parser, "cond_frames": cond_frames, "psnr": psnr, "ssim": ssim, "device": device,
-               "frame_dt": physics.frame_dt, "world_size": physics.world_size, "paper_filter": paper_filter}
+               "frame_dt": physics.frame_dt, "world_size": physics.world_size, "paper_filter": paper_filter,
+               "floors": floors}
     total = read_manifest(rollouts_dir).get("num_videos")
     records: list[dict[str, Any]] = []
     with tqdm(total=total, unit="video", disable=not progress, desc="eval physics") as bar:
@@ -433,6 +469,49 @@ def evaluate_physics_records(
                 frames = [decode_frames(r) for r in rollout_rows]
                 records += evaluate_videos(reference_rows, frames, **options)
                 bar.update(len(rollout_rows))
+    if kept is not None and floors is None:
+        floors = {r["video_id"]: {m: r[m] for m in r if m.startswith(FLOOR_PREFIX)} for r in records}
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(kept, json.dumps(floors).encode())
+    return records
+
+
+def _floor_path(
+    floor_cache: str | Path | None, rollout_paths: list[Path], video_ids: list[str], reference_dir: Path,
+    parser: str, cond_frames: int, paper_filter: bool,
+) -> Path | None:
+    """Where the reference's floor scores for these rollouts are kept (None: not kept, or the
+    rollouts have more than one shape)."""
+    if floor_cache is None:
+        return None
+    shapes = {tuple(s) for path in rollout_paths for s in read_shard(path, ["frame_shape"]).column("frame_shape").to_pylist()}
+    if len(shapes) != 1:
+        return None
+    settings = {"format_version": SCORES_FORMAT, "parser": parser, "cond_frames": cond_frames,
+                "paper_filter": paper_filter, "shape": list(shapes.pop()), "videos": digest(sorted(video_ids))}
+    reference = identity_of(read_manifest(reference_dir), reference_dir)["id"]
+    return Path(floor_cache) / f"{Identity('reference_floor', settings, {'reference': reference}).id}.json"
+
+
+def cached_physics_records(
+    cache_dir: str | Path, rollouts_dir: str | Path, reference_dir: str | Path, parser: str = "subpixel",
+    cond_frames: int = COND_FRAMES, **options: Any,
+) -> list[dict[str, Any]]:
+    """`evaluate_physics_records` of two sets, kept in `cache_dir` as JSON named by both sets'
+    identities and the scoring settings, and read back on the next call: a VAE's
+    reconstructions, scored once for every trial that shows its floor. `options` as
+    `evaluate_physics_records`' (psnr, ssim, paper_filter, device, and floor_cache, where the
+    reference's own floor is kept: by default `cache_dir` too)."""
+    settings = {"format_version": SCORES_FORMAT, "parser": parser, "cond_frames": cond_frames,
+                "psnr": options.get("psnr", True), "ssim": options.get("ssim", True),
+                "paper_filter": options.get("paper_filter", False)}
+    inputs = {name: identity_of(read_manifest(d), d)["id"] for name, d in (("rollouts", rollouts_dir), ("reference", reference_dir))}
+    kept = Path(cache_dir) / f"{Identity('physics_scores', settings, inputs).id}.json"
+    if kept.is_file():
+        return json.loads(kept.read_text())
+    records = evaluate_physics_records(rollouts_dir, reference_dir, parser, cond_frames, **({"floor_cache": cache_dir} | options))
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(kept, json.dumps(records).encode())
     return records
 
 

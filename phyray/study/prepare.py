@@ -278,7 +278,7 @@ def vae_floor_task(cfg: StudyConfig, scenario: str, split: str, vae: str, refere
     scored; their metrics named `vae_floor/<group>/<metric>` (a Ray task: it runs the VAE where
     the cluster has room). A PHYRE set's scores are kept beside the reconstructions for the
     trials (`phyray.eval.scenes.score_scene_set`)."""
-    from phyray.eval.report import evaluate_physics_records, report_metrics, summarize
+    from phyray.eval.report import cached_physics_records, report_metrics, summarize
     from phyray.eval.rollouts import reconstruct_dataset
 
     reconstruct_dataset(vae, reference, out)
@@ -286,19 +286,22 @@ def vae_floor_task(cfg: StudyConfig, scenario: str, split: str, vae: str, refere
         from phyray.eval.scenes import scene_metrics, score_scene_set, summarize_scenes
         from phyray.study.combinatorial import scene_scoring
 
-        scores = score_scene_set(out, reference, scene_scoring(cfg, split, cond_frames), cache_dir=floor_scores_dir(out))
+        scores = score_scene_set(out, reference, scene_scoring(cfg, split, cond_frames), cache_dir=scores_dir(out))
         rows = summarize_scenes(scores["records"], cfg.eval.bootstrap_resamples, cfg.data.seed, per_template=False)
         return scene_metrics([*rows, *scores["fvd"]], prefix="vae_floor")
-    records = evaluate_physics_records(
-        out, reference, cfg.eval.parser, cond_frames, ssim=cfg.eval.ssim, paper_filter=cfg.eval.paper_filter
+    records = cached_physics_records(
+        scores_dir(out), out, reference, cfg.eval.parser, cond_frames, ssim=cfg.eval.ssim,
+        paper_filter=cfg.eval.paper_filter, floor_cache=scores_dir(reference),
     )
     metrics = report_metrics(summarize(records, cfg.eval.parser, cond_frames))
     return {name.replace("eval/", "vae_floor/", 1): value for name, value in metrics.items()}
 
 
-def floor_scores_dir(reconstructions: str | Path) -> Path:
-    """Where a PHYRE set's reconstruction scores are kept: beside its reconstruction product."""
-    return Path(reconstructions).parent / "scores"
+def scores_dir(product: str | Path) -> Path:
+    """Where scores made from a set are kept, each named by what made it: beside the set's
+    product (a VAE's reconstruction scores, scored once for every trial that shows its floor;
+    an evaluation set's own parse, the ground-truth floor every trial shares)."""
+    return Path(product).parent / "scores"
 
 
 def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: str, log=print) -> None:

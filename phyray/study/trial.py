@@ -57,7 +57,7 @@ from phyray.config import (
 )
 from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.study.plan import Trial
-from phyray.study.prepare import ScenarioInputs, train_or_resume
+from phyray.study.prepare import ScenarioInputs, scores_dir, train_or_resume
 from phyray.study.settings import train_config
 
 DONE_TAG = "phyray.trial_done"
@@ -192,11 +192,10 @@ def _scene_scores(study: StudyConfig, split: str, rollout_dir: str, floor_dir: s
     """A combinatorial split's per-video records (with their VAE floor) and its FVD rows."""
     from phyray.eval.scenes import add_scene_floor, floor_fvd_row, score_scene_set
     from phyray.study.combinatorial import scene_scoring
-    from phyray.study.prepare import floor_scores_dir
 
     scoring = scene_scoring(study, split, cond_frames)
     scores = score_scene_set(rollout_dir, reference, scoring)
-    floor = score_scene_set(floor_dir, reference, scoring, cache_dir=floor_scores_dir(floor_dir))
+    floor = score_scene_set(floor_dir, reference, scoring, cache_dir=scores_dir(floor_dir))
     return add_scene_floor(scores["records"], floor["records"]), [*scores["fvd"], *map(floor_fvd_row, floor["fvd"])]
 
 
@@ -308,6 +307,7 @@ def evaluate_trial(
     from phyray import tracking
     from phyray.eval.report import (
         add_vae_floor,
+        cached_physics_records,
         evaluate_physics_records,
         report_metrics,
         summarize,
@@ -333,9 +333,12 @@ def evaluate_trial(
             split_records, split_fvd = _scene_scores(study, split, rollout_dir, floor_dir, reference, cond_frames)
             fvd_rows += split_fvd
         else:
+            kept = {"floor_cache": scores_dir(reference)}  # the reference's own parse, shared by every trial
             split_records = add_vae_floor(
-                evaluate_physics_records(rollout_dir, reference, study.eval.parser, cond_frames, **options),
-                evaluate_physics_records(floor_dir, reference, study.eval.parser, cond_frames, **options),
+                evaluate_physics_records(rollout_dir, reference, study.eval.parser, cond_frames, **kept, **options),
+                cached_physics_records(
+                    scores_dir(floor_dir), floor_dir, reference, study.eval.parser, cond_frames, **kept, **options
+                ),
             )
         records += split_records
         if probe:
