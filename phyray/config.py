@@ -929,6 +929,12 @@ class StudyVAE(Strict):
     # training split, so e.g. the interpolation gaps share the uniform-motion VAE rather than
     # each layout learning one from speeds with a hole in them.
     train_on: str | None = None
+    # What the VAE's training set spans: "id", the DiT's largest training set (or the set the
+    # options above choose); "id+ood", a set of the same size whose radius and speed ranges are
+    # the hull of the ID and OOD ranges (no training bands or left-out boxes either): the
+    # paper's VAE, pretrained on general video, has seen every size and speed, so its
+    # reconstruction of an OOD video is no OOD failure of its own. The DiT's sets are unchanged.
+    data_span: Literal["id", "id+ood"] = "id"
     # TrainConfig fields of the VAE run (steps, batch_size, micro_batch, optim, workers, ...).
     train: dict[str, Any] = {}
 
@@ -1094,6 +1100,9 @@ class StudyConfig(Strict):
             if self.vae.train_on not in SIMULATED_SCENARIOS or COMBINATORIAL in self.scenarios:
                 raise ValueError(f"vae.train_on: {self.vae.train_on!r} is not a ball scenario of a ball study; "
                                  f"choose from {', '.join(SIMULATED_SCENARIOS)}")
+        if self.vae.data_span != "id" and COMBINATORIAL in self.scenarios:
+            raise ValueError("vae.data_span: a combinatorial study's VAE learns from its PHYRE templates; "
+                             "remove vae.data_span")
         if (COMBINATORIAL in self.scenarios) != bool(self.templates):
             raise ValueError(
                 "templates: a combinatorial study needs its template sets" if COMBINATORIAL in self.scenarios

@@ -86,6 +86,7 @@ def wait_for_http(url: str, seconds: float = 90, token: str | None = None) -> No
         ("eval.split=256", "eval.split: Input should be 'test' or 'dev'"),
         ("tracking_uri=[256]", "tracking_uri: Input should be a valid string"),
         ("models=[DiT-T", "override 'models=[DiT-T': not valid YAML"),
+        ("vae.data_span=ood", "vae.data_span: Input should be 'id' or 'id+ood'"),
     ],
 )
 def test_bad_study_configs_fail_at_load_naming_the_field(override, message):
@@ -135,6 +136,32 @@ def test_vae_seeds_shared_or_one_vae_per_study_seed():
     assert ids[0] == shared[None][1].id
     with pytest.raises(ConfigError, match="vae.seeds: 's2d-f4t2' has no weights"):
         load_study_config(SMOKE, ["vae.preset=s2d-f4t2", "vae.train={}", "vae.seeds=per_seed"])
+
+
+def test_the_vae_can_learn_from_a_wider_set_than_the_dits(ray_local, tmp_path):
+    """vae.data_span: id+ood: the VAE's own training set spans the ID and OOD radii and speeds
+    (as a pretrained VAE has seen them); the DiT's sets stay ID; by default the VAE shares the
+    DiT's largest set."""
+    from phyray.data import iter_rows
+    from phyray.study.prepare import generate_inputs, vae_train_key
+
+    assert vae_train_key(load_study_config(SMOKE, TINY), "uniform_motion") == "32"
+    wide = ["vae.data_span=id+ood", f"data_dir={tmp_path}"]
+    cfg = load_study_config(SMOKE, [*TINY, *wide])
+    inputs = generate_inputs(cfg, "uniform_motion", log=lambda *_: None)
+    assert vae_train_key(cfg, "uniform_motion") == "vae-32" and set(inputs.train) == {"16", "32", "vae-32"}
+
+    def ranges(key):
+        rows = list(iter_rows(inputs.train[key]))
+        radii = [r for row in rows for r in row["radii"]]
+        speeds = [abs(row["velocities"][0][0][0]) for row in rows]
+        return min(radii), max(radii), max(speeds)
+
+    low, high, fastest = ranges("vae-32")
+    assert low < 0.7 and high > 1.4 and fastest > 4.0
+    for key in ("16", "32"):
+        low, high, fastest = ranges(key)
+        assert 0.7 - 1e-6 <= low and high <= 1.4 + 1e-6 and fastest <= 4.0 + 1e-6  # stored as float32
 
 
 def test_a_setting_a_later_stage_rejects_fails_the_plan_in_one_line(capsys):

@@ -49,7 +49,7 @@ from phyray.data.plan import plan_dataset
 from phyray.data.shards import decode_frames, iter_rows, read_manifest
 from phyray.presets import is_trainable
 from phyray.study.plan import expand_grid, nominal_videos, template_label
-from phyray.study.settings import dit_settings, train_config
+from phyray.study.settings import dit_settings, train_config, vae_data_config
 
 # torch, Ray and MLflow, and the phyray modules that load them, are imported inside the stage
 # functions: loading, checking and planning a study runs without them.
@@ -93,7 +93,8 @@ def vae_train_key(cfg: StudyConfig, scenario: str) -> str:
         from phyray.study.combinatorial import largest_train_key
 
         return largest_train_key(cfg)
-    if (cfg.vae.train_on is not None or (scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all")
+    if (cfg.vae.train_on is not None or cfg.vae.data_span != "id"
+            or (scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all")
             or (scenario.startswith(COMPOSE_PREFIX) and cfg.vae.probe_combinations == "all")):
         return f"vae-{vae_train_size(cfg)}"
     return vae_train_size(cfg)
@@ -139,25 +140,28 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
 
     inputs = ScenarioInputs(scenario)
     vae_key = vae_train_key(cfg, scenario)
+    vae_cfg = vae_data_config(cfg, scenario)  # vae.train_on's scenario, vae.data_span's ranges
+    vae_label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
     for size in dict.fromkeys([*cfg.data_sizes, vae_key]):
         if size == vae_key and cfg.vae.train_on is not None:
             # One VAE for the study, on another scenario's training set (StudyVAE.train_on).
-            other = load_scenario_config(cfg.vae.train_on, [*cfg.data.overrides, f"render.resolution={cfg.data.resolution}"])
-            plan = plan_dataset(other, "train", vae_train_size(cfg), seed)
-            out = scenario_root(cfg, cfg.vae.train_on) / dataset_identity(other, plan).name(f"train-{plan.size_label}")
-            manifest = generate_dataset(other, "train", vae_train_size(cfg), out, seed=seed, log=log, plan=plan)
+            plan = plan_dataset(vae_cfg, "train", vae_train_size(cfg), seed)
+            label = vae_label if cfg.vae.data_span != "id" else f"train-{plan.size_label}"
+            out = scenario_root(cfg, cfg.vae.train_on) / dataset_identity(vae_cfg, plan).name(label)
+            manifest = generate_dataset(vae_cfg, "train", vae_train_size(cfg), out, seed=seed, log=log, plan=plan)
             log(f"  {scenario} VAE set ({cfg.vae.train_on}): {manifest['num_videos']} videos -> {out}")
             inputs.train[size], inputs.num_videos[size] = str(out), manifest["num_videos"]
-        elif size == vae_key and data_cfg.probe is not None and cfg.vae.probe_combinations == "all":
+        elif size == vae_key and vae_cfg.probe is not None and cfg.vae.probe_combinations == "all":
             # A probe's VAE set: the pair's four combinations (StudyVAE.probe_combinations).
-            every = data_cfg.model_copy(update={"probe": data_cfg.probe.model_copy(update={"combinations": "all"})})
-            label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
-            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), label, every)
-        elif size == vae_key and data_cfg.compose is not None and cfg.vae.probe_combinations == "all":
+            every = vae_cfg.model_copy(update={"probe": vae_cfg.probe.model_copy(update={"combinations": "all"})})
+            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), vae_label, every)
+        elif size == vae_key and vae_cfg.compose is not None and cfg.vae.probe_combinations == "all":
             # A composition's VAE set: every kind of the variant (StudyVAE.probe_combinations).
-            every = data_cfg.model_copy(update={"compose": data_cfg.compose.model_copy(update={"kinds": "all"})})
-            label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
-            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), label, every)
+            every = vae_cfg.model_copy(update={"compose": vae_cfg.compose.model_copy(update={"kinds": "all"})})
+            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), vae_label, every)
+        elif size == vae_key and cfg.vae.data_span != "id":
+            # The VAE's own set, wider than the DiT's (StudyVAE.data_span).
+            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), vae_label, vae_cfg)
         else:
             inputs.train[size], inputs.num_videos[size] = dataset("train", size, f"train-{parse_size(size)[0]}")
     for split, count in zip(cfg.eval.splits, (cfg.data.eval_id, cfg.data.eval_ood)):

@@ -18,6 +18,7 @@ from typing import Literal
 from phyray.config import (
     COMBINATORIAL,
     ConfigError,
+    DataConfig,
     StudyConfig,
     TrainConfig,
     apply_overrides,
@@ -97,6 +98,24 @@ def scenario_frames(study: StudyConfig, scenario: str) -> int:
     if scenario == COMBINATORIAL:
         return study.data.phyre.num_frames
     return load_scenario_config(scenario, study.data.overrides).physics.num_frames
+
+
+def vae_data_config(study: StudyConfig, scenario: str) -> DataConfig:
+    """The data config of a ball scenario's VAE training set: the scenario's (or vae.train_on's),
+    with data.overrides and the study's resolution; with `vae.data_span: id+ood`, its ID radius
+    and speed ranges widened to the hull of its ID and OOD ranges, no OOD ranges left (only a
+    training split is drawn from it), and no training bands or left-out boxes."""
+    config = load_scenario_config(
+        study.vae.train_on or scenario, [*study.data.overrides, f"render.resolution={study.data.resolution}"]
+    )
+    if study.vae.data_span == "id":
+        return config
+    data = config.model_dump()
+    for name in ("radius", "velocity"):
+        ranges = [*getattr(config.id, name), *getattr(config.ood, name)]
+        data["id"][name] = [[min(r.lo for r in ranges), max(r.hi for r in ranges)]]
+        data["ood"][name] = []
+    return DataConfig.model_validate(data | {"train_velocity": None, "train_exclude": None})
 
 
 def resolve_paths(study: StudyConfig) -> StudyConfig:
