@@ -30,9 +30,9 @@ several (see objects.py); an unexplained birth or death is a blob with no link.
   dying and a born blob of one colour in the same place differ in size. A blob on the frame's
   edge may be partly hidden beyond it (sunk into a wall: `clip_depth_px`, `clip_share`).
 - teleport: a plain move longer than `max_step` of the frame side in one frame that also leaves
-  the blob's previous step plus gravity by that much (PHYRE's fastest objects fall or fly
-  82 px per frame at 256², beyond any fixed limit that a jump would exceed), or a blob dies and
-  one of its colour and similar area is born farther away.
+  the blob's previous step plus gravity by that much (PHYRE's fastest objects move 82 px per
+  frame at 256², farther than a fixed limit could allow and still catch jumps), or a blob dies
+  and one of its colour and similar area is born farther away.
 - interpenetration: a blob shrinks beyond tolerance while touching a blob of another colour
   (drawn under it) for `overlap_frames` frames in a row, or a merge's union of one colour is
   smaller than its parts beyond tolerance.
@@ -40,10 +40,10 @@ several (see objects.py); an unexplained birth or death is a blob with no link.
   c[t+1] - 2 c[t] + c[t-1] differs from gravity by more than `acceleration_tolerance` · g while
   nothing (another blob, or a wall) is within reach at t-1, t or t+1: hovering, rising or
   swerving without a collision. Not judged across frame 0 -> 1, PHYRE's first step, where
-  overlaps its scene generator left are pushed apart. Reach is `contact_px` (at least `contact_video_px` pixels of
-  the video: rasterisation) plus how far the blob moved in those frames, since with frames
-  1/3 s apart a bounce usually happens between two frames; the floor reaches `floor_px`
-  farther for a blob about to land on it.
+  overlaps its scene generator left are pushed apart. Reach is `contact_px` (at least
+  `contact_video_px` pixels of the video: rasterisation) plus how far the blob moved in those
+  frames, since with frames 1/3 s apart a bounce usually happens between two frames; the floor
+  reaches `floor_px` farther for a blob about to land on it.
 - colour_change: a blob dies and one of another colour and similar area is born in its place,
   or it dies next to a blob of another colour that grows by about its area.
 
