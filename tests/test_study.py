@@ -329,7 +329,12 @@ def test_study_over_http_mlflow_leaves_the_layout(http_study, mlflow_server, stu
         floor = vae_metrics[f"vae_floor/{split}/vel_err_mean_velocity"]
         assert all(r.data.metrics[f"eval/{split}/vae_floor_vel_err_mean_velocity"] == floor for r in runs)
     (vae_dir,) = scenario_root(cfg, "uniform_motion").glob("vae/*-*")
-    assert sorted(p.name.split("-")[0] for p in vae_dir.glob("reconstructions/*")) == ["eval_id", "eval_ood"]
+    reconstructions = [p for p in vae_dir.glob("reconstructions/*") if p.name != "scores"]
+    assert sorted(p.name.split("-")[0] for p in reconstructions) == ["eval_id", "eval_ood"]
+    # Scores kept once and shared: each reconstruction set's records beside it, and each
+    # evaluation set's own parse (its ground-truth floor) beside the data, for every trial.
+    assert len(list(vae_dir.glob("reconstructions/scores/*.json"))) == 2
+    assert len(list(scenario_root(cfg, "uniform_motion").glob("scores/*.json"))) == 2
 
 
 def test_the_server_keeps_the_study_in_postgresql(http_study, postgres):
