@@ -147,6 +147,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def kept_json(path: Path | None, make: Callable[[], Any]) -> Any:
+    """`make()`'s JSON result, kept at `path` (atomically) and read back on the next call instead
+    of making it again; `path` None keeps nothing. The caller names `path` by the identity of
+    what `make` reads and the settings that change it."""
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    value = make()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, json.dumps(value).encode())
+    return value
+
+
 def write_files(out: Path, contents: dict[str, bytes]) -> dict[str, Path]:
     """Write each {name: bytes} into `out`, each atomically; returns {name: path}."""
     files = {}

@@ -14,7 +14,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from phyray.artifacts import JOURNAL, MANIFEST, PLAN_FILE, Identity, ProductError, write_product
+from phyray.artifacts import (
+    JOURNAL,
+    MANIFEST,
+    PLAN_FILE,
+    Identity,
+    ProductError,
+    kept_json,
+    write_product,
+)
 from phyray.config import TrainConfig, load_data_config, validate
 from phyray.data.generate import dataset_identity
 from phyray.data.plan import plan_dataset
@@ -192,6 +200,31 @@ def test_readers_check_each_shard_against_the_manifest(tmp_path):
     (out / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ShardError, match=f"{SHARDS[2]}: checksum does not match"):
         list(iter_rows(out))
+
+
+def test_a_kept_result_is_made_once_and_read_back(tmp_path):
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"records": [{"video_id": "a", "psnr": 31.5}]}
+
+    kept = tmp_path / "scores" / "abc.json"
+    first = kept_json(kept, make)
+    assert kept_json(kept, make) == first and len(calls) == 1
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["abc.json"]  # no temporary left
+    assert kept_json(None, make) == first and len(calls) == 2  # None keeps nothing
+
+
+def test_a_failed_make_keeps_nothing(tmp_path):
+    kept = tmp_path / "abc.json"
+
+    def make():
+        raise RuntimeError("scoring failed")
+
+    with pytest.raises(RuntimeError):
+        kept_json(kept, make)
+    assert not kept.exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from phyray.artifacts import MANIFEST, ProductError, read_json, shard_entry, temp_path, verify_shard
+from phyray.artifacts import (
+    MANIFEST,
+    ProductError,
+    identity_of,
+    read_json,
+    shard_entry,
+    temp_path,
+    verify_shard,
+)
 
 FORMAT_VERSION = 1
 PLANAR_RGB = "zstd-planar-rgb"
@@ -168,6 +176,11 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         return read_json(directory / MANIFEST)
     except ProductError as err:
         raise ShardError(str(err)) from None
+
+
+def dataset_id(directory: str | Path) -> str:
+    """A finished product's identity id (what a product made from it names as an input)."""
+    return identity_of(read_manifest(directory), directory)["id"]
 
 
 def shard_paths(directory: str | Path) -> list[Path]:

@@ -39,12 +39,12 @@ import numpy as np
 import pyarrow as pa
 from scipy import ndimage
 
-from phyray.artifacts import Identity, identity_of, write_product
+from phyray.artifacts import Identity, write_product
 from phyray.data.shards import (
     PALETTE8,
     ShardError,
+    dataset_id,
     encode_palette_frames,
-    read_manifest,
     read_shard,
     shard_name,
     shard_paths,
@@ -414,7 +414,7 @@ def corrupt_dataset(
     identity = Identity(
         "corrupted",
         {"format_version": 1, "kinds": list(kinds), "seed": seed, "with_clean": with_clean, "shard_size": shard_size},
-        {"reference": identity_of(read_manifest(reference), reference)["id"]},
+        {"reference": dataset_id(reference)},
     )
     rows: list[dict[str, Any]] = []
     skipped: dict[str, int] = dict.fromkeys(kinds, 0)

@@ -37,11 +37,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from phyray.artifacts import Identity, atomic_write_bytes, digest, identity_of
+from phyray.artifacts import Identity, atomic_write_bytes, digest, kept_json
 from phyray.config import PhysicsConfig
 from phyray.data.shards import (
     ShardError,
     area_downsample,
+    dataset_id,
     decode_frames,
     read_manifest,
     read_shard,
@@ -341,12 +342,17 @@ def _video_ids(path: Path) -> list[str]:
     return read_shard(path, ["video_id"]).column("video_id").to_pylist()
 
 
-def _check_rollout_ids(rollout_paths: list[Path], index: dict[str, tuple[Path, int]], reference_dir: Path) -> list[str]:
-    """The rollouts' video ids, in order; a ShardError naming a video without a reference or
-    one that appears twice."""
+def _check_rollouts(
+    rollout_paths: list[Path], index: dict[str, tuple[Path, int]], reference_dir: Path,
+) -> tuple[list[str], set[tuple[int, ...]]]:
+    """The rollouts' video ids, in order, and their frame shapes, read in one pass; a ShardError
+    naming a video without a reference or one that appears twice."""
     seen: dict[str, Path] = {}
+    shapes: set[tuple[int, ...]] = set()
     for path in rollout_paths:
-        ids = _video_ids(path)
+        table = read_shard(path, ["video_id", "frame_shape"])
+        ids = table.column("video_id").to_pylist()
+        shapes.update(tuple(s) for s in table.column("frame_shape").to_pylist())
         missing = [v for v in ids if v not in index]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -357,7 +363,7 @@ def _check_rollout_ids(rollout_paths: list[Path], index: dict[str, tuple[Path, i
             if video_id in seen:
                 raise ShardError(f"{path}: rollout video {video_id!r} appears twice (also in {seen[video_id]})")
             seen[video_id] = path
-    return list(seen)
+    return list(seen), shapes
 
 
 class _ReferenceRows:
@@ -445,8 +451,8 @@ def evaluate_physics_records(
     _check_ball_states(pq.read_schema(reference_paths[0]).names, str(reference_paths[0]))
     index = {vid: (path, i) for path in reference_paths for i, vid in enumerate(_video_ids(path))}
     rollout_paths = shard_paths(rollouts_dir)
-    video_ids = _check_rollout_ids(rollout_paths, index, reference_dir)
-    kept = _floor_path(floor_cache, rollout_paths, video_ids, reference_dir, parser, cond_frames, paper_filter)
+    video_ids, shapes = _check_rollouts(rollout_paths, index, reference_dir)
+    kept = _floor_path(floor_cache, shapes, video_ids, reference_dir, parser, cond_frames, paper_filter)
     floors = json.loads(kept.read_text()) if kept is not None and kept.is_file() else None
     # Without pixel metrics or a floor to compute, the reference's frames are not read at all.
     columns = REFERENCE_COLUMNS if psnr or ssim or floors is None else [c for c in REFERENCE_COLUMNS if c != "frames"]
@@ -469,50 +475,41 @@ def evaluate_physics_records(
                 frames = [decode_frames(r) for r in rollout_rows]
                 records += evaluate_videos(reference_rows, frames, **options)
                 bar.update(len(rollout_rows))
-    if kept is not None and floors is None:
-        floors = {r["video_id"]: {m: r[m] for m in r if m.startswith(FLOOR_PREFIX)} for r in records}
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(kept, json.dumps(floors).encode())
+    if kept is not None and floors is None:  # kept for the next rollout set of this reference
+        kept_json(kept, lambda: {r["video_id"]: {m: r[m] for m in r if m.startswith(FLOOR_PREFIX)} for r in records})
     return records
 
 
 def _floor_path(
-    floor_cache: str | Path | None, rollout_paths: list[Path], video_ids: list[str], reference_dir: Path,
+    floor_cache: str | Path | None, shapes: set[tuple[int, ...]], video_ids: list[str], reference_dir: Path,
     parser: str, cond_frames: int, paper_filter: bool,
 ) -> Path | None:
     """Where the reference's floor scores for these rollouts are kept (None: not kept, or the
     rollouts have more than one shape)."""
-    if floor_cache is None:
-        return None
-    shapes = {tuple(s) for path in rollout_paths for s in read_shard(path, ["frame_shape"]).column("frame_shape").to_pylist()}
-    if len(shapes) != 1:
+    if floor_cache is None or len(shapes) != 1:
         return None
     settings = {"format_version": SCORES_FORMAT, "parser": parser, "cond_frames": cond_frames,
-                "paper_filter": paper_filter, "shape": list(shapes.pop()), "videos": digest(sorted(video_ids))}
-    reference = identity_of(read_manifest(reference_dir), reference_dir)["id"]
-    return Path(floor_cache) / f"{Identity('reference_floor', settings, {'reference': reference}).id}.json"
+                "paper_filter": paper_filter, "shape": list(next(iter(shapes))), "videos": digest(sorted(video_ids))}
+    return Path(floor_cache) / f"{Identity('reference_floor', settings, {'reference': dataset_id(reference_dir)}).id}.json"
 
 
 def cached_physics_records(
     cache_dir: str | Path, rollouts_dir: str | Path, reference_dir: str | Path, parser: str = "subpixel",
-    cond_frames: int = COND_FRAMES, **options: Any,
+    cond_frames: int = COND_FRAMES, psnr: bool = True, ssim: bool = True, paper_filter: bool = False,
+    device: str = "cpu", floor_cache: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """`evaluate_physics_records` of two sets, kept in `cache_dir` as JSON named by both sets'
     identities and the scoring settings, and read back on the next call: a VAE's
-    reconstructions, scored once for every trial that shows its floor. `options` as
-    `evaluate_physics_records`' (psnr, ssim, paper_filter, device, and floor_cache, where the
-    reference's own floor is kept: by default `cache_dir` too)."""
+    reconstructions, scored once for every trial that shows its floor. The reference's own
+    floor is kept in `floor_cache` (by default `cache_dir` too)."""
     settings = {"format_version": SCORES_FORMAT, "parser": parser, "cond_frames": cond_frames,
-                "psnr": options.get("psnr", True), "ssim": options.get("ssim", True),
-                "paper_filter": options.get("paper_filter", False)}
-    inputs = {name: identity_of(read_manifest(d), d)["id"] for name, d in (("rollouts", rollouts_dir), ("reference", reference_dir))}
+                "psnr": psnr, "ssim": ssim, "paper_filter": paper_filter}
+    inputs = {"rollouts": dataset_id(rollouts_dir), "reference": dataset_id(reference_dir)}
     kept = Path(cache_dir) / f"{Identity('physics_scores', settings, inputs).id}.json"
-    if kept.is_file():
-        return json.loads(kept.read_text())
-    records = evaluate_physics_records(rollouts_dir, reference_dir, parser, cond_frames, **({"floor_cache": cache_dir} | options))
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(kept, json.dumps(records).encode())
-    return records
+    return kept_json(kept, lambda: evaluate_physics_records(
+        rollouts_dir, reference_dir, parser, cond_frames, psnr=psnr, ssim=ssim, device=device,
+        paper_filter=paper_filter, floor_cache=cache_dir if floor_cache is None else floor_cache,
+    ))
 
 
 def write_report(rows: list[dict[str, Any]], out: str | Path) -> tuple[Path, Path]:

@@ -37,12 +37,12 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
-from phyray.artifacts import Identity, atomic_write_bytes, digest, identity_of, sha256_file
+from phyray.artifacts import Identity, atomic_write_bytes, digest, kept_json, sha256_file
 from phyray.data.shards import (
     ShardError,
+    dataset_id,
     decode_frames,
     iter_rows,
-    read_manifest,
     read_shard,
     shard_paths,
 )
@@ -157,7 +157,7 @@ def fvd_row(
     generated = np.stack([decode_frames(r) for r in rollouts])  # (N, T, H, W, 3)
     clip = min(CLIP_FRAMES, generated.shape[1])
     features = i3d_features(generated, model, device=device, clip_frames=clip)
-    key = digest({"reference": identity_of(read_manifest(reference_dir), reference_dir)["id"], "clip_frames": clip,
+    key = digest({"reference": dataset_id(reference_dir), "clip_frames": clip,
                   "resolution": generated.shape[2], "videos": [r["video_id"] for r in rollouts],
                   "weights": model.weights_sha256})
     cache = Path(reference_dir).parent / "i3d-features" / f"{key}.npy"
@@ -316,11 +316,14 @@ def score_scene_set(
     trial that shows its floor)."""
     cache = None
     if cache_dir is not None:
-        inputs = {name: identity_of(read_manifest(d), d)["id"] for name, d in (("rollouts", rollouts_dir), ("reference", reference_dir))}
-        identity = Identity("scene_scores", {"format_version": 1, **scoring.record()}, inputs)
-        cache = Path(cache_dir) / f"{identity.id}.json"
-        if cache.is_file():
-            return json.loads(cache.read_text())
+        inputs = {"rollouts": dataset_id(rollouts_dir), "reference": dataset_id(reference_dir)}
+        cache = Path(cache_dir) / f"{Identity('scene_scores', {'format_version': 1, **scoring.record()}, inputs).id}.json"
+    return kept_json(cache, lambda: _scene_scores(rollouts_dir, reference_dir, scoring, device))
+
+
+def _scene_scores(
+    rollouts_dir: str | Path, reference_dir: str | Path, scoring: SceneScoring, device: str,
+) -> dict[str, list[dict[str, Any]]]:
     lpips_model = _lpips_model(scoring.lpips_backbone) if scoring.lpips_backbone else None
     reference = reference_rows(reference_dir)  # read once for the per-video scores and FVD
     scores = {
@@ -335,7 +338,4 @@ def score_scene_set(
         scores["fvd"].append(fvd_row(
             rollouts_dir, reference_dir, model, scoring.cond_frames, scoring.fvd_videos, device, reference=reference,
         ))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cache, json.dumps(scores).encode())
     return scores

@@ -46,7 +46,7 @@ from phyray.config import (
     parse_size,
 )
 from phyray.data.plan import plan_dataset
-from phyray.data.shards import decode_frames, iter_rows, read_manifest
+from phyray.data.shards import dataset_id, decode_frames, iter_rows, read_manifest
 from phyray.presets import is_trainable
 from phyray.study.plan import expand_grid, nominal_videos, template_label
 from phyray.study.settings import dit_settings, train_config, vae_data_config
@@ -264,7 +264,7 @@ def prepare_latents(cfg: StudyConfig, inputs: ScenarioInputs, log=print) -> None
 
     cond_frames = dit_settings(cfg).diffusion.cond_frames
     for size in train_keys(cfg, inputs.scenario):
-        data_id = identity_of(read_manifest(inputs.train[size]), inputs.train[size])["id"]
+        data_id = dataset_id(inputs.train[size])
         label = f"train-{size if inputs.scenario == COMBINATORIAL else parse_size(size)[0]}"
         by_vae: dict[str, str] = {}
         for seed, vae in inputs.vae.items():
@@ -327,7 +327,7 @@ def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: s
         if vae not in done:
             directories, jobs = {}, []
             for key, reference in inputs.eval.items():
-                identity = reconstructions_identity(export_id(vae), identity_of(read_manifest(reference), reference)["id"])
+                identity = reconstructions_identity(export_id(vae), dataset_id(reference))
                 directories[key] = str(Path(vae).parent.parent / "reconstructions" / identity.name(key.replace("/", "-")))
                 split, _ = key_parts(key)
                 jobs.append(floor.remote(cfg, inputs.scenario, split, vae, reference, directories[key], cond_frames))

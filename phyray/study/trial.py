@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from phyray.artifacts import Identity, identity_of
+from phyray.artifacts import Identity
 from phyray.config import (
     COMBINATORIAL,
     COMPOSE_PREFIX,
@@ -55,7 +55,7 @@ from phyray.config import (
     TrainConfig,
     to_flat_dict,
 )
-from phyray.data.shards import decode_frames, iter_rows, read_manifest
+from phyray.data.shards import dataset_id, decode_frames, iter_rows, read_manifest
 from phyray.study.plan import Trial
 from phyray.study.prepare import ScenarioInputs, scores_dir, train_or_resume
 from phyray.study.settings import train_config
@@ -97,7 +97,7 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
     cond_frames = run_cfg.diffusion.cond_frames
     rollouts = {
         split: rollouts_identity(
-            dit.id, identity_of(read_manifest(inputs.eval[key]), inputs.eval[key])["id"], study.eval.sample_steps,
+            dit.id, dataset_id(inputs.eval[key]), study.eval.sample_steps,
             cond_frames, trial.seed,
         )
         for split, key in inputs.eval_keys(trial).items()
