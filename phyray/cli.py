@@ -268,7 +268,8 @@ def _eval_rollout(args: argparse.Namespace) -> int:
 
     try:
         manifest = rollout_dataset(
-            args.model, args.reference, args.out, args.sample_steps, args.batch_size, args.seed, args.device
+            args.model, args.reference, args.out, args.sample_steps, args.batch_size, args.seed, args.device,
+            resolution=args.resolution,
         )
     except (ConfigError, ProductError, FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
@@ -367,6 +368,8 @@ def _add_eval_commands(groups) -> None:
     roll.add_argument("--batch-size", type=int, default=16, help="videos sampled together")
     roll.add_argument("--seed", type=int, default=0, help="rollout seed, mixed with each video's own seed")
     roll.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    roll.add_argument("--resolution", type=positive_int, default=None,
+                      help="the DiT's side, if the reference is stored larger (area-averaged first; e.g. a bench suite)")
     roll.set_defaults(handler=_eval_rollout)
     physics = evaluate.add_parser("physics", help="velocity error, parse failures, PSNR and SSIM of rollouts")
     physics.add_argument("--rollouts", required=True, help="dataset of generated videos, joined to --reference by video_id")
@@ -410,6 +413,109 @@ def _add_eval_commands(groups) -> None:
     corrupt.add_argument("--seed", type=int, default=0, help="seed of the random objects, frames and edits")
     corrupt.add_argument("--no-clean", action="store_true", help="leave out the unchanged copies (label 'none')")
     corrupt.set_defaults(handler=_eval_corrupt)
+
+
+# ---- bench -----------------------------------------------------------------------------------
+
+DEFAULT_BENCH_DIR = "runs/bench"
+
+
+def _bench_suite(args: argparse.Namespace):
+    """The suite named by --suite (shrunk by --videos-per-split) and its reference sets."""
+    from pathlib import Path
+
+    from phyray.benchmark.suites import get_suite, reference_sets, suite_card
+
+    try:
+        suite = get_suite(args.suite, args.videos_per_split)
+        references = reference_sets(suite, Path(args.bench_dir) / "data", log=print)
+    except ConfigError as err:
+        raise CliError(str(err)) from None
+    return suite, references, suite_card(suite, references)
+
+
+def _bench_export(args: argparse.Namespace) -> int:
+    from phyray.benchmark.suites import export_suite
+
+    suite, references, _ = _bench_suite(args)
+    card = export_suite(suite, references, args.out)
+    print(f"{args.out}: suite {suite.key}, {len(card['videos'])} videos; {card['task']}")
+    for split, directory in references.items():
+        print(f"  reference {split}: {directory}")
+    return 0
+
+
+def _bench_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from phyray.benchmark.baselines import baseline_source
+    from phyray.benchmark.media import MediaError
+    from phyray.benchmark.score import Scoring, Submission, score_suite, submission_source
+
+    if (args.videos is None) == (args.baseline is None):
+        raise CliError("give --videos DIR (a submission) or --baseline KIND (a reference entry)")
+    if args.lpips_backbone is not None and not Path(args.lpips_backbone).is_file():
+        raise CliError(f"--lpips-backbone: {args.lpips_backbone} does not exist")
+    suite, references, card = _bench_suite(args)
+    bitrates_of = None
+    try:
+        if args.videos is not None:
+            submission = Submission(Path(args.videos), {v["video_id"] for v in card["videos"]})
+            for name, note in submission.notes:
+                print(f"{name}: {note}")
+            source, entry, bitrates_of = submission_source(submission, suite), args.name or Path(args.videos).name, lambda: submission.bitrates
+        else:
+            source, entry = baseline_source(suite, args.baseline), args.name or f"baseline: {args.baseline}"
+        scoring = Scoring(ssim=not args.no_ssim, lpips_backbone=args.lpips_backbone, cond_psnr_min=args.cond_psnr_min)
+        summary = score_suite(
+            suite, card, references, source, args.out, entry, scoring, tuple(args.bitrates),
+            cache_dir=Path(args.bench_dir) / "scores", allow_partial=args.allow_partial, bitrates_of=bitrates_of,
+        )
+    except (ConfigError, MediaError, ProductError) as err:
+        raise CliError(str(err)) from None
+    counts = summary["counts"]
+    print(f"{counts['scored']} of {counts['suite']} videos scored"
+          + "".join(f", {v} {k}" for k, v in counts.items() if k not in ("scored", "suite") and v))
+    print((Path(args.out) / "results.md").read_text())
+    if not summary["reported"]:
+        print(f"phyray: error: incomplete submission: no score reported (per video: {Path(args.out) / 'videos.csv'}; "
+              "--allow-partial scores the rest)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_bench_commands(groups) -> None:
+    from phyray.benchmark.score import COND_PSNR_MIN, FLOOR_BITRATES
+    from phyray.benchmark.suites import SUITE_NAMES
+
+    bench = _commands(groups.add_parser("bench", help="score any video model's continuations on phyray's physics suites"))
+
+    def suite_args(command) -> None:
+        command.add_argument("--suite", required=True, help=f"suite name: {', '.join(SUITE_NAMES)}")
+        command.add_argument("--videos-per-split", type=positive_int, default=None,
+                             help="shrink each split to about N videos (its own suite key; default: the full suite)")
+        command.add_argument("--bench-dir", default=DEFAULT_BENCH_DIR,
+                             help=f"where reference sets and kept floors live (default {DEFAULT_BENCH_DIR})")
+
+    export = bench.add_parser("export", help="write a suite's conditioning frames (PNG, MP4) and suite.json")
+    suite_args(export)
+    export.add_argument("--out", required=True, help="directory to write the suite into")
+    export.set_defaults(handler=_bench_export)
+    score = bench.add_parser("score", help="score a directory of videos (or a baseline) against a suite")
+    suite_args(score)
+    score.add_argument("--videos", help="submission: per video id an .mp4, a PNG directory, .npy/.npz, or phyray datasets")
+    score.add_argument("--baseline", help="score a reference entry instead: ground_truth, frozen, constant_velocity")
+    score.add_argument("--out", required=True, help="report directory (videos.csv, summary.json, results.md)")
+    score.add_argument("--name", help="the entry's name in results.md (default: the --videos directory's name)")
+    score.add_argument("--allow-partial", action="store_true", help="report scores even if some videos are not scorable")
+    score.add_argument("--bitrates", type=lambda text: [int(float(b)) for b in text.split(",")], default=list(FLOOR_BITRATES),
+                       help="compression-floor bitrates in bits/s, comma-separated (default "
+                            f"{','.join(str(b) for b in FLOOR_BITRATES)}; an MP4 submission's own is added)")
+    score.add_argument("--cond-psnr-min", type=float, default=COND_PSNR_MIN,
+                       help=f"conditioning frames must match the suite's to this PSNR in dB (default {COND_PSNR_MIN:g})")
+    score.add_argument("--no-ssim", action="store_true", help="skip SSIM")
+    score.add_argument("--lpips-backbone", help="combinatorial: local torchvision AlexNet state dict for LPIPS")
+    score.set_defaults(handler=_bench_score)
 
 
 # ---- study -----------------------------------------------------------------------------------
@@ -504,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_commands(groups)
     _add_train_commands(groups)
     _add_study_commands(groups)
+    _add_bench_commands(groups)
     return parser
 
 

@@ -242,6 +242,7 @@ FORBIDDEN = {
     "phyray/config.py": ("phyray.models", "phyray.data", "phyray.train", "phyray.eval", "phyray.study", "torch"),
     "phyray/presets.py": ("torch",),
     "phyray/artifacts.py": ("phyray.data", "phyray.models", "phyray.train", "phyray.eval", "phyray.study"),
+    "phyray/benchmark": ("phyray.train", "phyray.study"),
 }
 
 

@@ -366,6 +366,30 @@ def test_rollouts_are_shards_that_the_cli_scores_the_same(http_study, mlflow_ser
         assert row["value"] == pytest.approx(logged[("eval_ood", row["ood_level"], row["metric"])], nan_ok=True)
 
 
+def test_a_trained_dit_is_scored_on_a_benchmark_suite(http_study, mlflow_server, tmp_path, capsys):
+    """A study's DiT (32²) continues a shrunk 128² suite at its own side and is scored like any
+    submission: its rollout datasets are the submission, read by video id."""
+    from phyray.cli import main
+
+    cfg, _ = http_study
+    (run,) = trial_runs(MlflowClient(mlflow_server), cfg.experiment_name, "tags.`phyray.data_size` = '32'")
+    model = trial_dir_of(run) / "export" / "model.pt"
+    suite = ["--suite", "uniform_motion", "--videos-per-split", "2", "--bench-dir", str(tmp_path / "bench")]
+    assert main(["bench", "export", *suite, "--out", str(tmp_path / "suite")]) == 0
+    references = [line.split(": ")[1] for line in capsys.readouterr().out.splitlines() if "reference " in line]
+    assert len(references) == 2
+    for i, reference in enumerate(references):
+        assert main(["eval", "rollout", "--model", str(model), "--reference", reference, "--resolution", "32",
+                     "--out", str(tmp_path / "videos" / f"split{i}"), "--batch-size", "4"]) == 0
+    assert main(["bench", "score", *suite, "--videos", str(tmp_path / "videos"), "--no-ssim", "--bitrates", "40000",
+                 "--name", "DiT-T smoke", "--out", str(tmp_path / "report")]) == 0
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["counts"]["scored"] == summary["counts"]["suite"] == 4  # conditioning checked at 32²
+    headline = {r["group"]: r for r in summary["scores"] if r["metric"] == "vel_err_per_frame"}
+    assert {"id", "ood"} <= set(headline)
+    assert "| DiT-T smoke |" in (tmp_path / "report" / "results.md").read_text()
+
+
 def test_rerun_skips_finished_trials_and_finishes_an_interrupted_one(http_study, mlflow_server):
     from phyray.study.grid import run_study
 

@@ -46,11 +46,15 @@ def video_noise_seed(row: dict[str, Any], rollout_seed: int) -> int:
     return (video_seed * 1_000_003 + rollout_seed) % 2**63
 
 
-def rollouts_identity(dit_id: str, reference_id: str, sample_steps: int, cond_frames: int, seed: int) -> Identity:
+def rollouts_identity(
+    dit_id: str, reference_id: str, sample_steps: int, cond_frames: int, seed: int, resolution: int | None = None,
+) -> Identity:
     """What makes a rollout set itself. The batch size does not enter: each video's noise is
-    seeded on its own (`video_noise_seed`)."""
+    seeded on its own (`video_noise_seed`). `resolution`: the reference area-averaged to that
+    side first (None: as stored, and not in the identity)."""
+    settings = {"sample_steps": sample_steps, "cond_frames": cond_frames, "seed": seed}
     return Identity(
-        "rollouts", {"sample_steps": sample_steps, "cond_frames": cond_frames, "seed": seed},
+        "rollouts", settings | ({"resolution": resolution} if resolution is not None else {}),
         {"dit": dit_id, "reference": reference_id},
     )
 
@@ -75,6 +79,7 @@ def rollout_dataset(
     seed: int = 0,
     device: str | None = None,
     vae_path: str | Path | None = None,
+    resolution: int | None = None,
 ) -> dict[str, Any]:
     """Roll out every video of `reference_dir` with a trained DiT; returns the rollout manifest.
 
@@ -87,6 +92,8 @@ def rollout_dataset(
         seed: rollout seed, mixed with each video's own seed.
         device: torch device; None = CUDA if available, else CPU.
         vae_path: the DiT's VAE; None = where the DiT's export says it was.
+        resolution: the DiT's side, when the reference is stored larger (e.g. a 128² benchmark
+            suite for a DiT trained at 32²): its frames are area-averaged to it first.
 
     Returns:
         The manifest (identity naming the model, reference and sampler).
@@ -103,7 +110,7 @@ def rollout_dataset(
     c = diffusion["cond_frames"]
     reference = read_manifest(reference_dir)
     sources = shard_paths(reference_dir)
-    identity = rollouts_identity(export_id(dit_file), identity_of(reference, reference_dir)["id"], steps, c, seed)
+    identity = rollouts_identity(export_id(dit_file), identity_of(reference, reference_dir)["id"], steps, c, seed, resolution)
 
     def roll_out(missing: list[int]):
         torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -116,14 +123,14 @@ def rollout_dataset(
             generated: list[np.ndarray] = []
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
-                frames = np.stack([decode_frames(r) for r in chunk])  # (B, T, H, W, 3)
+                frames = np.stack([decode_frames(r, resolution) for r in chunk])  # (B, T, H, W, 3)
                 seeds = [video_noise_seed(r, seed) for r in chunk]
                 generated += list(rollout(vae, model, schedule, frames[:, :c], frames.shape[1], steps, seeds))
             yield write_shard(_rollout_table(table.schema, rows, generated), Path(out) / sources[index].name)
 
     return write_product(
         Path(out), identity, [p.name for p in sources], [e["num_videos"] for e in reference["shards"]], roll_out,
-        resolution=reference.get("resolution"), num_frames=reference.get("num_frames"), counts=reference.get("counts"),
+        resolution=resolution or reference.get("resolution"), num_frames=reference.get("num_frames"), counts=reference.get("counts"),
         sources={"dit": str(dit_file.resolve()), "reference": str(Path(reference_dir).resolve())},
     )
 
