@@ -471,6 +471,13 @@ def _bench_score(args: argparse.Namespace) -> int:
             suite, card, references, source, args.out, entry, scoring, tuple(args.bitrates),
             cache_dir=Path(args.bench_dir) / "scores", allow_partial=args.allow_partial, bitrates_of=bitrates_of,
         )
+        if args.mlflow is not None:
+            from phyray.benchmark.score import log_to_mlflow
+            from phyray.tracking import artifact_root_for, resolve_tracking_uri
+
+            uri = resolve_tracking_uri(args.mlflow or None, args.bench_dir)
+            run_id = log_to_mlflow(summary, Path(args.out), uri, artifact_root_for(uri, args.bench_dir))
+            print(f"mlflow: run {run_id} in experiment phyray-bench of {uri}")
     except (ConfigError, MediaError, ProductError) as err:
         raise CliError(str(err)) from None
     counts = summary["counts"]
@@ -515,6 +522,9 @@ def _add_bench_commands(groups) -> None:
                        help=f"conditioning frames must match the suite's to this PSNR in dB (default {COND_PSNR_MIN:g})")
     score.add_argument("--no-ssim", action="store_true", help="skip SSIM")
     score.add_argument("--lpips-backbone", help="combinatorial: local torchvision AlexNet state dict for LPIPS")
+    score.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                       help="also log the entry as an MLflow run (URI default: $MLFLOW_TRACKING_URI, else "
+                            "a SQLite store in --bench-dir)")
     score.set_defaults(handler=_bench_score)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from mlflow.tracking import MlflowClient
 
 from phyray.artifacts import Identity, write_product
 from phyray.benchmark.baselines import baseline_source
@@ -243,8 +244,18 @@ def test_cli_exports_and_scores_a_baseline_with_its_floors(uniform, tmp_path, ca
     common = ["--suite", "uniform_motion", "--videos-per-split", str(VIDEOS), "--bench-dir", bench]
     assert main(["bench", "export", *common, "--out", str(tmp_path / "suite")]) == 0
     assert (tmp_path / "suite" / "suite.json").is_file()
-    assert main(["bench", "score", *common, "--baseline", "frozen", "--no-ssim", "--out", str(tmp_path / "r")]) == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["bench", "score", *common, "--baseline", "frozen", "--no-ssim", "--out", str(tmp_path / "r"),
+                 "--mlflow", uri]) == 0
     results = (tmp_path / "r" / "results.md").read_text()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    (run,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("phyray-bench").experiment_id])
+    assert run.data.tags["phyray.suite"] == suite.key and run.info.run_name == "baseline: frozen"
+    logged = next(r for r in summary["scores"] if r["group"] == "id" and r["metric"] == "vel_err_per_frame")
+    assert run.data.metrics["id/vel_err_per_frame"] == logged["value"]
+    assert run.data.metrics["id/vel_err_per_frame_ci_low"] == logged["ci_low"]
+    assert "floor_160000/id/vel_err_per_frame" in run.data.metrics
+    assert {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)} == {"results.md", "summary.json", "videos.csv"}
     assert f"# {suite.key}: baseline: frozen" in results and f"{2 * VIDEOS} of {2 * VIDEOS} videos scored" in results
     for rate in ("10", "40", "160"):
         assert f"H.264 at {rate} kb/s" in results

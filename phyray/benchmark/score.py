@@ -451,3 +451,28 @@ def results_markdown(summary: dict[str, Any]) -> str:
                   "|---|" + "---|" * len(groups)]
         lines += [f"| {m} | " + " | ".join(_cell(summary["scores"], g, m) for g in groups) + " |" for m in metrics]
     return "\n".join(lines) + "\n"
+
+
+def log_to_mlflow(summary: dict[str, Any], report_dir: Path, uri: str, artifact_root: str | None = None) -> str:
+    """One MLflow run of a scored entry in experiment "phyray-bench": the suite and protocol as
+    params, `<group>/<metric>` (and its `_ci_low`, `_ci_high`) as metrics, each compression floor
+    as `floor_<bits/s>/<group>/<metric>`, and the report's files as artifacts. Returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    from phyray.tracking import end_run, log_metrics, start_run
+
+    suite = summary["suite"]
+    params = {f"suite.{k}": v for k, v in suite.items()} | {f"protocol.{k}": v for k, v in summary["protocol"].items()}
+    tags = {"phyray.role": "bench", "phyray.suite": suite["key"], "phyray.complete": str(summary["complete"]).lower()}
+    run_id = start_run(uri, "phyray-bench", summary["entry"], params, tags, artifact_root)
+    metrics: dict[str, float | None] = {}
+    for prefix, rows in [("", summary["scores"]), *((f"floor_{rate}/", rows) for rate, rows in summary["compression_floors"].items())]:
+        for row in rows:
+            name = f"{prefix}{row['group']}/{row['metric']}"
+            metrics |= {name: row["value"], f"{name}_ci_low": row["ci_low"], f"{name}_ci_high": row["ci_high"]}
+    log_metrics(uri, run_id, metrics, step=0)
+    client = MlflowClient(uri)
+    for name in ("results.md", "summary.json", "videos.csv"):
+        client.log_artifact(run_id, str(report_dir / name))
+    end_run(uri, run_id, "FINISHED")
+    return run_id
