@@ -451,11 +451,13 @@ def _bench_score(args: argparse.Namespace) -> int:
     from phyray.benchmark.baselines import baseline_source
     from phyray.benchmark.media import MediaError
     from phyray.benchmark.score import Scoring, Submission, score_suite, submission_source
+    from phyray.eval.fvd import default_weights
 
     if (args.videos is None) == (args.baseline is None):
         raise CliError("give --videos DIR (a submission) or --baseline KIND (a reference entry)")
-    if args.lpips_backbone is not None and not Path(args.lpips_backbone).is_file():
-        raise CliError(f"--lpips-backbone: {args.lpips_backbone} does not exist")
+    for name, path in (("--lpips-backbone", args.lpips_backbone), ("--fvd-weights", args.fvd_weights)):
+        if path is not None and not Path(path).is_file():
+            raise CliError(f"{name}: {path} does not exist")
     suite, references, card = _bench_suite(args)
     bitrates_of = None
     try:
@@ -466,7 +468,8 @@ def _bench_score(args: argparse.Namespace) -> int:
             source, entry, bitrates_of = submission_source(submission, suite), args.name or Path(args.videos).name, lambda: submission.bitrates
         else:
             source, entry = baseline_source(suite, args.baseline), args.name or f"baseline: {args.baseline}"
-        scoring = Scoring(ssim=not args.no_ssim, lpips_backbone=args.lpips_backbone, cond_psnr_min=args.cond_psnr_min)
+        scoring = Scoring(ssim=not args.no_ssim, lpips_backbone=args.lpips_backbone, cond_psnr_min=args.cond_psnr_min,
+                          fvd_weights=None if args.no_fvd or suite.scenario != "combinatorial" else args.fvd_weights or default_weights())
         summary = score_suite(
             suite, card, references, source, args.out, entry, scoring, tuple(args.bitrates),
             cache_dir=Path(args.bench_dir) / "scores", allow_partial=args.allow_partial, bitrates_of=bitrates_of,
@@ -522,6 +525,8 @@ def _add_bench_commands(groups) -> None:
                        help=f"conditioning frames must match the suite's to this PSNR in dB (default {COND_PSNR_MIN:g})")
     score.add_argument("--no-ssim", action="store_true", help="skip SSIM")
     score.add_argument("--lpips-backbone", help="combinatorial: local torchvision AlexNet state dict for LPIPS")
+    score.add_argument("--fvd-weights", help="combinatorial: I3D checkpoint (default: .weights/i3d-kinetics-400.ckpt if fetched)")
+    score.add_argument("--no-fvd", action="store_true", help="combinatorial: skip FVD")
     score.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
                        help="also log the entry as an MLflow run (URI default: $MLFLOW_TRACKING_URI, else "
                             "a SQLite store in --bench-dir)")

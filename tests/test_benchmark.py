@@ -42,6 +42,7 @@ from phyray.benchmark.suites import (
     suite_frames,
 )
 from phyray.cli import main
+from phyray.config import ConfigError
 from phyray.data.shards import PLANAR_RGB, encode_frames, shard_name, write_shard
 
 VIDEOS = 4  # per split: 4 ID, 4 OOD (over the three levels)
@@ -262,3 +263,33 @@ def test_cli_exports_and_scores_a_baseline_with_its_floors(uniform, tmp_path, ca
     assert main(["bench", "score", *common, "--out", str(tmp_path / "x")]) == 2  # neither --videos nor --baseline
     assert main(["bench", "score", "--suite", "nope", "--baseline", "frozen", "--out", str(tmp_path / "y")]) == 2
     assert "--suite: unknown 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("phyre_env")
+def test_the_combinatorial_suite_scores_the_judge_and_fvd(bench_dir, ray_local):
+    from dataclasses import replace
+
+    from phyray.eval.fvd import default_weights
+
+    if default_weights() is None:
+        pytest.skip("no I3D weights: run `bash scripts/fetch_weights.sh`")
+    # Two templates per split, two trials each: the full suite's settings, shrunk.
+    suite = replace(get_suite("combinatorial", 1), splits={"eval_in_template": 2, "eval_out_of_template": 2},
+                    templates={"eval_in_template": [10003, 10016], "eval_out_of_template": [10060, 10064]})
+    references = reference_sets(suite, bench_dir / "data", log=lambda line: None)
+    scoring = Scoring(ssim=False, fvd_weights=default_weights())
+    truth = score_videos(suite, references, baseline_source(suite, "ground_truth"), scoring)
+    frozen = score_videos(suite, references, baseline_source(suite, "frozen"), scoring)
+    assert len(truth) == 8 and {r["split"] for r in truth} == {"eval_in_template", "eval_out_of_template"}
+    for r in truth:
+        assert r["abnormal"] == r["gt_floor_abnormal"] and r["psnr"] == 100
+    from phyray.benchmark.score import suite_metrics, summarize
+
+    fvd = {name: {r["group"]: r["value"] for r in summarize(records, suite_metrics(suite)) if r["metric"] == "fvd"}
+           for name, records in (("truth", truth), ("frozen", frozen))}
+    assert set(fvd["truth"]) == {"in_template", "out_of_template"}
+    for group, value in fvd["truth"].items():
+        assert abs(value) < 1e-3 < fvd["frozen"][group]  # a set against itself; nothing moving is far
+    assert sum(r["abnormal"] for r in frozen) > sum(r["abnormal"] for r in truth)  # a frozen world levitates
+    with pytest.raises(ConfigError, match="constant_velocity"):
+        baseline_source(suite, "constant_velocity")

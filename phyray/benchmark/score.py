@@ -33,6 +33,7 @@ import statistics
 import tempfile
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -73,6 +74,10 @@ FLOOR_BITRATES = (10_000, 40_000, 160_000)
 # reach (the figures it was set from: docs/benchmark.md).
 COND_PSNR_MIN = 28.0
 POOLED = "ood"
+# Per-video I3D features of a generated video and of its reference (combinatorial, with
+# --fvd-weights): carried on the records until `summarize` turns each group's into an FVD.
+FEATURES, TRUTH_FEATURES = "_i3d", "_i3d_truth"
+_TRUTH_FEATURES: dict[tuple[str, str], np.ndarray] = {}
 CHUNK = 32  # videos decoded and scored together
 SCORES_FORMAT = 1  # bump when a metric or the grouping changes: kept floors are then remade
 
@@ -206,6 +211,7 @@ class Scoring:
 
     ssim: bool = True
     lpips_backbone: str | None = None  # combinatorial: LPIPS when the AlexNet weights are given
+    fvd_weights: str | None = None  # combinatorial: FVD per split when the I3D weights are given
     cond_psnr_min: float = COND_PSNR_MIN
 
     def record(self) -> dict[str, Any]:
@@ -213,9 +219,9 @@ class Scoring:
         from phyray.eval.report import SCORES_FORMAT as PHYSICS_SCORES
         from phyray.eval.scenes import SceneScoring
 
-        scene = SceneScoring(ssim=self.ssim, lpips_backbone=self.lpips_backbone).record()
+        scene = SceneScoring(ssim=self.ssim, lpips_backbone=self.lpips_backbone, fvd_weights=self.fvd_weights).record()
         return {"ssim": self.ssim, "cond_psnr_min": self.cond_psnr_min, "physics_scores": PHYSICS_SCORES,
-                "abnormal": scene["abnormal"], "lpips_backbone": scene["lpips_backbone"]}
+                "abnormal": scene["abnormal"], "lpips_backbone": scene["lpips_backbone"], "fvd_weights": scene["fvd_weights"]}
 
 
 class _Scorer:
@@ -227,19 +233,50 @@ class _Scorer:
             from phyray.eval.lpips import load_lpips
 
             self.lpips = load_lpips(scoring.lpips_backbone) if scoring.lpips_backbone else None
+            self.i3d = _i3d(scoring.fvd_weights) if scoring.fvd_weights else None
         else:
+            self.i3d = None
             self.physics = load_data_config(suite.scenario).physics
 
-    def __call__(self, rows: list[dict[str, Any]], videos: list[np.ndarray]) -> list[dict[str, Any]]:
+    def __call__(self, rows: list[dict[str, Any]], videos: list[np.ndarray], truths: list[np.ndarray]) -> list[dict[str, Any]]:
         s = self.suite
         if s.scenario == COMBINATORIAL:
             from phyray.eval.scenes import score_scene_videos
 
-            return score_scene_videos(rows, videos, s.cond_frames, self.scoring.ssim, self.lpips)
+            records = score_scene_videos(rows, videos, s.cond_frames, self.scoring.ssim, self.lpips)
+            if self.i3d is not None:  # per-video features; FVD is a distance between the sets
+                generated = self._features(videos)
+                truth = self._truth_features(rows, truths)
+                for record, g, t in zip(records, generated, truth):
+                    record |= {FEATURES: g, TRUTH_FEATURES: t}
+            return records
         from phyray.eval.report import evaluate_videos
 
         return evaluate_videos(rows, videos, "subpixel", s.cond_frames, ssim=self.scoring.ssim,
                                frame_dt=self.physics.frame_dt, world_size=self.physics.world_size)
+
+
+    def _features(self, videos: list[np.ndarray]) -> np.ndarray:
+        from phyray.eval.fvd import CLIP_FRAMES, i3d_features
+
+        clip = min(CLIP_FRAMES, self.suite.num_frames)
+        return i3d_features(np.stack([v[:clip] for v in videos]), self.i3d, clip_frames=clip)
+
+    def _truth_features(self, rows: list[dict[str, Any]], truths: list[np.ndarray]) -> np.ndarray:
+        """The references' features, computed once per process (a submission and its floors)."""
+        key = self.i3d.weights_sha256
+        todo = [i for i, row in enumerate(rows) if (key, row["video_id"]) not in _TRUTH_FEATURES]
+        if todo:
+            for i, feature in zip(todo, self._features([truths[i] for i in todo])):
+                _TRUTH_FEATURES[(key, rows[i]["video_id"])] = feature
+        return np.stack([_TRUTH_FEATURES[(key, row["video_id"])] for row in rows])
+
+
+@lru_cache(maxsize=2)
+def _i3d(weights: str):
+    from phyray.eval.fvd import load_i3d
+
+    return load_i3d(weights)
 
 
 def _reference_batches(suite: Suite, references: dict[str, Path]) -> Iterator[list[dict[str, Any]]]:
@@ -265,7 +302,7 @@ def score_videos(
     scorer = _Scorer(suite, scoring)
     records: list[dict[str, Any]] = []
     for batch in _reference_batches(suite, references):
-        scored_rows, videos = [], []
+        scored_rows, videos, truths = [], [], []
         for row in batch:
             truth = decode_frames(row, suite.resolution)
             record = {"video_id": row["video_id"], "split": row["split"], "ood_level": row.get("ood_level"),
@@ -274,13 +311,14 @@ def score_videos(
                 cond_psnr_min = scoring.cond_psnr_min if check_conditioning else None
                 videos.append(checked_frames(suite, source(row, truth), truth, cond_psnr_min))
                 scored_rows.append(row)
+                truths.append(truth)
                 record |= {"status": SCORED, "reason": ""}
             except Unscorable as err:
                 record |= {"status": err.status, "reason": err.reason}
                 if log:
                     log(f"{row['video_id']}: {err.status}: {err.reason}")
             records.append(record)
-        metrics = iter(scorer(scored_rows, videos) if scored_rows else [])
+        metrics = iter(scorer(scored_rows, videos, truths) if scored_rows else [])
         for record in records[len(records) - len(batch):]:
             if record["status"] == SCORED:
                 scores = next(metrics)
@@ -321,6 +359,13 @@ def summarize(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[d
             low, high = bootstrap_ci(counted) or (None, None)
             rows.append({"group": group, "metric": metric, "value": float(counted.mean()) if counted.size else None,
                          "ci_low": low, "ci_high": high, "n": int(counted.size), "n_excluded": int(values.size - counted.size)})
+        if FEATURES in groups[group][0]:
+            from phyray.eval.fvd import frechet_distance
+
+            members = groups[group]
+            fvd = frechet_distance(np.stack([r[FEATURES] for r in members]), np.stack([r[TRUTH_FEATURES] for r in members]))
+            rows.append({"group": group, "metric": "fvd", "value": fvd, "ci_low": None, "ci_high": None,
+                         "n": len(members), "n_excluded": 0})
     return rows
 
 

@@ -206,6 +206,8 @@ def metric_protocol(suite: Suite) -> dict[str, Any]:
             "metrics": list(SCENE_METRICS),
             "abnormal_judge": f"phyray.eval.abnormal, rules version {JUDGE_VERSION} (pixels only)",
             "pixels": "PSNR, SSIM in [0, 1]; LPIPS AlexNet v0.1 when its weights are given",
+            "fvd": "per split, I3D Kinetics-400 logits of the first 16 frames (conditioning frame included) at 224², "
+                   "when its weights are given (no interval: a distance between sets)",
         }
     return common | {
         "headline": "vel_err_per_frame",
