@@ -186,6 +186,12 @@ def test_every_format_of_the_same_frames_gives_the_same_scores(uniform, tmp_path
         for kind in ("mp4", "png", "npz", "npy", "big", "shards")
     }
     assert all(r["status"] == SCORED for r in scores["mp4"])
+    # A dataset whose shard does not match its manifest: a note, and each of its videos missing.
+    shard = tmp_path / "shards" / "rollouts" / shard_name(0)
+    shard.write_bytes(shard.read_bytes()[:-8] + b"corrupt!")
+    broken = Submission(tmp_path / "shards", set())
+    assert "checksum does not match" in dict(broken.notes)["rollouts"]
+    assert {r["status"] for r in score_videos(suite, references, submission_source(broken, suite), FAST)} == {MISSING}
     for kind, records in scores.items():
         assert _scores(records) == _scores(scores["mp4"]), kind
         assert _scores(records, "psnr") == _scores(scores["mp4"], "psnr"), kind

@@ -40,7 +40,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from phyray.artifacts import MANIFEST, Identity, atomic_write_bytes, atomic_write_json, kept_json
+from phyray.artifacts import (
+    MANIFEST,
+    Identity,
+    ProductError,
+    atomic_write_bytes,
+    atomic_write_json,
+    kept_json,
+)
 from phyray.benchmark.media import (
     MP4,
     NPY,
@@ -121,7 +128,12 @@ class Submission:
             else:
                 self.notes.append((path.name, "not a video (use .mp4, a directory of .png, .npy or .npz); ignored"))
         for product in products:
-            for shard in shard_paths(product):
+            try:
+                shards = shard_paths(product)  # each checked against its manifest
+            except ProductError as err:  # its videos are then reported missing, each on its line
+                self.notes.append((product.name, f"unreadable dataset ({err}); its videos are not read"))
+                continue
+            for shard in shards:
                 for row, video_id in enumerate(read_shard(shard, ["video_id"]).column("video_id").to_pylist()):
                     if video_id in self.rows or video_id in self.files:
                         self.files[video_id].append(shard)  # given twice: reported as malformed
@@ -143,7 +155,10 @@ class Submission:
             given = ", ".join(str(p.relative_to(self.directory)) for p in paths)
             raise Unscorable(MALFORMED, f"given more than once ({given}{', a dataset row' if video_id in self.rows else ''})")
         if video_id in self.rows:
-            return self._row_frames(*self.rows[video_id])
+            try:
+                return self._row_frames(*self.rows[video_id])
+            except (ProductError, ValueError) as err:  # undecodable frames
+                raise Unscorable(MALFORMED, f"{self.rows[video_id][0]}: {err}") from None
         if not paths:
             raise Unscorable(MISSING, "no video with this id in the submission")
         try:
