@@ -494,6 +494,29 @@ def _bench_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_leaderboard(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from phyray.artifacts import atomic_write_bytes
+    from phyray.benchmark.score import leaderboard_markdown
+
+    summaries = []
+    for report in args.reports:
+        path = Path(report) / "summary.json"
+        if not path.is_file():
+            raise CliError(f"{report}: no summary.json; score an entry into it with `phyray bench score`")
+        summaries.append(json.loads(path.read_text()))
+    try:
+        text = leaderboard_markdown(summaries, args.metric)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(args.out), text.encode())
+    print(text, end="")
+    return 0
+
+
 def _add_bench_commands(groups) -> None:
     from phyray.benchmark.score import COND_PSNR_MIN, FLOOR_BITRATES
     from phyray.benchmark.suites import SUITE_NAMES
@@ -531,6 +554,11 @@ def _add_bench_commands(groups) -> None:
                        help="also log the entry as an MLflow run (URI default: $MLFLOW_TRACKING_URI, else "
                             "a SQLite store in --bench-dir)")
     score.set_defaults(handler=_bench_score)
+    board = bench.add_parser("leaderboard", help="entries of one suite side by side, beside the floors")
+    board.add_argument("reports", nargs="+", help="report directories written by `phyray bench score`")
+    board.add_argument("--out", required=True, help="markdown file to write")
+    board.add_argument("--metric", help="the metric to rank (default: the suite's headline)")
+    board.set_defaults(handler=_bench_leaderboard)
 
 
 # ---- study -----------------------------------------------------------------------------------

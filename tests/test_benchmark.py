@@ -263,9 +263,15 @@ def test_cli_exports_and_scores_a_baseline_with_its_floors(uniform, tmp_path, ca
     assert run.data.metrics["id/vel_err_per_frame_ci_low"] == logged["ci_low"]
     assert "floor_160000/id/vel_err_per_frame" in run.data.metrics
     assert {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)} == {"results.md", "summary.json", "videos.csv"}
-    assert f"# {suite.key}: baseline: frozen" in results and f"{2 * VIDEOS} of {2 * VIDEOS} videos scored" in results
+    assert f"# {suite.key}: vel_err_per_frame" in results and f"- baseline: frozen: **Protocol.** {2 * VIDEOS} of {2 * VIDEOS} videos scored" in results
     for rate in ("10", "40", "160"):
         assert f"H.264 at {rate} kb/s" in results
+    assert main(["bench", "score", *common, "--baseline", "constant_velocity", "--no-ssim", "--out", str(tmp_path / "cv")]) == 0
+    assert main(["bench", "leaderboard", str(tmp_path / "r"), str(tmp_path / "cv"), "--out", str(tmp_path / "board.md")]) == 0
+    board = (tmp_path / "board.md").read_text().splitlines()
+    ranked = [line.split(" | ")[0] for line in board if line.startswith("| ")][1:]
+    assert ranked[:2] == ["| baseline: constant_velocity", "| baseline: frozen"]  # the better first
+    assert sum("compression floor" in line for line in ranked) == 3
     assert main(["bench", "score", *common, "--out", str(tmp_path / "x")]) == 2  # neither --videos nor --baseline
     assert main(["bench", "score", "--suite", "nope", "--baseline", "frozen", "--out", str(tmp_path / "y")]) == 2
     assert "--suite: unknown 'nope'" in capsys.readouterr().err

@@ -475,42 +475,62 @@ def _cell(rows: list[dict[str, Any]], group: str, metric: str) -> str:
     return "-"
 
 
-def results_markdown(summary: dict[str, Any]) -> str:
-    """The leaderboard view of a summary: the protocol card, the headline metric per group for
-    the entry, its parse floor and each compression floor, then every metric of the entry."""
+def _protocol_line(summary: dict[str, Any]) -> str:
     suite, protocol, counts = summary["suite"], summary["protocol"], summary["counts"]
-    headline = protocol["headline"]
-    floor_name = f"gt_floor_{headline}"
-    groups = sorted({r["group"] for rows in (summary["scores"], *summary["compression_floors"].values()) for r in rows},
-                    key=_group_order)
-    lines = [
-        f"# {suite['key']}: {summary['entry']}",
-        "",
-        f"**Protocol.** {counts[SCORED]} of {counts['suite']} videos scored; {suite['resolution']}x{suite['resolution']}, "
-        f"{suite['num_frames']} frames ({suite['cond_frames']} conditioning), {suite['fps']:g} fps, suite seed {suite['seed']}; "
-        + "; ".join(f"{k}: {v}" for k, v in protocol.items() if k != "metrics") + ".",
-        "",
-    ]
-    if not summary["reported"]:
-        lines += [f"**Not scored: the submission is incomplete** ({', '.join(f'{k} {v}' for k, v in counts.items() if k not in (SCORED, 'suite') and v)}); "
-                  "see videos.csv, or score the rest with --allow-partial.", ""]
-    lines += [f"## {headline} (mean [95% CI])", "", "| entry | " + " | ".join(groups) + " |",
-              "|---|" + "---|" * len(groups)]
-    entries = []
-    if summary["reported"]:
-        entries.append((summary["entry"], summary["scores"], headline))
-        entries.append(("floor: the ground truth itself, lossless (parser / judge)", summary["scores"], floor_name))
-    for rate, rows in summary["compression_floors"].items():
-        note = " (the submission's bitrate)" if summary["submission_bitrate"] and int(rate) == round(summary["submission_bitrate"]) else ""
-        entries.append((f"compression floor: ground truth as H.264 at {int(rate) / 1000:g} kb/s{note}", rows, headline))
-    for name, rows, metric in entries:
-        lines.append(f"| {name} | " + " | ".join(_cell(rows, g, metric) for g in groups) + " |")
-    if summary["reported"]:
-        metrics = list(dict.fromkeys(r["metric"] for r in summary["scores"]))
-        lines += ["", f"## Every metric of {summary['entry']}", "", "| metric | " + " | ".join(groups) + " |",
-                  "|---|" + "---|" * len(groups)]
-        lines += [f"| {m} | " + " | ".join(_cell(summary["scores"], g, m) for g in groups) + " |" for m in metrics]
+    return (f"**Protocol.** {counts[SCORED]} of {counts['suite']} videos scored; {suite['resolution']}x{suite['resolution']}, "
+            f"{suite['num_frames']} frames ({suite['cond_frames']} conditioning), {suite['fps']:g} fps, suite seed {suite['seed']}; "
+            + "; ".join(f"{k}: {v}" for k, v in protocol.items() if k != "metrics") + ".")
+
+
+def leaderboard_markdown(summaries: list[dict[str, Any]], metric: str | None = None) -> str:
+    """Entries of one suite side by side: per group the metric (default the suite's headline)
+    of each reported entry, best first by its first group, then the parse floor and every
+    compression floor; an incomplete entry is listed as not scored. The protocol card of each
+    entry above the table (they may differ, e.g. in SSIM)."""
+    keys = {s["suite"]["key"] for s in summaries}
+    if len(keys) != 1:
+        raise ValueError(f"reports of different suites ({', '.join(sorted(keys))}): a leaderboard compares one suite")
+    first = summaries[0]
+    metric = metric or first["protocol"]["headline"]
+    scored = [s for s in summaries if s["reported"]]
+    floors: dict[str, list[dict[str, Any]]] = {}
+    for summary in summaries:
+        floors |= summary["compression_floors"]
+    groups = sorted({r["group"] for rows in (*(s["scores"] for s in scored), *floors.values()) for r in rows}, key=_group_order)
+
+    def sort_key(summary: dict[str, Any]) -> float:
+        value = next((r["value"] for r in summary["scores"] if r["group"] == groups[0] and r["metric"] == metric), None)
+        return math.inf if value is None else value
+
+    lines = [f"# {first['suite']['key']}: {metric} (mean [95% CI])", ""]
+    lines += [f"- {s['entry']}: {_protocol_line(s)}" for s in summaries] + [""]
+    lines += ["| entry | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    rows = [(s["entry"], s["scores"], metric) for s in sorted(scored, key=sort_key)]
+    if scored:
+        rows.append(("floor: the ground truth itself, lossless (parser / judge)", scored[0]["scores"], f"gt_floor_{metric}"))
+    bitrates = {round(s["submission_bitrate"]): s["entry"] for s in summaries if s["submission_bitrate"]}
+    for rate in sorted(floors, key=int):
+        note = f" (the bitrate of {bitrates[int(rate)]})" if int(rate) in bitrates else ""
+        rows.append((f"compression floor: ground truth as H.264 at {int(rate) / 1000:g} kb/s{note}", floors[rate], metric))
+    lines += [f"| {name} | " + " | ".join(_cell(values, g, m) for g in groups) + " |" for name, values, m in rows]
+    lines += [f"| {s['entry']} | " + " | ".join("not scored (incomplete)" for _ in groups) + " |" for s in summaries if not s["reported"]]
     return "\n".join(lines) + "\n"
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """One entry's report: the leaderboard of it beside its floors, then every metric of it."""
+    text = leaderboard_markdown([summary])
+    if not summary["reported"]:
+        counts = summary["counts"]
+        problems = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in (SCORED, "suite") and v)
+        return text + (f"\n**Not scored: the submission is incomplete** ({problems}); see videos.csv, "
+                       "or score the rest with --allow-partial.\n")
+    groups = sorted({r["group"] for r in summary["scores"]}, key=_group_order)
+    metrics = list(dict.fromkeys(r["metric"] for r in summary["scores"]))
+    lines = ["", f"## Every metric of {summary['entry']}", "", "| metric | " + " | ".join(groups) + " |",
+             "|---|" + "---|" * len(groups)]
+    lines += [f"| {m} | " + " | ".join(_cell(summary["scores"], g, m) for g in groups) + " |" for m in metrics]
+    return text + "\n".join(lines) + "\n"
 
 
 def log_to_mlflow(summary: dict[str, Any], report_dir: Path, uri: str, artifact_root: str | None = None) -> str:
