@@ -221,7 +221,7 @@ def test_each_bad_video_gets_its_line_and_no_score_is_reported(uniform, tmp_path
     records = {r["video_id"]: r for r in _csv(tmp_path / "report" / "videos.csv")}
     assert records[ids[0]]["status"] == MISSING
     assert records[ids[1]]["status"] == WRONG_FRAMES and "20 frames" in records[ids[1]]["reason"]
-    assert records[ids[2]]["status"] == COND_MISMATCH and "conditioning frame 0" in records[ids[2]]["reason"]
+    assert records[ids[2]]["status"] == COND_MISMATCH and "conditioning frames differ" in records[ids[2]]["reason"]
     assert records[ids[4]]["status"] == MALFORMED and "more than once" in records[ids[4]]["reason"]
     assert records[ids[5]]["status"] == MALFORMED and "not a readable video" in records[ids[5]]["reason"]
     assert {records[v]["status"] for v in ids[3:4] + ids[6:]} == {SCORED}

@@ -76,10 +76,11 @@ SCORED, MISSING, MALFORMED, WRONG_FRAMES, COND_MISMATCH = (
 # Bitrates (bits/s) of the compression floor. x264 does not go much below ~9 kb/s on a 3.2 s
 # 128² ball clip (its smallest frames), and by ~160 kb/s the floor has flattened out.
 FLOOR_BITRATES = (10_000, 40_000, 160_000)
-# The conditioning frames of a submission must match the suite's to this PSNR (dB): well above
-# what H.264 leaves of them at the lowest floor bitrate, well below what another video's frames
-# reach (the figures it was set from: docs/benchmark.md).
-COND_PSNR_MIN = 28.0
+# A submission's conditioning frames must match the suite's to this PSNR (dB, over all c frames
+# together): above what another video's frames reach (at most 30.1 dB), below what a whole video
+# encoded as H.264 at the floors' lowest bitrate keeps of them (at least 32.5 dB); measured by
+# bench/cond_check.py (docs/benchmark.md).
+COND_PSNR_MIN = 31.0
 POOLED = "ood"
 # Per-video I3D features of a generated video and of its reference (combinatorial, with
 # --fvd-weights): carried on the records until `summarize` turns each group's into an FVD.
@@ -199,8 +200,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def checked_frames(suite: Suite, frames: np.ndarray, truth: np.ndarray, cond_psnr_min: float | None) -> np.ndarray:
     """A submitted video at the suite's side, or Unscorable: the frame format, the frame count
-    and (unless `cond_psnr_min` is None) each conditioning frame against the suite's, PSNR >=
-    cond_psnr_min dB, compared at the smaller of the two sides (a model working at 32² is
+    and (unless `cond_psnr_min` is None) the conditioning frames against the suite's, PSNR over
+    all of them >= cond_psnr_min dB, compared at the smaller of the two sides (a model working at 32² is
     checked against the suite's frames area-averaged to 32², not against detail it never had)."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise Unscorable(MALFORMED, f"frames of shape {frames.shape}; expected (T, H, W, 3)")
@@ -212,11 +213,11 @@ def checked_frames(suite: Suite, frames: np.ndarray, truth: np.ndarray, cond_psn
         given, expected = (frames, resize_video(truth[: suite.cond_frames], frames.shape[1])) if frames.shape[1] < suite.resolution else (resized, truth)
     except MediaError as err:
         raise Unscorable(MALFORMED, str(err)) from None
-    for k in range(suite.cond_frames if cond_psnr_min is not None else 0):
-        psnr = _psnr(given[k], expected[k])
+    if cond_psnr_min is not None:
+        psnr = _psnr(given[: suite.cond_frames], expected[: suite.cond_frames])
         if psnr < cond_psnr_min:
-            raise Unscorable(COND_MISMATCH, f"conditioning frame {k} differs from the suite's "
-                                            f"(PSNR {psnr:.1f} dB < {cond_psnr_min:g}): not a continuation of this video")
+            raise Unscorable(COND_MISMATCH, f"conditioning frames differ from the suite's (PSNR {psnr:.1f} dB over the "
+                                            f"{suite.cond_frames} < {cond_psnr_min:g}): not a continuation of this video")
     return resized
 
 
@@ -442,7 +443,7 @@ def score_suite(
     summary = {
         "entry": entry,
         "suite": card["suite"],
-        "protocol": metric_protocol(suite) | {"conditioning_check": f"each conditioning frame PSNR >= {scoring.cond_psnr_min:g} dB",
+        "protocol": metric_protocol(suite) | {"conditioning_check": f"PSNR over the conditioning frames >= {scoring.cond_psnr_min:g} dB",
                                               "ssim": scoring.ssim},
         "references": card["references"],
         "counts": counts | {"suite": len(records)},
