@@ -468,7 +468,7 @@ def _bench_score(args: argparse.Namespace) -> int:
             source, entry, bitrates_of = submission_source(submission, suite), args.name or Path(args.videos).name, lambda: submission.bitrates
         else:
             source, entry = baseline_source(suite, args.baseline), args.name or f"baseline: {args.baseline}"
-        scoring = Scoring(ssim=not args.no_ssim, lpips_backbone=args.lpips_backbone, cond_psnr_min=args.cond_psnr_min,
+        scoring = Scoring(ssim=args.ssim, lpips_backbone=args.lpips_backbone, cond_psnr_min=args.cond_psnr_min,
                           fvd_weights=None if args.no_fvd or suite.scenario != "combinatorial" else args.fvd_weights or default_weights())
         summary = score_suite(
             suite, card, references, source, args.out, entry, scoring, tuple(args.bitrates),
@@ -546,7 +546,10 @@ def _add_bench_commands(groups) -> None:
                             f"{','.join(str(b) for b in FLOOR_BITRATES)}; an MP4 submission's own is added)")
     score.add_argument("--cond-psnr-min", type=float, default=COND_PSNR_MIN,
                        help=f"conditioning frames must match the suite's to this PSNR in dB (default {COND_PSNR_MIN:g})")
-    score.add_argument("--no-ssim", action="store_true", help="skip SSIM")
+    pixels = score.add_mutually_exclusive_group()
+    pixels.add_argument("--ssim", action="store_true", default=None,
+                        help="compute SSIM (default: on for combinatorial, off for the ball suites)")
+    pixels.add_argument("--no-ssim", dest="ssim", action="store_false", default=None, help="skip SSIM")
     score.add_argument("--lpips-backbone", help="combinatorial: local torchvision AlexNet state dict for LPIPS")
     score.add_argument("--fvd-weights", help="combinatorial: I3D checkpoint (default: .weights/i3d-kinetics-400.ckpt if fetched)")
     score.add_argument("--no-fvd", action="store_true", help="combinatorial: skip FVD")

@@ -266,7 +266,9 @@ def test_cli_exports_and_scores_a_baseline_with_its_floors(uniform, tmp_path, ca
     assert f"# {suite.key}: vel_err_per_frame" in results and f"- baseline: frozen: **Protocol.** {2 * VIDEOS} of {2 * VIDEOS} videos scored" in results
     for rate in ("10", "40", "160"):
         assert f"H.264 at {rate} kb/s" in results
-    assert main(["bench", "score", *common, "--baseline", "constant_velocity", "--no-ssim", "--out", str(tmp_path / "cv")]) == 0
+    assert main(["bench", "score", *common, "--baseline", "constant_velocity", "--out", str(tmp_path / "cv")]) == 0
+    cv = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert not cv["protocol"]["ssim"] and "ssim" not in {r["metric"] for r in cv["scores"]}  # ball suites: off by default
     assert main(["bench", "leaderboard", str(tmp_path / "r"), str(tmp_path / "cv"), "--out", str(tmp_path / "board.md")]) == 0
     board = (tmp_path / "board.md").read_text().splitlines()
     ranked = [line.split(" | ")[0] for line in board if line.startswith("| ")][1:]

@@ -32,7 +32,7 @@ import math
 import statistics
 import tempfile
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -225,10 +225,15 @@ def checked_frames(suite: Suite, frames: np.ndarray, truth: np.ndarray, cond_psn
 class Scoring:
     """Settings that change a score (they name the kept floors)."""
 
-    ssim: bool = True
+    ssim: bool | None = None  # None: the suite's default (`resolved`)
     lpips_backbone: str | None = None  # combinatorial: LPIPS when the AlexNet weights are given
     fvd_weights: str | None = None  # combinatorial: FVD per split when the I3D weights are given
     cond_psnr_min: float = COND_PSNR_MIN
+
+    def resolved(self, suite: Suite) -> Scoring:
+        """SSIM by default on the combinatorial suite (the paper's Table 2 reports it) and off on
+        the ball suites (the paper reports none there; ~0.3 CPU-s per 128² video)."""
+        return self if self.ssim is not None else replace(self, ssim=suite.scenario == COMBINATORIAL)
 
     def record(self) -> dict[str, Any]:
         """The settings, with the evaluators' versions and the LPIPS weights by content."""
@@ -315,6 +320,7 @@ def score_videos(
     """One record per suite video: its id, split, group, status, reason and (if scored) every
     metric. `log` gets a line per unscorable video. A floor (the ground truth itself, re-encoded)
     skips the conditioning check: it is the suite's video by construction."""
+    scoring = scoring.resolved(suite)
     scorer = _Scorer(suite, scoring)
     records: list[dict[str, Any]] = []
     for batch in _reference_batches(suite, references):
@@ -397,6 +403,7 @@ def compression_floor(
     suite: Suite, references: dict[str, Path], bitrate: int, scoring: Scoring, cache_dir: Path | None,
 ) -> list[dict[str, Any]]:
     """The summary rows of the ground truth through H.264 at `bitrate` bits/s (kept in `cache_dir`)."""
+    scoring = scoring.resolved(suite)
     identity = Identity(
         "compression_floor",
         {"format_version": SCORES_FORMAT, "bitrate": int(bitrate), "ffmpeg": ffmpeg_version(), "suite": suite.key,
@@ -432,6 +439,7 @@ def score_suite(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = None if cache_dir is None else Path(cache_dir)
+    scoring = scoring.resolved(suite)
     records = score_videos(suite, references, source, scoring, log=log)
     counts = {status: sum(r["status"] == status for r in records)
               for status in (SCORED, MISSING, MALFORMED, WRONG_FRAMES, COND_MISMATCH)}

@@ -205,7 +205,7 @@ def metric_protocol(suite: Suite) -> dict[str, Any]:
             "headline": "abnormal",
             "metrics": list(SCENE_METRICS),
             "abnormal_judge": f"phyray.eval.abnormal, rules version {JUDGE_VERSION} (pixels only)",
-            "pixels": "PSNR, SSIM in [0, 1]; LPIPS AlexNet v0.1 when its weights are given",
+            "pixels": "PSNR, SSIM (unless --no-ssim) in [0, 1]; LPIPS AlexNet v0.1 when its weights are given",
             "fvd": "per split, I3D Kinetics-400 logits of the first 16 frames (conditioning frame included) at 224², "
                    "when its weights are given (no interval: a distance between sets)",
         }
@@ -214,7 +214,7 @@ def metric_protocol(suite: Suite) -> dict[str, Any]:
         "metrics": list(BALL_METRICS),
         "parser": "subpixel (phyray.eval.physics): ball centres from colour-weighted moments",
         "velocity": "per-frame finite differences of parsed centres, Euclidean error in world units per second",
-        "pixels": "PSNR, SSIM in [0, 1]",
+        "pixels": "PSNR in [0, 1] (SSIM with --ssim)",
     }
 
 
