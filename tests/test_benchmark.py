@@ -307,3 +307,20 @@ def test_the_combinatorial_suite_scores_the_judge_and_fvd(bench_dir, ray_local):
     assert sum(r["abnormal"] for r in frozen) > sum(r["abnormal"] for r in truth)  # a frozen world levitates
     with pytest.raises(ConfigError, match="constant_velocity"):
         baseline_source(suite, "constant_velocity")
+
+
+def test_a_changed_data_config_renames_the_suite(tmp_path, monkeypatch):
+    import shutil
+
+    import phyray.config as config
+
+    before, other = get_suite("uniform_motion", VIDEOS).key, get_suite("collision", VIDEOS).key
+    copy = tmp_path / "configs"
+    shutil.copytree(config.CONFIG_DIR, copy)
+    path = copy / "data" / "uniform_motion.yaml"
+    text = path.read_text()
+    assert "velocity: [[0.0, 0.8], [4.5, 6.0]]" in text
+    path.write_text(text.replace("velocity: [[0.0, 0.8], [4.5, 6.0]]", "velocity: [[0.0, 0.8], [4.5, 7.0]]"))
+    monkeypatch.setattr(config, "CONFIG_DIR", copy)
+    assert get_suite("uniform_motion", VIDEOS).key != before  # other OOD videos: another suite
+    assert get_suite("collision", VIDEOS).key == other

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from phyray.artifacts import atomic_write_json, digest
+from phyray.artifacts import Identity, atomic_write_json, digest
 from phyray.benchmark.media import RESIZE_FILTER, encode_mp4, ffmpeg_version, write_pngs
 from phyray.config import BALL_SCENARIOS, COMBINATORIAL, ConfigError
 from phyray.data.shards import dataset_id, decode_frames, iter_rows
@@ -53,10 +54,12 @@ class Suite:
     seed: int = 0
     templates: dict[str, list[int]] = field(default_factory=dict)  # combinatorial: split -> templates
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Name, version and a digest of every setting: what names a suite's exports and scores."""
-        return f"{self.name}-v{self.version}-{digest(asdict(self), 8)}"
+        """Name, version and a digest of every setting and of the references' identities (so a
+        changed data config, e.g. its OOD ranges, renames the suite): what names its scores."""
+        references = {split: identity.id for split, (identity, _) in reference_plans(self).items()}
+        return f"{self.name}-v{self.version}-{digest({'settings': asdict(self), 'references': references}, 8)}"
 
     def card(self) -> dict[str, Any]:
         return asdict(self) | {"key": self.key}
@@ -101,18 +104,19 @@ def get_suite(name: str, videos: int | None = None) -> Suite:
     return replace(suite, splits={s: min(n, videos) for s, n in suite.splits.items()})
 
 
-def reference_sets(suite: Suite, data_dir: str | Path, num_workers: int | None = None, log=print) -> dict[str, Path]:
-    """The suite's reference datasets {split: directory}, generated under `data_dir` (named by
-    their identity; an existing one is verified and reused)."""
-    root = Path(data_dir) / suite.scenario
-    out = {}
+def reference_plans(suite: Suite) -> dict[str, tuple[Identity, Callable[..., Any]]]:
+    """Per split, the reference set's identity and the function that generates it
+    (`make(directory, num_workers, log)`); nothing is simulated until it is called."""
+    plans = {}
     for split, count in suite.splits.items():
         if suite.scenario == COMBINATORIAL:
             from phyray.data.combinatorial import dataset_identity, generate_combinatorial
 
             templates = suite.templates[split]
-            directory = root / dataset_identity(templates, 1, count, split).name(split)
-            generate_combinatorial(templates, 1, count, split, directory, num_workers=num_workers, progress=False, log=log)
+            plans[split] = (
+                dataset_identity(templates, 1, count, split),
+                partial(generate_combinatorial, templates, 1, count, split, progress=False),
+            )
         else:
             from phyray.config import load_data_config
             from phyray.data.generate import dataset_identity, generate_dataset
@@ -120,12 +124,22 @@ def reference_sets(suite: Suite, data_dir: str | Path, num_workers: int | None =
 
             cfg = load_data_config(suite.scenario, [f"render.resolution={suite.resolution}"])
             if cfg.physics.num_frames != suite.num_frames or not math.isclose(1 / (cfg.physics.dt * cfg.physics.stride), suite.fps):
-                raise ConfigError(f"configs/data/{suite.scenario}.yaml: frames or frame rate differ from suite {suite.key}")
+                raise ConfigError(f"configs/data/{suite.scenario}.yaml: frames or frame rate differ from suite {suite.name}")
             plan = plan_dataset(cfg, split, str(count), suite.seed)
-            directory = root / dataset_identity(cfg, plan).name(split)
-            generate_dataset(cfg, split, str(count), directory, seed=suite.seed, num_workers=num_workers,
-                             progress=False, log=log, plan=plan)
-        out[split] = directory
+            plans[split] = (
+                dataset_identity(cfg, plan),
+                partial(generate_dataset, cfg, split, str(count), seed=suite.seed, progress=False, plan=plan),
+            )
+    return plans
+
+
+def reference_sets(suite: Suite, data_dir: str | Path, num_workers: int | None = None, log=print) -> dict[str, Path]:
+    """The suite's reference datasets {split: directory}, generated under `data_dir` (named by
+    their identity; an existing one is verified and reused)."""
+    out = {}
+    for split, (identity, make) in reference_plans(suite).items():
+        out[split] = Path(data_dir) / suite.scenario / identity.name(split)
+        make(out[split], num_workers=num_workers, log=log)
     return out
 
 
