@@ -63,12 +63,11 @@ from phyray.benchmark.suites import (
     BALL_METRICS,
     SCENE_METRICS,
     Suite,
-    frame_columns,
     metric_protocol,
 )
 from phyray.config import COMBINATORIAL, load_data_config
 from phyray.data.shards import dataset_id, decode_frames, iter_batches, read_shard, shard_paths
-from phyray.eval.stats import bootstrap_ci
+from phyray.eval.stats import mean_with_interval
 
 SCORED, MISSING, MALFORMED, WRONG_FRAMES, COND_MISMATCH = (
     "scored", "missing", "malformed", "wrong_frames", "conditioning_mismatch",
@@ -276,7 +275,6 @@ class _Scorer:
         return evaluate_videos(rows, videos, "subpixel", s.cond_frames, ssim=self.scoring.ssim,
                                frame_dt=self.physics.frame_dt, world_size=self.physics.world_size)
 
-
     def _features(self, videos: list[np.ndarray]) -> np.ndarray:
         from phyray.eval.fvd import CLIP_FRAMES, i3d_features
 
@@ -306,11 +304,9 @@ def _reference_batches(suite: Suite, references: dict[str, Path]) -> Iterator[li
 
         columns = [*SCENE_COLUMNS, "palette", "ood_level"]
     else:
-        from phyray.eval.report import REFERENCE_COLUMNS
-
-        columns = [*REFERENCE_COLUMNS, "params"]
+        from phyray.eval.report import REFERENCE_COLUMNS as columns
     for directory in references.values():
-        yield from iter_batches(directory, list(dict.fromkeys([*columns, *frame_columns(suite)])), CHUNK)
+        yield from iter_batches(directory, columns, CHUNK)
 
 
 def score_videos(
@@ -376,11 +372,8 @@ def summarize(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> list[d
         for metric in metrics:
             if metric not in groups[group][0]:
                 continue
-            values = np.array([r[metric] for r in groups[group]], dtype=np.float64)
-            counted = values[~np.isnan(values)]
-            low, high = bootstrap_ci(counted) or (None, None)
-            rows.append({"group": group, "metric": metric, "value": float(counted.mean()) if counted.size else None,
-                         "ci_low": low, "ci_high": high, "n": int(counted.size), "n_excluded": int(values.size - counted.size)})
+            cell = mean_with_interval([r[metric] for r in groups[group]])
+            rows.append({"group": group, "metric": metric} | {f: cell[f] for f in ("value", "ci_low", "ci_high", "n", "n_excluded")})
         if FEATURES in groups[group][0]:
             from phyray.eval.fvd import frechet_distance
 

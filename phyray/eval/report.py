@@ -58,7 +58,7 @@ from phyray.eval.physics import (
     impact_frame_of,
     physics_metrics,
 )
-from phyray.eval.stats import bootstrap_ci
+from phyray.eval.stats import mean_with_interval
 from phyray.eval.video import PIXEL_METRICS, pixel_metrics
 
 ID_LEVEL = "id"
@@ -271,20 +271,10 @@ def summarize(
         for metric in METRICS:
             if metric not in members[0]:
                 continue  # not computed (e.g. SSIM switched off)
-            values = np.array([m[metric] for m in members], dtype=np.float64)
-            counted = values[~np.isnan(values)]
-            interval = bootstrap_ci(counted, resamples, seed) or (None, None)
+            cell = mean_with_interval([m[metric] for m in members], resamples, seed)
             rows.append(
                 dict(
-                    zip(ROW_FIELDS[:5], (*key[:3], key[3], metric)),
-                    value=float(counted.mean()) if counted.size else None,
-                    ci_low=interval[0],
-                    ci_high=interval[1],
-                    median=float(np.median(counted)) if counted.size else None,
-                    n=int(counted.size),
-                    n_excluded=int(values.size - counted.size),
-                    parser=parser,
-                    cond_frames=cond_frames,
+                    zip(ROW_FIELDS[:5], (*key[:3], key[3], metric)), **cell, parser=parser, cond_frames=cond_frames,
                 )
             )
     return rows

@@ -55,7 +55,7 @@ from phyray.eval.abnormal import (
     palette_labels,
 )
 from phyray.eval.report import reference_frames
-from phyray.eval.stats import bootstrap_ci
+from phyray.eval.stats import mean_with_interval
 from phyray.eval.video import pixel_metrics
 
 # Bump when the rules of phyray/eval/abnormal.py change (its thresholds enter scores' identity
@@ -233,11 +233,8 @@ def summarize_scenes(
     rows = []
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[3], k[2] != ALL_TEMPLATES, k[2])):
         for metric in metrics:
-            values = np.array([m.get(metric, np.nan) for m in groups[key]], dtype=np.float64)
-            counted = values[~np.isnan(values)]
-            low, high = bootstrap_ci(counted, resamples, seed) or (None, None)
-            value = float(counted.mean()) if counted.size else None
-            rows.append(dict(zip(ROW_FIELDS, (*key, metric, value, low, high, int(counted.size)))))
+            cell = mean_with_interval([m.get(metric, np.nan) for m in groups[key]], resamples, seed)
+            rows.append(dict(zip(ROW_FIELDS, (*key, metric, *(cell[f] for f in ("value", "ci_low", "ci_high", "n"))))))
     return rows
 
 

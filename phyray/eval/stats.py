@@ -8,7 +8,7 @@ replacement. Seeded, so the same values give the same interval.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -34,3 +34,16 @@ def bootstrap_ci(
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def mean_with_interval(values: Sequence[float] | np.ndarray, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """A report cell of per-video values: the mean over those that are defined (not NaN) with
+    its bootstrap interval and median, how many counted and how many were excluded as NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    counted = values[~np.isnan(values)]
+    low, high = bootstrap_ci(counted, resamples, seed) or (None, None)
+    return {
+        "value": float(counted.mean()) if counted.size else None, "ci_low": low, "ci_high": high,
+        "median": float(np.median(counted)) if counted.size else None,
+        "n": int(counted.size), "n_excluded": int(values.size - counted.size),
+    }
