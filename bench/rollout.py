@@ -15,6 +15,7 @@ floor of any DDIM sampler over this model).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,15 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
 
 
 @torch.no_grad()
-def measure(preset: Preset, device: torch.device) -> dict[str, float]:
+def measure(preset: Preset, device: torch.device, bf16: bool = False, compiled: bool = False) -> dict[str, float]:
+    """Seconds of a whole rollout batch and of its parts; on CUDA optionally under bf16 autocast
+    (the training precision) and with the DiT compiled."""
+    precision = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with precision:
+        return _measure(preset, device, compiled)
+
+
+def _measure(preset: Preset, device: torch.device, compiled: bool) -> dict[str, float]:
     from phyray.models.diffusion import (
         NoiseSchedule,
         condition_latent_frames,
@@ -84,6 +93,8 @@ def measure(preset: Preset, device: torch.device) -> dict[str, float]:
     torch.manual_seed(0)
     vae = build_vae(preset.vae).eval().to(device)
     dit = build_dit(preset.dit, latent_channels=VAE_PRESETS[preset.vae]["latent_channels"]).eval().to(device)
+    if compiled:
+        dit.compile()
     schedule = NoiseSchedule(preset.diffusion.timesteps, preset.diffusion.beta_schedule)
     video = torch.randint(0, 256, (batch, frames, preset.resolution, preset.resolution, 3), dtype=torch.uint8).numpy()
     seeds = list(range(batch))
@@ -107,26 +118,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="mini,paper", help="study configs in configs/studies/")
     parser.add_argument("--batch", type=int, help="videos per batch (default: the preset's eval batch_size)")
-    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="also bf16 autocast and a compiled DiT, with MFU and memory")
     args = parser.parse_args()
+
+    from phyray.models.info import estimate_mfu, model_info, peak_flops
 
     device = torch.device("cuda" if args.gpu else "cpu")
     units = 1 if args.gpu else torch.get_num_threads()
     unit = "GPU" if args.gpu else "core"
-    print(f"rollouts on {device} ({units} {unit}{'s' if units > 1 else ''}), random weights")
+    peak = peak_flops(torch.cuda.get_device_name()) if args.gpu else None
+    print(f"rollouts on {torch.cuda.get_device_name() if args.gpu else device} ({units} {unit}{'s' if units > 1 else ''}), "
+          "random weights", flush=True)
+    variants = {"fp32": {}}
+    if args.gpu:
+        variants |= {"bf16 autocast": {"bf16": True}, "bf16 autocast, compiled DiT": {"bf16": True, "compiled": True}}
     for name in args.presets.split(","):
         preset = load_preset(name)
         preset.batch = args.batch or preset.batch
-        r = measure(preset, device)
-        per_unit = preset.batch / r["whole"] / units
+        info = model_info(preset.dit, preset.resolution, preset.frames, vae=preset.vae)
         print(f"  {name}: {preset.dit} on {preset.vae}, {preset.frames}x{preset.resolution}², "
-              f"c={preset.diffusion.cond_frames}, {preset.steps} DDIM steps, batch {preset.batch}")
-        print(f"    rollout {r['whole']:.2f} s = {per_unit:.3f} videos/s per {unit}; "
-              f"encode {r['encode']:.2f} s, sampling {r['sample']:.2f} s, decode {r['decode']:.2f} s")
-        print(f"    baseline, the DiT's forward x {preset.steps} steps alone: {r['floor']:.2f} s "
-              f"(sampling = {r['sample'] / r['floor']:.2f}x its floor)")
-        rollout_s = preset.eval_videos / per_unit / units
-        print(f"    a trial's {preset.eval_videos} evaluation videos: {rollout_s:.0f} s of rollouts")
+              f"c={preset.diffusion.cond_frames}, {preset.steps} DDIM steps, batch {preset.batch}", flush=True)
+        for variant, options in variants.items():
+            if args.gpu:
+                torch.cuda.reset_peak_memory_stats()
+            r = measure(preset, device, **options)
+            per_unit = preset.batch / r["whole"] / units
+            print(f"    [{variant}] rollout {r['whole']:.2f} s = {per_unit:.3f} videos/s per {unit}; "
+                  f"encode {r['encode']:.2f} s, sampling {r['sample']:.2f} s, decode {r['decode']:.2f} s", flush=True)
+            print(f"      baseline, the DiT's forward x {preset.steps} steps alone: {r['floor']:.2f} s "
+                  f"(sampling = {r['sample'] / r['floor']:.2f}x its floor)", flush=True)
+            if args.gpu:
+                mfu = estimate_mfu(info["forward_flops_per_video"] * preset.steps, preset.batch / r["sample"], peak)
+                print(f"      sampling MFU {100 * mfu:.1f}%, peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
+                      flush=True)
+            rollout_s = preset.eval_videos / per_unit / units
+            print(f"      a trial's {preset.eval_videos} evaluation videos: {rollout_s:.0f} s of rollouts", flush=True)
 
 
 if __name__ == "__main__":

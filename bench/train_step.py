@@ -1,4 +1,4 @@
-"""Benchmark: what Ray Train + Ray Data + DeepSpeed cost per training step.
+"""Benchmark: what Ray Train + Ray Data + DeepSpeed cost per training step, and the GPU path.
 
 Trains the same DiT on the same cached latents twice and prints step time and samples/s:
 1. a plain single-process PyTorch loop (tensors in memory, torch AdamW), the baseline;
@@ -9,20 +9,29 @@ epoch costs seconds, which a real (30K+ video) epoch amortises but a 16-video on
 Target: Ray Train's overhead per step <= 5%.
 
     .venv/bin/python bench/train_step.py                      # DiT-M, 32², CPU
-    .venv/bin/python bench/train_step.py --model DiT-S --resolution 128 --frames 32 \\
-        --micro-batch 8 --gpu                                 # the GPU figures: bf16, MFU, memory
 
-With --gpu it also reports tokens/s, MFU (from `phyray model info` FLOPs and the device's peak)
-and peak memory of the plain loop.
+With --gpu, per model (--models): the plain loop three ways (torch AdamW, fused AdamW, fused +
+torch.compile) and the DeepSpeed engine step a trial runs (`phyray.train.engine.train_step`, in
+this process over a one-rank process group), each with tokens/s, MFU against the device's dense
+bf16 peak (FLOPs of `phyray model info`) and peak memory; plus `phyray train` unless --no-ray
+(a GPU machine without Ray or MLflow). Latents are random there: the cost does not depend on them.
+
+    python bench/train_step.py --gpu --no-ray --models DiT-S,DiT-B --resolution 128 \
+        --vae vae-f8t4c4 --micro-batch 32                     # the paper's setting; target MFU >= 40%
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
+import os
+import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -42,28 +51,35 @@ def make_latents(root: Path, resolution: int, frames: int, videos: int, vae: str
     return root / "latents"
 
 
-def plain_loop(cfg, latents_dir: Path, device: torch.device, steps: int, window: int) -> list[float]:
-    """Seconds per step of a single-process loop over in-memory latents, per logging window."""
+def shard_latents(latents_dir: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """The cached latent set in memory: {"latent", "cond"}, each (N, C, T, h, w)."""
     from phyray.data.latents import decode_latents
     from phyray.data.shards import read_shard, shard_paths
-    from phyray.train.loop import autocast, build_objective
 
     table = read_shard(shard_paths(latents_dir)[0]).to_pydict()
-    data = {k: torch.from_numpy(v).to(device) for k, v in decode_latents(table).items()}
-    objective = build_objective(cfg).to(device)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.optim.lr)
+    return {k: torch.from_numpy(v).to(device) for k, v in decode_latents(table).items() if k in ("latent", "cond")}
+
+
+def random_latents(shape: list[int], videos: int, device: torch.device) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {key: torch.randn(videos, *shape, generator=generator).to(device) for key in ("latent", "cond")}
+
+
+def micro_batches(data: dict[str, torch.Tensor], size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless random micro-batches of the in-memory set, indices drawn on the device (no host sync)."""
     generator = torch.Generator(device=device).manual_seed(0)
     n = len(data["latent"])
+    while True:
+        index = torch.randint(0, n, (size,), device=device, generator=generator)
+        yield {key: value[index] for key, value in data.items()}
+
+
+def windows(step, steps: int, window: int, device: torch.device) -> list[float]:
+    """Seconds per step of `step()` called `steps` times, one figure per window of `window` steps."""
     times, start = [], time.perf_counter()
-    for step in range(1, steps + 1):
-        idx = torch.randint(0, n, (cfg.micro_batch,), generator=torch.Generator().manual_seed(step))
-        with autocast(cfg, device):
-            loss = objective(data["latent"][idx], data["cond"][idx], generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if step % window == 0:
+    for i in range(1, steps + 1):
+        step()
+        if i % window == 0:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append((time.perf_counter() - start) / window)
@@ -71,9 +87,157 @@ def plain_loop(cfg, latents_dir: Path, device: torch.device, steps: int, window:
     return times
 
 
+def plain_loop(cfg, data, device: torch.device, steps: int, window: int, fused: bool = False, compiled: bool = False) -> list[float]:
+    """A single-process loop over in-memory latents: the objective, torch AdamW, clipping."""
+    from phyray.train.engine import autocast, build_objective
+
+    objective = build_objective(cfg).to(device)
+    if compiled:
+        objective.model.compile()
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.optim.lr, fused=fused)
+    generator = torch.Generator(device=device).manual_seed(0)
+    batches = micro_batches(data, cfg.micro_batch, device)
+
+    def step() -> None:
+        batch = next(batches)
+        with autocast(cfg, device):
+            loss = objective(batch["latent"], batch["cond"], generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+    return windows(step, steps, window, device)
+
+
+def engine_loop(cfg, data, device: torch.device, steps: int, window: int) -> list[float]:
+    """The step a trial's worker takes (`phyray.train.engine`: DeepSpeed engine, EMA), in this
+    process over a one-rank process group instead of Ray's."""
+    import torch.distributed as dist
+
+    from phyray.train.engine import build_objective, setup_engine, train_step, update_ema
+
+    if not dist.is_initialized():
+        with socket.socket() as probe:  # a free port for the one-rank rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+    objective = build_objective(cfg)
+    ema = copy.deepcopy(objective.model).requires_grad_(False).to(device)
+    engine = setup_engine(cfg, objective, device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    batches = micro_batches(data, cfg.micro_batch, device)
+
+    def step() -> None:
+        train_step(engine, cfg, batches, generator, device)
+        update_ema(ema, objective.model, cfg.ema_decay)
+
+    return windows(step, steps, window, device)
+
+
+def train_config(args, model: str, root: Path, latents: Path | None, gpu: bool):
+    from phyray.config import TrainConfig, validate
+
+    return validate(TrainConfig, {
+        "task": "dit", "name": "bench", "output_dir": str(root / "runs"),
+        "data": {"train": str(latents or root / "latents"), "shuffle_buffer": 0},
+        "model": {"vae": args.vae, "dit": model},
+        "steps": args.steps, "batch_size": args.micro_batch, "micro_batch": args.micro_batch,
+        "log_every": args.window, "checkpoint_every": args.steps, "workers": 1, "use_gpu": gpu,
+        # Ray caps a worker's torch threads at its CPUs; give it the plain loop's threads.
+        "cpus_per_worker": torch.get_num_threads(),
+        "zero_stage": args.zero_stage,
+    })
+
+
+def ray_train_step(cfg) -> float:
+    """Median seconds per step of `phyray train` (1 worker), first logging window dropped."""
+    from mlflow.tracking import MlflowClient
+
+    from phyray.runtime import init_ray
+    from phyray.train.trainer import train
+
+    init_ray()
+    run = train(cfg)
+    history = MlflowClient(run.tracking_uri).get_metric_history(run.run_id, "train/samples_per_s")
+    return statistics.median(cfg.micro_batch / m.value for m in sorted(history, key=lambda m: m.step)[1:])
+
+
+def print_line(name: str, step_s: float, micro_batch: int, info: dict, peak: float | None, memory: float | None) -> None:
+    from phyray.models.info import estimate_mfu
+
+    samples = micro_batch / step_s
+    line = (f"  {name:<34} {1e3 * step_s:8.1f} ms/step {samples:8.1f} samples/s "
+            f"{samples * info['tokens_per_video']:10.0f} tokens/s")
+    if peak:
+        line += f"  MFU {100 * estimate_mfu(info['train_flops_per_video'], samples, peak):5.1f}%"
+    if memory is not None:
+        line += f"  peak mem {memory:6.2f} GiB"
+    print(line, flush=True)
+
+
+def cpu_main(args) -> None:
+    from phyray.models.info import model_info
+
+    device = torch.device("cpu")
+    model = args.models.split(",")[0]
+    with tempfile.TemporaryDirectory(prefix="phyray-bench-train-") as tmp:
+        root = Path(tmp)
+        latents = make_latents(root, args.resolution, args.frames, args.videos, args.vae)
+        cfg = train_config(args, model, root, latents, gpu=False)
+        plain = statistics.median(plain_loop(cfg, shard_latents(latents, device), device, args.steps, args.window)[1:])
+        ray_step = ray_train_step(cfg)
+    info = model_info(model, args.resolution, args.frames, vae=args.vae)
+    print(f"{model} on {args.vae} latents of {args.frames}x{args.resolution}², micro-batch {args.micro_batch}, "
+          f"{info['tokens_per_video']} tokens/video, device cpu, ZeRO stage {args.zero_stage}")
+    for name, step_s in (("plain loop", plain), ("phyray train (1 worker)", ray_step)):
+        print_line(name, step_s, args.micro_batch, info, None, None)
+    print(f"Ray Train overhead per step: {100 * (ray_step / plain - 1):+.1f}% (target <= 5%)")
+
+
+def gpu_main(args) -> None:
+    from phyray.models.info import model_info, peak_flops
+
+    device = torch.device("cuda")
+    peak = peak_flops(torch.cuda.get_device_name())
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, dense bf16 peak "
+          f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s; bf16 autocast, fp32 master weights", flush=True)
+    for model in args.models.split(","):
+        info = model_info(model, args.resolution, args.frames, vae=args.vae)
+        print(f"{model} ({info['params'] / 1e6:.0f}M) on {args.vae} latents {info['latent_shape']} of "
+              f"{args.frames}x{args.resolution}², {info['tokens_per_video']} tokens/video, micro-batch {args.micro_batch}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="phyray-bench-train-") as tmp:
+            root = Path(tmp)
+            cfg = train_config(args, model, root, None, gpu=True)
+            data = random_latents(info["latent_shape"], args.videos, device)
+            variants = {
+                "foreach": ("plain, torch AdamW (foreach)", lambda: plain_loop(cfg, data, device, args.steps, args.window)),
+                "fused": ("plain, fused AdamW", lambda: plain_loop(cfg, data, device, args.steps, args.window, fused=True)),
+                "compiled": ("plain, fused AdamW, torch.compile", lambda: plain_loop(
+                    cfg, data, device, args.steps, args.window, fused=True, compiled=True)),
+                "engine": (f"DeepSpeed ZeRO-{args.zero_stage} engine + EMA (trial step)", lambda: engine_loop(
+                    cfg, data, device, args.steps, args.window)),
+            }
+            for name, run in (variants[key] for key in args.variants.split(",")):
+                torch.cuda.reset_peak_memory_stats()
+                times = run()
+                memory = torch.cuda.max_memory_allocated() / 2**30
+                print_line(name, statistics.median(times[1:]), args.micro_batch, info, peak, memory)
+                if "compile" in name:
+                    breaks = sum(torch._dynamo.utils.counters["graph_break"].values())
+                    print(f"    first window (compilation included): {times[0]:.1f} s/step; graph breaks: {breaks}", flush=True)
+                gc.collect()
+                torch.cuda.empty_cache()
+            if not args.no_ray:
+                latents = make_latents(root, args.resolution, args.frames, args.videos, args.vae)
+                print_line("phyray train (1 worker, Ray)", ray_train_step(train_config(args, model, root, latents, True)),
+                           args.micro_batch, info, peak, None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="DiT-M")
+    parser.add_argument("--models", default="DiT-M", help="DiT presets, comma-separated (CPU: the first)")
     parser.add_argument("--vae", default="vae-f4t2c4-tiny")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--frames", type=int, default=32)
@@ -83,52 +247,10 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=512, help="videos in the latent set")
     parser.add_argument("--zero-stage", type=int, default=1)
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--no-ray", action="store_true", help="--gpu on a machine without Ray: skip `phyray train`")
+    parser.add_argument("--variants", default="foreach,fused,compiled,engine", help="--gpu: which plain loops and the engine")
     args = parser.parse_args()
-
-    from mlflow.tracking import MlflowClient
-
-    from phyray.config import TrainConfig, validate
-    from phyray.models.info import estimate_mfu, model_info, peak_flops
-    from phyray.runtime import init_ray
-    from phyray.train.trainer import train
-
-    init_ray()
-    device = torch.device("cuda" if args.gpu else "cpu")
-    with tempfile.TemporaryDirectory(prefix="phyray-bench-train-") as tmp:
-        root = Path(tmp)
-        latents = make_latents(root, args.resolution, args.frames, args.videos, args.vae)
-        cfg = validate(TrainConfig, {
-            "task": "dit", "name": "bench", "output_dir": str(root / "runs"),
-            "data": {"train": str(latents), "shuffle_buffer": 0},
-            "model": {"vae": args.vae, "dit": args.model},
-            "steps": args.steps, "batch_size": args.micro_batch, "micro_batch": args.micro_batch,
-            "log_every": args.window, "checkpoint_every": args.steps, "workers": 1, "use_gpu": args.gpu,
-            # Ray caps a worker's torch threads at its CPUs; give it the plain loop's threads.
-            "cpus_per_worker": torch.get_num_threads(),
-            "zero_stage": args.zero_stage,
-        })
-        if args.gpu:
-            torch.cuda.reset_peak_memory_stats()
-        plain = statistics.median(plain_loop(cfg, latents, device, args.steps, args.window)[1:])
-        peak_mem = torch.cuda.max_memory_allocated() / 2**30 if args.gpu else None
-        run = train(cfg)
-        history = MlflowClient(run.tracking_uri).get_metric_history(run.run_id, "train/samples_per_s")
-        ray_step = statistics.median(args.micro_batch / m.value for m in sorted(history, key=lambda m: m.step)[1:])
-
-    info = model_info(args.model, args.resolution, args.frames, vae=args.vae)
-    print(f"{args.model} on {args.vae} latents of {args.frames}x{args.resolution}², micro-batch {args.micro_batch}, "
-          f"{info['tokens_per_video']} tokens/video, device {device}, ZeRO stage {args.zero_stage}")
-    for name, step_s in (("plain loop", plain), ("phyray train (1 worker)", ray_step)):
-        samples = args.micro_batch / step_s
-        line = f"  {name:<24} {1e3 * step_s:8.1f} ms/step {samples:8.2f} samples/s {samples * info['tokens_per_video']:10.0f} tokens/s"
-        if args.gpu:
-            peak = peak_flops(torch.cuda.get_device_name())
-            mfu = estimate_mfu(info["train_flops_per_video"], samples, peak)
-            line += f"  MFU {100 * mfu:.1f}%" if mfu is not None else "  MFU n/a"
-        print(line)
-    if peak_mem is not None:
-        print(f"  peak memory (plain loop): {peak_mem:.2f} GiB")
-    print(f"Ray Train overhead per step: {100 * (ray_step / plain - 1):+.1f}% (target <= 5%)")
+    gpu_main(args) if args.gpu else cpu_main(args)
 
 
 if __name__ == "__main__":

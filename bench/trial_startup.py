@@ -34,7 +34,7 @@ import torch, deepspeed  # noqa: F401  (the worker imports both)
 from phyray.config import TrainConfig
 from phyray.data.latents import decode_latents
 from phyray.data.shards import read_shard, shard_paths
-from phyray.train.loop import build_objective, objective_inputs
+from phyray.train.engine import build_objective, objective_inputs
 cfg = TrainConfig.model_validate_json(sys.argv[1])
 objective = build_objective(cfg)
 optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.optim.lr)

@@ -239,6 +239,8 @@ FORBIDDEN = {
     "phyray/models": ("phyray.data", "phyray.train", "phyray.eval", "phyray.study"),
     "phyray/eval": ("phyray.train", "phyray.study"),
     "phyray/train": ("phyray.study",),
+    # The step itself stays free of the cluster: a plain process (or a GPU box without Ray) runs it.
+    "phyray/train/engine.py": ("ray", "mlflow", "phyray.data", "phyray.eval", "phyray.study", "phyray.tracking"),
     "phyray/config.py": ("phyray.models", "phyray.data", "phyray.train", "phyray.eval", "phyray.study", "torch"),
     "phyray/presets.py": ("torch",),
     "phyray/artifacts.py": ("phyray.data", "phyray.models", "phyray.train", "phyray.eval", "phyray.study"),

@@ -222,3 +222,51 @@ def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "batch_size" in err
+
+
+# The step a trial takes, with no cluster: a GPU machine without Ray benchmarks exactly this
+# (bench/train_step.py --gpu). A fresh process: a one-rank gloo group, the DeepSpeed engine.
+ENGINE_STEP = """
+import os, sys, torch, torch.distributed as dist
+from phyray.config import TrainConfig, validate
+from phyray.train.engine import build_objective, setup_engine, train_step, update_ema
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+dist.init_process_group("gloo", rank=0, world_size=1)
+cfg = validate(TrainConfig, {"task": "dit", "name": "s", "output_dir": ".", "data": {"train": "."},
+    "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-T"}, "steps": 2, "batch_size": 4, "micro_batch": 2,
+    "optim": {"lr": 1e-2, "warmup_steps": 1}, "zero_stage": 1})
+objective = build_objective(cfg)
+ema = build_objective(cfg).model.requires_grad_(False)
+ema.load_state_dict(objective.model.state_dict())
+before = {k: v.clone() for k, v in objective.model.state_dict().items()}
+engine = setup_engine(cfg, objective, torch.device("cpu"))
+drawn = []
+def batches():
+    g = torch.Generator().manual_seed(0)
+    while True:
+        drawn.append(1)
+        yield {"latent": torch.randn(2, 4, 5, 8, 8, generator=g), "cond": torch.randn(2, 4, 5, 8, 8, generator=g)}
+data = batches()
+generator = torch.Generator().manual_seed(0)
+loss, _ = train_step(engine, cfg, data, generator, torch.device("cpu"))
+update_ema(ema, objective.model, 0.5)
+assert len(drawn) == 2, drawn  # grad_accum = batch_size / micro_batch micro-batches
+assert loss.ndim == 0 and torch.isfinite(loss), loss
+after = objective.model.state_dict()
+moved = [k for k in after if not torch.equal(before[k], after[k])]
+assert moved, "no parameter changed"
+k = moved[0]
+assert torch.allclose(ema.state_dict()[k], (before[k] + after[k]) / 2), "EMA at decay 0.5 is the midpoint"
+assert "ray" not in sys.modules, "the step imported Ray"
+"""
+
+
+def test_the_trial_step_runs_without_ray():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([sys.executable, "-c", ENGINE_STEP, str(port)], check=True, timeout=300)

@@ -3,19 +3,14 @@
 `train_loop_per_worker` reads top to bottom like DiT's train.py: set up the model and engine,
 resume if there is a checkpoint, then step: accumulate micro-batches, update EMA, log, evaluate,
 checkpoint. Every piece is a small named helper below it. Nothing here is specific to a cluster:
-Ray has already made the process group (gloo on CPU, NCCL on GPU) and DeepSpeed reuses it.
-
-Precision: bf16 autocast on GPU with fp32 master weights and fp32 DeepSpeed engine; fp32 on CPU.
-(DeepSpeed's own bf16 mode casts the weights themselves; autocast keeps norms, softmax and the
-diffusion arithmetic in fp32, which is what the models are written for.)
+Ray has already made the process group (gloo on CPU, NCCL on GPU) and DeepSpeed reuses it. The
+step itself (objectives, engine, EMA, precision) is `phyray.train.engine`, which needs no Ray.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -30,142 +25,10 @@ from torch import nn
 
 from phyray import tracking
 from phyray.config import TrainConfig
-from phyray.models.diffusion import NoiseSchedule, condition_latent_frames, diffusion_loss
-from phyray.models.dit import build_dit
 from phyray.models.info import estimate_mfu, peak_flops
-from phyray.models.vae import build_vae, frames_to_tensor, vae_loss
-from phyray.presets import VAE_PRESETS
+from phyray.models.vae import frames_to_tensor
+from phyray.train.engine import build_objective, setup_engine, train_step, update_ema
 from phyray.train.evaluate import evaluate_rollouts
-
-# ---------------------------------------------------------------------------------------------
-# Losses as modules (DeepSpeed wraps one nn.Module whose forward returns the loss)
-# ---------------------------------------------------------------------------------------------
-
-
-class VAEObjective(nn.Module):
-    """Reconstruction + beta * KL of a VideoVAE on uint8 frames (B, T, H, W, 3).
-
-    With `clip_frames`, each micro-batch is cut to one random window of that many frames: for a
-    frame-local VAE (each latent frame sees its own group of frames alone) the same maps at a
-    fraction of the cost; for a causal one an approximation (see VideoVAE).
-    """
-
-    def __init__(
-        self,
-        vae: nn.Module,
-        beta: float,
-        clip_frames: int | None = None,
-        recon: str = "l1",
-        foreground_weight: float = 0.0,
-    ):
-        super().__init__()
-        self.model, self.beta, self.clip_frames = vae, beta, clip_frames
-        self.recon, self.foreground_weight = recon, foreground_weight
-
-    def forward(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.clip_frames and self.clip_frames < frames.shape[1]:
-            start = int(torch.randint(0, frames.shape[1] - self.clip_frames + 1, (1,), generator=generator, device=frames.device))
-            frames = frames[:, start : start + self.clip_frames]  # (B, clip, H, W, 3)
-        loss, _ = vae_loss(
-            self.model,
-            frames_to_tensor(frames),
-            beta=self.beta,
-            recon=self.recon,
-            generator=generator,
-            foreground_weight=self.foreground_weight,
-        )
-        return loss
-
-
-class DiTObjective(nn.Module):
-    """v-prediction loss of a DiT on cached latents and conditioning latents (B, C, T, h, w)."""
-
-    def __init__(self, dit: nn.Module, cfg: TrainConfig, temporal_compression: int):
-        super().__init__()
-        self.model = dit
-        self.schedule = NoiseSchedule(cfg.diffusion.timesteps, cfg.diffusion.beta_schedule)
-        self.touched, self.known = condition_latent_frames(cfg.diffusion.cond_frames, temporal_compression)
-
-    def forward(self, latent: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        mask = torch.zeros_like(cond[:, :1])  # (B, 1, T, h, w)
-        mask[:, :, : self.touched] = 1
-        return diffusion_loss(self.model, self.schedule, latent, cond, mask, self.known, generator=generator)
-
-
-def build_objective(cfg: TrainConfig) -> nn.Module:
-    if cfg.task == "vae":
-        vae = build_vae(cfg.model.vae)
-        if cfg.vae_logvar_init is not None:
-            vae.init_logvar(cfg.vae_logvar_init)
-        return VAEObjective(vae, cfg.vae_beta, cfg.vae_clip_frames, cfg.vae_recon, cfg.vae_foreground_weight)
-    vae_preset = VAE_PRESETS[cfg.model.vae]
-    dit = build_dit(cfg.model.dit, latent_channels=vae_preset["latent_channels"], patch=cfg.model.patch)
-    return DiTObjective(dit, cfg, vae_preset["temporal_compression"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Engine, schedule, EMA
-# ---------------------------------------------------------------------------------------------
-
-
-def lr_lambda(cfg: TrainConfig):
-    """Multiplier of the peak LR at optimiser step s: linear warm-up, then cosine or constant."""
-
-    def factor(step: int) -> float:
-        if step < cfg.optim.warmup_steps:
-            return (step + 1) / cfg.optim.warmup_steps
-        if cfg.optim.decay == "constant":
-            return 1.0
-        progress = min(1.0, (step - cfg.optim.warmup_steps) / max(1, cfg.steps - cfg.optim.warmup_steps))
-        floor = cfg.optim.min_lr_ratio
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
-    return {
-        "train_micro_batch_size_per_gpu": cfg.micro_batch,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-
-
-def setup_engine(cfg: TrainConfig, objective: nn.Module, device: torch.device):
-    """DeepSpeed engine over Ray's process group, with a torch AdamW (no JIT-built ops)."""
-    import deepspeed  # here, not at the top: DS_ACCELERATOR must be set first (trainer._worker_entry)
-
-    objective.to(device)
-    optimizer = torch.optim.AdamW(
-        objective.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    engine, _, _, _ = deepspeed.initialize(
-        model=objective,
-        optimizer=optimizer,
-        lr_scheduler=scheduler,
-        config=deepspeed_config(cfg),
-        dist_init_required=False,
-    )
-    return engine
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for ema_p, p in zip(ema.parameters(), model.parameters()):
-        ema_p.lerp_(p.detach().to(ema_p.dtype), 1 - decay)
-    for ema_b, b in zip(ema.buffers(), model.buffers()):
-        ema_b.copy_(b)
-
-
-def autocast(cfg: TrainConfig, device: torch.device):
-    if device.type == "cuda" and cfg.precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -222,6 +85,14 @@ def batches(cfg: TrainConfig, device: torch.device, rank: int = 0) -> Iterator[d
         epoch += 1
 
 
+def _marking_first(data: Iterator[dict[str, torch.Tensor]], clock: StartupClock) -> Iterator[dict[str, torch.Tensor]]:
+    """`data`, marking the start-up milestone "first_batch" when its first batch is drawn."""
+    first = next(data)
+    clock.mark("first_batch")
+    yield first
+    yield from data
+
+
 def skip(data: Iterator[dict[str, torch.Tensor]], count: int) -> None:
     """Consume `count` micro-batches without computing on them: a resumed run's data position.
 
@@ -234,10 +105,6 @@ def skip(data: Iterator[dict[str, torch.Tensor]], count: int) -> None:
     """
     for _ in range(count):
         next(data)
-
-
-def objective_inputs(cfg: TrainConfig, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    return (batch["frames"],) if cfg.task == "vae" else (batch["latent"], batch["cond"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,20 +243,15 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         tracking.log_metrics(loop["tracking_uri"], loop["run_id"], {"train/resumed_at_step": step}, step)
     data = batches(cfg, device, rank)
     skip(data, consumed)
+    data = _marking_first(data, clock)
     last_frames = None
 
+    # window_loss stays a device tensor: read once per logging window, not once per micro-batch.
     window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
     while step < cfg.steps:
-        for _ in range(cfg.grad_accum):
-            batch = next(data)
-            consumed += 1
-            if clock is not None:
-                clock.mark("first_batch")
-            with autocast(cfg, device):
-                loss = engine(*objective_inputs(cfg, batch), generator=generator)
-            engine.backward(loss)
-            engine.step()
-            window_loss += loss.item() / cfg.grad_accum
+        loss, batch = train_step(engine, cfg, data, generator, device)
+        consumed += cfg.grad_accum
+        window_loss = window_loss + loss
         step += 1
         window_steps += 1
         update_ema(ema, objective.model, cfg.ema_decay)
@@ -409,7 +271,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
 
         final = step == cfg.steps
         if step % cfg.log_every == 0 or final:
-            loss_mean = mean_across_workers(window_loss / window_steps)
+            loss_mean = mean_across_workers(float(window_loss) / window_steps)
             if rank == 0:
                 metrics = {"train/loss": loss_mean, "train/lr": engine.get_lr()[0]}
                 metrics |= throughput_metrics(cfg, loop, window_steps, time.perf_counter() - window_start, device)
@@ -422,5 +284,5 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             evaluate_rollouts(cfg, ema, loop, step, device)
 
         if step % cfg.checkpoint_every == 0 or final:
-            metrics = {"step": step, "loss": float(loss.item())}
+            metrics = {"step": step, "loss": float(loss)}
             save_checkpoint(engine, ema, step, metrics, rank, worker_state(consumed, generator))
