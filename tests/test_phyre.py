@@ -154,6 +154,27 @@ def test_deterministic_across_processes(sidecar):
     )
 
 
+def test_frames_encoded_in_the_sidecar_are_phyrays_own_bytes(sidecar):
+    """The sidecar's zstd frames (what generation stores) are the bytes phyray's encoder makes
+    of the raw indices, and decode back to them: a dataset is the same whichever side encoded."""
+    from phyray.data.shards import PALETTE8, decode_frames, encode_palette_frames
+
+    assert PALETTE8 in sidecar.frame_codecs  # scripts/setup_phyre.sh installs zstandard
+    items = [(10003, 5, 17), (10066, 12, 990)]
+    raw = sidecar.simulate_batch(items)
+    encoded = sidecar.simulate_batch(items, frames_codec=PALETTE8)
+    for plain, packed in zip(raw, encoded, strict=True):
+        assert packed["frames"].dtype == np.uint8 and packed["frames"].ndim == 1
+        assert packed["frames_shape"] == list(plain["frames"].shape)
+        assert packed["frames"].tobytes() == encode_palette_frames(plain["frames"])
+        row = {"frames": packed["frames"].tobytes(), "frames_encoding": PALETTE8,
+               "frame_shape": [*packed["frames_shape"], 3], "palette": PHYRE_PALETTE.tolist()}
+        np.testing.assert_array_equal(decode_frames(row), index_to_rgb(plain["frames"]))
+        np.testing.assert_array_equal(packed["objects"], plain["objects"])
+    with pytest.raises(PhyreError, match="frames_codec"):
+        sidecar.simulate_batch(items[:1], frames_codec="png")
+
+
 def test_red_ball_never_overlaps(sidecar):
     items = [
         (t, seed, trial) for t in TEMPLATE_SETS["6"] for seed in range(3) for trial in range(5)

@@ -285,6 +285,10 @@ class RayShards:
             )
         else:
             ds = ds.map(self.shard_writer, compute=ray.data.TaskPoolStrategy(size=workers), **resources)
+        # A single map stage needs no CPUs held back for stages after it: Ray Data's operator
+        # reservation (on by default) let one task run alone for the first ~1 s of every set,
+        # until the first output was measured (bench/generate.py). Scoped to this dataset.
+        ds.context.op_resource_reservation_enabled = False
         total = sum(self.shard_sizes)
         done = total - sum(self.shard_sizes[s] for s in missing)
         with tqdm(total=total, initial=done, unit="video", disable=not self.progress, desc=self.desc) as bar:

@@ -196,6 +196,7 @@ class PhyreSidecar:
         self._stderr = None
         self._poller: select.poll | None = None
         self._last_status: int | None = None  # exit status of the last discarded process
+        self.frame_codecs: tuple[str, ...] = ()  # encodings the sidecar can send frames in
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -223,7 +224,8 @@ class PhyreSidecar:
         self._poller = select.poll()
         self._poller.register(self._proc.stdout, select.POLLIN)
         try:
-            self._exchange({"op": "ping"}, what, self.startup_timeout)
+            header, _ = self._exchange({"op": "ping"}, what, self.startup_timeout)
+            self.frame_codecs = tuple(header.get("frame_codecs", ()))
         except PhyreError:
             if self._last_status == EXIT_NO_PHYRE:
                 raise _unavailable(f"{self.python} cannot import phyre") from None
@@ -313,8 +315,13 @@ class PhyreSidecar:
         *,
         frames: int = FRAMES,
         stride: int = STRIDE,
+        frames_codec: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Simulate several (template_id, seed, trial) in one request; dicts as in simulate."""
+        """Simulate several (template_id, seed, trial) in one request; dicts as in simulate.
+
+        With `frames_codec` (one of `frame_codecs`, after `start`), each item's "frames" is that
+        encoding's bytes as a uint8 array (nbytes,), made in the sidecar's process.
+        """
         if not items:
             return []
         request = {
@@ -323,6 +330,8 @@ class PhyreSidecar:
             "frames": frames,
             "stride": stride,
         }
+        if frames_codec is not None:
+            request["frames_codec"] = frames_codec
         t, s, r = items[0]
         what = f"batch of {len(items)} (first: template {t} seed {s} trial {r})"
         return self._items(*self._request(request, what))

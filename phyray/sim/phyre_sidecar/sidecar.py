@@ -2,7 +2,8 @@
 
 PHYRE 0.2.2 only ships wheels for Python <= 3.9, so phyray (Python 3.11) runs this program with
 the interpreter of `.venv-phyre` (see scripts/setup_phyre.sh) as a long-lived subprocess; the
-client is `phyray/sim/phyre.py`. Needs only phyre and numpy (< 1.24).
+client is `phyray/sim/phyre.py`. Needs phyre and numpy (< 1.24); with `zstandard` beside them it
+can also send frames already encoded (below), which saves the client the 2 MB copy per video.
 
 Protocol
 --------
@@ -15,14 +16,15 @@ never pass through JSON.
 Requests (one response each, in order):
 
   {"op": "ping"}
-      -> {"ok": true, "python": "3.9.18", "phyre": "0.2.2", "palette": [[r, g, b] x 8]}
+      -> {"ok": true, "python": "3.9.18", "phyre": "0.2.2", "palette": [[r, g, b] x 8],
+          "frame_codecs": ["zstd-palette8"]}   (empty without zstandard)
   {"op": "describe_templates"}
       -> {"object_types": [8 names], "templates": {"10000": [4 names], ...}}   (all 70)
   {"op": "simulate", "template_id": 10003, "seed": 5, "trial": 17,
    "frames": 32, "stride": 20, "rgb": false}
       -> {"items": [meta], "payloads": [...]}
   {"op": "simulate_batch", "items": [{"template_id": .., "seed": .., "trial": ..}, ...],
-   "frames": 32, "stride": 20}
+   "frames": 32, "stride": 20, "frames_codec": "zstd-palette8"}   (codec optional)
       -> {"items": [meta, ...], "payloads": [...]}
   {"op": "check_action", "template_id": .., "seed": .., "action": [x, y, r]}
       -> {"valid": bool}   (PHYRE's own check: inside the scene and overlapping nothing)
@@ -30,8 +32,10 @@ Requests (one response each, in order):
 A simulated item's meta is {"template_id", "seed", "trial", "action": [x, y, r] (PHYRE's
 ball-tier action in [0, 1]^3), "red_ball_px": [x, y, radius] (after PHYRE's quantisation),
 "placement": "heuristic" | "fallback", "attempts", "object_types": [N names, the red ball
-last], "frames_simulated"}, and its payloads are
-  frames   uint8   (T, 256, 256)     PHYRE colour indices, row 0 = top of the scene
+last], "frames_simulated", "frames_shape": [T, 256, 256]}, and its payloads are
+  frames   uint8   (T, 256, 256)     PHYRE colour indices, row 0 = top of the scene; with
+                                     "frames_codec": "zstd-palette8", uint8 (nbytes,): those
+                                     indices as one zstd frame (level 1), phyray's stored form
   objects  float32 (T, N, 15)        PHYRE's 14 featurised values (x, y, angle, diameter,
                                      shape one-hot x4, colour one-hot x6) + a dynamic flag
   rgb      uint8   (T, 256, 256, 3)  only with "rgb": true: phyre.observations_to_uint8_rgb
@@ -72,6 +76,14 @@ except ImportError as exc:  # the client turns this status into PhyreUnavailable
     sys.exit(EXIT_NO_PHYRE)
 
 import templates  # after the import check: it needs phyre
+
+try:  # optional: frames leave already encoded ("frame_codecs" in the ping answer)
+    import zstandard
+
+    PALETTE8 = "zstd-palette8"  # phyray.data.shards.PALETTE8: zstd of (T, H, W) uint8 indices
+    FRAME_ENCODERS = {PALETTE8: zstandard.ZstdCompressor(level=1).compress}
+except ImportError:
+    FRAME_ENCODERS = {}
 
 # ---------------------------------------------------------------------------------------------
 # Red-ball placement (the released generator's "positioning" heuristic, p = 1)
@@ -199,9 +211,10 @@ def run_simulation(task: templates.TemplateTask, user_input, steps: int, stride:
 
 
 def simulate_item(
-    template_id: int, seed: int, trial: int, frames: int, stride: int, rgb: bool
+    template_id: int, seed: int, trial: int, frames: int, stride: int, rgb: bool, codec=None
 ) -> tuple[dict, Arrays]:
-    """Simulate one video; returns its meta and its named arrays."""
+    """Simulate one video; returns its meta and its named arrays (frames encoded by `codec`,
+    one of FRAME_ENCODERS' names, if given)."""
     task = templates.build_task(template_id, seed)
     placement = place_red_ball(task, trial)
     # PHYRE records after each step whose 0-based index is a multiple of the stride.
@@ -216,9 +229,12 @@ def simulate_item(
 
     dynamic = np.append(task.dynamic, True).astype(np.float32)  # the red ball is dynamic
     dynamic = np.broadcast_to(dynamic[None, :, None], objects.shape[:2] + (1,))
+    # PHYRE rasters have row 0 at the bottom; flip to image order like observations_to_*.
+    indices = np.ascontiguousarray(images[:, ::-1])  # (T, 256, 256)
+    if codec is not None:
+        indices = np.frombuffer(FRAME_ENCODERS[codec](indices), dtype=np.uint8)  # (nbytes,)
     arrays = [
-        # PHYRE rasters have row 0 at the bottom; flip to image order like observations_to_*.
-        ("frames", np.ascontiguousarray(images[:, ::-1])),
+        ("frames", indices),
         ("objects", np.concatenate([objects, dynamic], axis=2).astype(np.float32)),
     ]
     if rgb:
@@ -235,6 +251,7 @@ def simulate_item(
         "attempts": placement.attempts,
         "object_types": list(task.object_types) + ["red_ball"],
         "frames_simulated": simulated,
+        "frames_shape": [frames, images.shape[1], images.shape[2]],  # (T, H, W) before encoding
     }
     return meta, arrays
 
@@ -269,14 +286,14 @@ class ItemError(Exception):
         self.item = item
 
 
-def _simulate_many(items: list, frames: int, stride: int, rgb: bool) -> tuple[dict, list]:
+def _simulate_many(items: list, frames: int, stride: int, rgb: bool, codec=None) -> tuple[dict, list]:
     metas, payloads = [], []
     for i, item in enumerate(items):
         template_id = _int_field(item, "template_id", 0, UINT32)
         seed = _int_field(item, "seed", 0, UINT32)
         trial = _int_field(item, "trial", 0, UINT32)
         try:
-            meta, arrays = simulate_item(template_id, seed, trial, frames, stride, rgb)
+            meta, arrays = simulate_item(template_id, seed, trial, frames, stride, rgb, codec)
         except Exception as exc:
             raise ItemError({"template_id": template_id, "seed": seed, "trial": trial}) from exc
         metas.append(meta)
@@ -293,6 +310,7 @@ def handle(request: dict) -> tuple[dict, list]:
             "python": platform.python_version(),
             "phyre": _phyre_version(),
             "palette": phyre.vis.WAD_COLORS.tolist(),  # what observations_to_uint8_rgb uses
+            "frame_codecs": sorted(FRAME_ENCODERS),
         }, []
     if op == "describe_templates":
         return {
@@ -307,7 +325,10 @@ def handle(request: dict) -> tuple[dict, list]:
         items = request.get("items")
         if not isinstance(items, list):
             raise ValueError("'items' must be a list of {template_id, seed, trial}")
-        return _simulate_many(items, frames, stride, rgb=False)
+        codec = request.get("frames_codec")
+        if codec is not None and codec not in FRAME_ENCODERS:
+            raise ValueError(f"'frames_codec' must be one of {sorted(FRAME_ENCODERS)}, got {codec!r}")
+        return _simulate_many(items, frames, stride, rgb=False, codec=codec)
     if op == "check_action":
         task = templates.build_task(
             _int_field(request, "template_id", 0, UINT32), _int_field(request, "seed", 0, UINT32)
