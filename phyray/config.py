@@ -825,7 +825,7 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
     eval_every: int = Field(0, ge=0)  # 0: only at the end (if data.eval is set)
-    zero_stage: int = Field(1, ge=0, le=2)
+    zero_stage: int = Field(1, ge=0, le=2)  # with one worker, 0 (engine.deepspeed_config)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
