@@ -161,7 +161,6 @@ def autocast(cfg: TrainConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-
 def objective_inputs(cfg: TrainConfig, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     return (batch["frames"],) if cfg.task == "vae" else (batch["latent"], batch["cond"])
 
