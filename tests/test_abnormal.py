@@ -390,7 +390,7 @@ def ground_truth_table(phyre_videos):
 
     writer = PhyreShardWriter()  # its sidecar starts only when asked to simulate
     items = GROUND_TRUTH[:3]
-    writer.sidecar.simulate_batch = lambda _: phyre_videos[: len(items)]
+    writer.sidecar.simulate_batch = lambda _, frames_codec=None: phyre_videos[: len(items)]
     table, _ = writer.build_shard({"items": [list(i) for i in items], "split": "eval_in_template"})
     return table
 

@@ -105,12 +105,12 @@ class PhyreShardWriter:
         timings = {"simulate": 0.0, "encode": 0.0}
         palette = PHYRE_PALETTE.tolist()
         items = task["items"]
-        self.sidecar.start()
-        # The sidecar encodes the frames itself where it can: its 13 KB leave the pipe instead of
-        # 2 MB of indices, and this process neither copies nor compresses them (the same bytes).
-        codec = PALETTE8 if PALETTE8 in self.sidecar.frame_codecs else None
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
+            # The sidecar encodes the frames itself where it can (known once it has started): its
+            # 13 KB leave the pipe instead of 2 MB of indices, and this process neither copies nor
+            # compresses them. The bytes are the same either way (tests/test_phyre.py).
+            codec = PALETTE8 if PALETTE8 in self.sidecar.frame_codecs else None
             tick = time.perf_counter()
             videos = self.sidecar.simulate_batch([tuple(item) for item in chunk], frames_codec=codec)
             tock = time.perf_counter()
@@ -136,7 +136,7 @@ class PhyreShardWriter:
                 )
                 columns["frames"].append(frames.tobytes() if codec else encode_palette_frames(frames))
                 columns["frames_encoding"].append(PALETTE8)
-                columns["frame_shape"].append([*video["frames_shape"], 3])
+                columns["frame_shape"].append([*(video["frames_shape"] if codec else frames.shape), 3])
                 columns["palette"].append(palette)
                 columns["objects"].append(np.asarray(video["objects"], dtype=np.float32).tolist())
             timings["simulate"] += tock - tick
