@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU path of issue 21 in one device call (an H200 with PyTorch but without Ray or MLflow):
-# the training step at the paper's setting (DiT-S and DiT-B, 128², 32 frames, bf16 autocast,
-# ZeRO-1) at micro-batch 32 and 128, then rollouts of the mini and paper presets.
+# the training step at the paper's setting (DiT-S and DiT-B, 128², 32 frames, bf16 autocast;
+# one rank, so the engine runs ZeRO stage 0) at micro-batch 32 and 128, then rollouts of the
+# mini and paper presets.
 # Wheels that machine lacks (pydantic, DeepSpeed and their needs) travel in .whl/, which
 # bench/gpu_wheels.sh fills (docs/performance.md); every figure goes to $OUT/gpu.log.
 set -uo pipefail

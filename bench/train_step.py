@@ -151,6 +151,13 @@ def train_config(args, model: str, root: Path, latents: Path | None, gpu: bool):
     })
 
 
+def one_rank_stage(cfg) -> int:
+    """The ZeRO stage the engine runs at with one rank, whatever --zero-stage asked."""
+    from phyray.train.engine import deepspeed_config
+
+    return deepspeed_config(cfg, world_size=1)["zero_optimization"]["stage"]
+
+
 def ray_train_step(cfg) -> float:
     """Median seconds per step of `phyray train` (1 worker), first logging window dropped."""
     from mlflow.tracking import MlflowClient
@@ -190,7 +197,7 @@ def cpu_main(args) -> None:
         ray_step = ray_train_step(cfg)
     info = model_info(model, args.resolution, args.frames, vae=args.vae)
     print(f"{model} on {args.vae} latents of {args.frames}x{args.resolution}², micro-batch {args.micro_batch}, "
-          f"{info['tokens_per_video']} tokens/video, device cpu, ZeRO stage {args.zero_stage}")
+          f"{info['tokens_per_video']} tokens/video, device cpu, ZeRO stage {one_rank_stage(cfg)} (one rank)")
     for name, step_s in (("plain loop", plain), ("phyray train (1 worker)", ray_step)):
         print_line(name, step_s, args.micro_batch, info, None, None)
     print(f"Ray Train overhead per step: {100 * (ray_step / plain - 1):+.1f}% (target <= 5%)")
@@ -216,7 +223,7 @@ def gpu_main(args) -> None:
                 "fused": ("plain, fused AdamW", lambda: plain_loop(cfg, data, device, args.steps, args.window, fused=True)),
                 "compiled": ("plain, fused AdamW, torch.compile", lambda: plain_loop(
                     cfg, data, device, args.steps, args.window, fused=True, compiled=True)),
-                "engine": (f"DeepSpeed ZeRO-{args.zero_stage} engine + EMA (trial step)", lambda: engine_loop(
+                "engine": (f"DeepSpeed engine, ZeRO {one_rank_stage(cfg)} + EMA (trial step)", lambda: engine_loop(
                     cfg, data, device, args.steps, args.window)),
             }
             for name, run in (variants[key] for key in args.variants.split(",")):

@@ -126,15 +126,15 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     }
 
 
-def setup_engine(cfg: TrainConfig, objective: nn.Module, device: torch.device, fused: bool | None = None):
+def setup_engine(cfg: TrainConfig, objective: nn.Module, device: torch.device):
     """DeepSpeed engine over the existing process group (Ray's in a trial), with a torch AdamW
-    (no JIT-built ops): fused into one kernel on CUDA unless `fused` says otherwise."""
+    (no JIT-built ops), fused into one kernel on CUDA."""
     import deepspeed  # here, not at the top: DS_ACCELERATOR must be set first (trainer._worker_entry)
 
     objective.to(device)
     optimizer = torch.optim.AdamW(
         objective.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
-        fused=device.type == "cuda" if fused is None else fused,
+        fused=device.type == "cuda",
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, _, _, _ = deepspeed.initialize(
