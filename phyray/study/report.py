@@ -386,6 +386,16 @@ def _seed_table(cells: list[Cell], metric: str) -> list[str]:
     return lines
 
 
+def label_log_xticks(ax, labels: dict[float, str]) -> None:
+    """Ticks of a log x axis at the grid's own values only, labelled `labels[value]`: the axis's
+    own minor labels (2x10^1, 3x10^1, ... or 3x10^2, 4x10^2, ...) overlap at a figure's width."""
+    from matplotlib.ticker import NullFormatter
+
+    ticks = sorted(labels)
+    ax.set_xticks(ticks, [labels[t] for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def scaling_curves_png(records: list[dict[str, Any]], metric: str) -> bytes:
     """The paper's Fig. 3 for this grid, as PNG bytes: per model the mean over seeds, its 95%
     interval as a band, and the GT and VAE floors as horizontal lines."""
@@ -393,7 +403,6 @@ def scaling_curves_png(records: list[dict[str, Any]], metric: str) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
     cells = grid_cells(records)
     scenarios = list(dict.fromkeys(c.scenario for c in cells))
@@ -421,11 +430,7 @@ def scaling_curves_png(records: list[dict[str, Any]], metric: str) -> bytes:
                                label=f"{label} {split.upper()}")
         ax.set(xscale="log", yscale="log", title=scenario.replace("_", " "), xlabel="training videos",
                ylabel=f"velocity error ({metric})")
-        # The grid's own sizes as the x ticks ("300", "3K"): a log axis would label its minor
-        # ticks too, and 3x10^2 and 4x10^2 overlap.
-        sizes = {c.num_videos: c.data_size for c in members}
-        ax.set_xticks(sorted(sizes), [sizes[n] for n in sorted(sizes)])
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        label_log_xticks(ax, {c.num_videos: c.data_size for c in members})  # "300", "3K"
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

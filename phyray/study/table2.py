@@ -35,7 +35,7 @@ from typing import Any
 from phyray.artifacts import atomic_write_bytes, write_files
 from phyray.eval.abnormal import TRUSTED_RESOLUTION
 from phyray.study.combinatorial import template_ids
-from phyray.study.report import Cell, grid_cells
+from phyray.study.report import Cell, grid_cells, label_log_xticks
 from phyray.study.verdict import Estimate, falls
 
 # (metric, Table 2 header, lower is better, format)
@@ -188,14 +188,11 @@ def template_scaling_png(cells: list[Cell]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, len(TABLE2_METRICS), figsize=(3.6 * len(TABLE2_METRICS), 3.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     models = list(dict.fromkeys(c.model for c in cells))
-    # Ticks at the grid's template counts: a log axis's own minor labels (2x10^1, 3x10^1...)
-    # overlap at this width.
-    counts = sorted({num_templates(c) for c in cells})
+    counts = {num_templates(c) for c in cells}
     for ax, (metric, header, _, _) in zip(axes[0], TABLE2_METRICS):
         if not any(c.get(f"eval/{group}/{metric}") for c in cells for group, _ in SPLITS):
             ax.set_axis_off()
@@ -212,8 +209,7 @@ def template_scaling_png(cells: list[Cell]) -> bytes:
                                 [math.nan if e is None else e.high for e in found],
                                 color=colors[i % len(colors)], alpha=0.15, linewidth=0)
         ax.set(xscale="log", title=header, xlabel="training templates")
-        ax.set_xticks(counts, [str(n) for n in counts])
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        label_log_xticks(ax, {n: str(n) for n in counts})  # the grid's template counts
         ax.grid(True, which="both", alpha=0.3)
     next(ax for ax in axes[0] if ax.axison).legend(fontsize=7)  # PSNR and SSIM are always computed
     fig.tight_layout()
