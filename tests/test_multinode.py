@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,6 +46,10 @@ TOKEN = "phyray-multinode-test-token"
 NODE_CPUS = 3
 
 
+class NodeExited(AssertionError):
+    """A node's `ray start --block` ended before the node was up."""
+
+
 @dataclass
 class LocalCluster:
     gcs: str  # 127.0.0.1:<port>, what nodes join
@@ -57,25 +62,41 @@ class LocalCluster:
     temp: Path
     kill_session: Callable[[subprocess.Popen], None]
     nodes: dict[str, subprocess.Popen] = field(default_factory=dict)  # name -> `ray start --block`
+    node_logs: dict[str, Path] = field(default_factory=dict)  # name -> its latest start's output
 
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.logs / f"{name}.log", "w")
-        self.nodes[name] = subprocess.Popen(
-            [str(VENV_BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-             f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-             f"--temp-dir={self.temp / name}", *args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    def start(self, name: str, *args: str, attempt: int = 0) -> None:
+        self.node_logs[name] = self.logs / f"{name}{f'-{attempt}' if attempt else ''}.log"
+        with open(self.node_logs[name], "w") as log:  # the node keeps its own copy of the descriptor
+            self.nodes[name] = subprocess.Popen(
+                [str(VENV_BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                 f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+                 f"--temp-dir={self.temp / name}", *args],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
 
     def kill_node(self, name: str) -> None:
         """SIGKILL the node's whole session (raylet, its workers, its agents), as a lost machine."""
         self.kill_session(self.nodes.pop(name))
 
-    def add_worker(self, name: str) -> None:
-        """Start a worker node with the custom resource `name` and wait until the head lists it."""
-        self.start(name, f"--address={self.gcs}", f"--num-cpus={NODE_CPUS}", "--object-store-memory=200000000",
-                   f"--resources={json.dumps({name: 1})}")
-        self.wait(lambda nodes: name in self.alive(nodes), f"worker node {name} to join")
+    def add_worker(self, name: str, attempts: int = 2) -> None:
+        """Start a worker node with the custom resource `name` and wait until the head lists it.
+
+        `ray start --block` exits 1 as soon as any of its node's processes dies; on a shared host
+        a port Ray or free_port picked can be taken before it is bound. One CI run (2026-12-04)
+        saw node-b's start exit 1 before it joined, log not kept. A node that never joined has
+        run nothing, so starting it again on fresh ports is the same test; the first failure's log
+        is kept and shown as a warning, and a second failure fails the test with its log."""
+        for attempt in range(attempts):
+            self.start(name, f"--address={self.gcs}", f"--num-cpus={NODE_CPUS}", "--object-store-memory=200000000",
+                       f"--resources={json.dumps({name: 1})}", attempt=attempt)
+            try:
+                self.wait(lambda nodes: name in self.alive(nodes), f"worker node {name} to join", node=name)
+                return
+            except NodeExited as exited:
+                self.kill_session(self.nodes.pop(name))
+                if attempt == attempts - 1:
+                    raise
+                warnings.warn(f"starting {name} again: {exited}")
 
     def api(self, path: str):
         request = urllib.request.Request(f"{self.dashboard}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -91,9 +112,15 @@ class LocalCluster:
                 named.update({n: node["node_id"] for n in names})
         return named
 
-    def wait(self, done, what: str, seconds: float = 180) -> None:
+    def wait(self, done, what: str, seconds: float = 180, node: str | None = None) -> None:
+        """Poll the head's node list until `done`; while waiting on a starting `node`, its
+        `ray start --block` exiting ends the wait at once with the tail of its log."""
         deadline = time.monotonic() + seconds
         while not done(self.api("/api/v0/nodes?detail=1&limit=100")):
+            if node is not None and (code := self.nodes[node].poll()) is not None:
+                log = self.node_logs[node]
+                raise NodeExited(f"`ray start` of {node} exited {code} while waiting for {what}; "
+                                 f"{log}:\n{log.read_text()[-3000:]}")
             assert time.monotonic() < deadline, f"timed out waiting for {what}; logs in {self.logs}"
             time.sleep(1)
 
