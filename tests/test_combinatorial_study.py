@@ -109,8 +109,12 @@ def test_smoke_study_trains_each_template_cell_and_logs_table2(combinatorial_stu
     for run in trials:
         metrics = run.data.metrics
         for group in ("in_template", "out_of_template"):
-            for name in ("psnr", "ssim", "abnormal", "vae_floor_psnr", "vae_floor_abnormal", "gt_floor_abnormal"):
+            for name in ("psnr", "ssim", "abnormal", "vae_floor_psnr", "vae_floor_abnormal", "gt_floor_abnormal",
+                         "frozen_psnr", "frozen_ssim", "psnr_over_frozen"):
                 assert f"eval/{group}/{name}" in metrics, (group, name)
+            # A mean of per-video differences is the difference of the means.
+            assert metrics[f"eval/{group}/psnr_over_frozen"] == pytest.approx(
+                metrics[f"eval/{group}/psnr"] - metrics[f"eval/{group}/frozen_psnr"])
             assert 0 <= metrics[f"eval/{group}/abnormal"] <= 1
             assert metrics[f"eval/{group}/psnr_ci_low"] <= metrics[f"eval/{group}/psnr"] <= metrics[f"eval/{group}/psnr_ci_high"]
         assert int(run.data.params["trial.num_videos"]) == 8 * len(run.data.tags["phyray.templates"].split(","))
@@ -122,6 +126,7 @@ def test_smoke_study_trains_each_template_cell_and_logs_table2(combinatorial_stu
     table = result.report["summary"].read_text()
     assert "| DiT-T | 1 (8) |" in table and "| DiT-T | 2 (16) |" in table
     assert "Out-of-template better with more templates" in table and "at 32² read its rates beside" in table
+    assert "Nothing moving: each video's conditioning frame held" in table
     parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"table2.md", "table2.csv", "template_scaling.png", "gifs"} <= parent_artifacts
 
@@ -159,18 +164,19 @@ def test_cli_scores_a_cells_rollouts_as_the_study_did(combinatorial_study, tmp_p
 def test_table2_checks_state_the_papers_claims_at_the_intervals():
     from phyray.study.table2 import table2_markdown, template_checks
 
-    def record(templates: str, videos: int, out_fvd: tuple, in_psnr: tuple, out_psnr: tuple) -> dict:
+    def record(templates: str, videos: int, out_fvd: tuple, in_psnr: tuple, out_psnr: tuple, out_gain: tuple) -> dict:
         metrics = {}
         for name, (value, low, high) in (("out_of_template/fvd", out_fvd), ("in_template/psnr", in_psnr),
-                                         ("out_of_template/psnr", out_psnr)):
+                                         ("out_of_template/psnr", out_psnr), ("out_of_template/frozen_psnr", (24.0,) * 3),
+                                         ("out_of_template/psnr_over_frozen", out_gain)):
             metrics |= {f"eval/{name}": value, f"eval/{name}_ci_low": low, f"eval/{name}_ci_high": high}
         return {"trial": templates, "scenario": "combinatorial", "model": "DiT-XL", "data_size": "99K", "seed": 0,
                 "templates": templates, "num_videos": videos, "run_id": templates, **metrics}
 
     # The paper's direction: out-of-template FVD falls 22 -> 19 beyond the intervals, PSNR rises
     # only within them; in-template PSNR is best at 6 templates (33 vs 32, separated).
-    records = [record("6", 594_000, (22.1, 21.5, 22.7), (33.0, 32.8, 33.2), (25.5, 24.0, 27.0)),
-               record("60", 5_940_000, (18.7, 18.2, 19.2), (32.0, 31.8, 32.2), (27.3, 26.5, 28.0))]
+    records = [record("6", 594_000, (22.1, 21.5, 22.7), (33.0, 32.8, 33.2), (25.5, 24.0, 27.0), (1.5, -0.2, 3.1)),
+               record("60", 5_940_000, (18.7, 18.2, 19.2), (32.0, 31.8, 32.2), (27.3, 26.5, 28.0), (3.3, 2.4, 4.1))]
     from phyray.study.report import grid_cells
 
     checks = {c["metric"]: c for c in template_checks(grid_cells(records))}
@@ -181,3 +187,7 @@ def test_table2_checks_state_the_papers_claims_at_the_intervals():
     table = table2_markdown(grid_cells(records), {"name": "t", "run_id": "r", "id": "i"}, [], {"data.resolution": "64"}, {})
     assert "| DiT-XL | 6 (594,000) | – / 22.1 | – / – | 33.0 / 25.5 | – / – | – / – |" in table
     assert "flags 2-3% of real videos at 128² and above" in table and "at 64² read its rates" in table
+    # Nothing moving: one row per template set, and each cell's paired gain read at its interval.
+    assert "| #Templates | PSNR ↑ |" in table and "| 6 | – / 24.0 |" in table  # only what was scored
+    assert "| DiT-XL | 6 | – | +1.50 [-0.20, +3.10] | – / undecided |" in table
+    assert "| DiT-XL | 60 | – | +3.30 [+2.40, +4.10] | – / yes |" in table

@@ -3,6 +3,8 @@ scored by the combinatorial report, keeping every column a later stage joins on.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,16 @@ from phyray.data.shards import area_downsample, shard_paths
 from phyray.eval.abnormal import CHECKS
 from phyray.eval.report import evaluate_physics_records
 from phyray.eval.rollouts import reconstruct_dataset, video_noise_seed
-from phyray.eval.scenes import evaluate_scene_records, scene_metrics, summarize_scenes
+from phyray.eval.scenes import (
+    FROZEN_PREFIX,
+    SceneScoring,
+    add_scene_floor,
+    evaluate_scene_records,
+    scene_metrics,
+    score_frozen_set,
+    summarize_scenes,
+)
+from phyray.eval.video import frozen_video, pixel_metrics
 from phyray.study.prepare import calibrated_export
 
 pytestmark = pytest.mark.usefixtures("phyre_env")
@@ -94,6 +105,30 @@ def test_reconstructions_keep_the_scene_columns_and_a_lossless_vae_scores_the_fl
     metrics = scene_metrics(rows)
     assert metrics["eval/in_template/psnr"] == 100.0
     assert "eval/in_template/ssim_ci_low" in metrics
+
+
+def test_nothing_moving_is_scored_per_video_kept_by_identity_and_paired_with_each_rollout(scenes, tmp_path):
+    _, resampled = scenes
+    scoring = SceneScoring(cond_frames=1, abnormal=False)
+    frozen = score_frozen_set(resampled, scoring, cache_dir=tmp_path / "scores")
+    truths = {row["video_id"]: decode_frames(row) for row in iter_rows(resampled)}
+    assert sorted(r["video_id"] for r in frozen) == sorted(truths)
+    for record in frozen:
+        truth = truths[record["video_id"]]
+        expected = pixel_metrics([frozen_video(truth, 1)], [truth], cond_frames=1)
+        assert record["psnr"] == pytest.approx(expected["psnr"][0]) and record["ssim"] == pytest.approx(expected["ssim"][0])
+        assert "abnormal" not in record
+    assert min(r["psnr"] for r in frozen) < 100.0  # the red ball falls: holding frame 0 is wrong somewhere
+    (kept,) = (tmp_path / "scores").glob("*.json")  # read back, not re-made: a marked copy comes back marked
+    kept.write_text(json.dumps([frozen[0] | {"psnr": -1.0}, *frozen[1:]]))
+    assert score_frozen_set(resampled, scoring, cache_dir=tmp_path / "scores")[0]["psnr"] == -1.0
+    # Another conditioning length is another frozen reference.
+    assert score_frozen_set(resampled, SceneScoring(cond_frames=2), cache_dir=tmp_path / "scores") != frozen
+    # The truth as a rollout gains over nothing moving exactly what nothing moving lost, per video.
+    joined = add_scene_floor(evaluate_scene_records(resampled, resampled, cond_frames=1, abnormal=False), frozen, FROZEN_PREFIX)
+    for record in joined:
+        assert record["psnr_over_frozen"] == pytest.approx(100.0 - record["frozen_psnr"])
+        assert record["frozen_ssim"] <= 1.0
 
 
 def test_physics_report_refuses_a_phyre_scene_naming_the_column(scenes):

@@ -19,15 +19,10 @@ from phyray.benchmark.score import Source
 from phyray.benchmark.suites import Suite
 from phyray.config import COMBINATORIAL, ConfigError, load_data_config
 from phyray.data.shards import row_states
+from phyray.eval.video import frozen_video
 from phyray.render import render_videos
 
 BASELINES = ("ground_truth", "frozen", "constant_velocity")
-
-
-def frozen_video(truth: np.ndarray, cond_frames: int) -> np.ndarray:
-    video = truth.copy()
-    video[cond_frames:] = truth[cond_frames - 1]
-    return video
 
 
 def constant_velocity_positions(positions: np.ndarray, cond_frames: int) -> np.ndarray:

@@ -14,6 +14,13 @@ a larger reference is area-averaged to it):
   `TRUSTED_RESOLUTION` the rates come with a warning, and everywhere `gt_floor_abnormal` (the
   judge on the reference videos at the same side) shows how often it flags ground truth.
 
+Beside each video, `frozen_<metric>` (psnr, ssim, lpips): the same scores of its reference with
+nothing moving after the conditioning frames (`phyray.eval.video.frozen_video`), and
+`psnr_over_frozen`, the rollout's PSNR minus that one, so its interval is paired. A model that
+does not beat nothing moving has not continued the scene (the 2026-12-04 combinatorial mini
+study's DiT-T scored below it). FVD and the judge are not run on it: no set of frozen videos
+is kept, and nothing moving is what the judge's levitation rule flags.
+
 Per evaluation set: FVD (`phyray.eval.fvd`, I3D Kinetics-400) of the rollouts against their
 references, when the I3D weights are given; its protocol (videos, frames, side, weights hash)
 travels with the row, since FVD depends on N. No interval: FVD is a set statistic.
@@ -56,7 +63,7 @@ from phyray.eval.abnormal import (
 )
 from phyray.eval.report import reference_frames
 from phyray.eval.stats import mean_with_interval
-from phyray.eval.video import pixel_metrics
+from phyray.eval.video import frozen_video, pixel_metrics
 
 # Bump when the rules of phyray/eval/abnormal.py change (its thresholds enter scores' identity
 # on their own): cached scores and trial reports made by other rules are then not reused.
@@ -64,7 +71,9 @@ JUDGE_VERSION = 2  # 2: the calibration of 2026-12-02 (docs/abnormal.md)
 SCENE_COLUMNS = ["video_id", "scenario", "split", "template_id", "frames", "frames_encoding", "frame_shape"]
 ALL_TEMPLATES = "all"
 VAE_FLOOR_PREFIX = "vae_floor_"
+FROZEN_PREFIX = "frozen_"
 FLOOR_METRICS = ("psnr", "ssim", "lpips", "abnormal")
+FROZEN_VERSION = 1  # bump when what the frozen reference scores changes: reports then re-make it
 ROW_FIELDS = ("scenario", "split", "template", "resolution", "metric", "value", "ci_low", "ci_high", "n")
 # MLflow group names of the combinatorial splits: eval/in_template/<metric>, eval/out_of_template/<metric>.
 SPLIT_GROUPS = {"eval_in_template": "in_template", "eval_out_of_template": "out_of_template"}
@@ -180,17 +189,46 @@ def fvd_row(
     }
 
 
-def add_scene_floor(records: Sequence[dict[str, Any]], floor_records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each record with its video's VAE-reconstruction scores as `vae_floor_<metric>` (psnr,
-    ssim, lpips, abnormal: the floor any DiT working in that VAE's latents stands on)."""
+def add_scene_floor(
+    records: Sequence[dict[str, Any]], floor_records: Sequence[dict[str, Any]], prefix: str = VAE_FLOOR_PREFIX,
+) -> list[dict[str, Any]]:
+    """Each record with its video's scores in `floor_records` as `<prefix><metric>` (psnr, ssim,
+    lpips, abnormal where scored): the VAE's reconstructions (`vae_floor_`, the floor any DiT
+    working in that VAE's latents stands on) or the frozen reference (`frozen_`, with
+    `psnr_over_frozen`)."""
     floors = {r["video_id"]: r for r in floor_records}
     out = []
     for record in records:
         floor = floors.get(record["video_id"])
         if floor is None:
-            raise ShardError(f"video {record['video_id']!r} has no VAE reconstruction to give its floor")
-        out.append(record | {f"{VAE_FLOOR_PREFIX}{m}": floor[m] for m in FLOOR_METRICS if m in floor})
+            what = "VAE reconstruction" if prefix == VAE_FLOOR_PREFIX else f"{prefix.rstrip('_')} score"
+            raise ShardError(f"video {record['video_id']!r} has no {what} to give its floor")
+        added = {f"{prefix}{m}": floor[m] for m in FLOOR_METRICS if m in floor}
+        if prefix == FROZEN_PREFIX:
+            added["psnr_over_frozen"] = record["psnr"] - floor["psnr"]
+        out.append(record | added)
     return out
+
+
+def score_frozen_set(
+    reference_dir: str | Path, scoring: SceneScoring, device: str = "cpu", cache_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Per-video records of the reference set with nothing moving after its conditioning frames,
+    scored as rollouts are (PSNR, SSIM, LPIPS; see the module docstring). With `cache_dir`, kept
+    there as JSON named by the reference set and the settings that change these scores."""
+    settings = {"version": FROZEN_VERSION, "cond_frames": scoring.cond_frames, "ssim": scoring.ssim,
+                "lpips_backbone": weights_id(scoring.lpips_backbone)}
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"{Identity('frozen_scores', settings, {'reference': dataset_id(reference_dir)}).id}.json"
+
+    def score() -> list[dict[str, Any]]:
+        lpips_model = _lpips_model(scoring.lpips_backbone) if scoring.lpips_backbone else None
+        rows = list(reference_rows(reference_dir).values())
+        videos = [frozen_video(decode_frames(row), scoring.cond_frames) for row in rows]
+        return score_scene_videos(rows, videos, scoring.cond_frames, scoring.ssim, lpips_model, abnormal=False, device=device)
+
+    return kept_json(cache, score)
 
 
 def floor_fvd_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -275,11 +313,16 @@ class SceneScoring:
         if self.abnormal:
             record["abnormal"] = {"version": JUDGE_VERSION, "config": asdict(AbnormalConfig())}
         for name in ("lpips_backbone", "fvd_weights"):
-            if record[name] is not None:
-                path = Path(record[name])
-                stat = path.stat()
-                record[name] = _content_id(path, stat.st_size, stat.st_mtime_ns)
+            record[name] = weights_id(record[name])
         return record
+
+
+def weights_id(path: str | None) -> str | None:
+    """A weights file named by its content (None stays None)."""
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return _content_id(Path(path), stat.st_size, stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=8)

@@ -49,6 +49,14 @@ def frames_to_tensor(frames: np.ndarray, device: str | torch.device = "cpu") -> 
 
 
 @torch.no_grad()
+def frozen_video(truth: np.ndarray, cond_frames: int) -> np.ndarray:
+    """(T, H, W, 3) `truth` with nothing moving after its conditioning frames: frame c-1 held over
+    frames c..T-1. The level a model must beat to have continued a scene at all."""
+    video = truth.copy()
+    video[cond_frames:] = truth[cond_frames - 1]
+    return video
+
+
 def pixel_metrics(
     rollouts: np.ndarray | Sequence[np.ndarray],
     references: np.ndarray | Sequence[np.ndarray],

@@ -6,8 +6,9 @@ which logs the files onto the study's parent run) writes:
 - `table2.csv`: one row per cell (model, template set; seeds combined) with every metric's
   in-template and out-of-template value and 95 % interval, and the VAE floor's;
 - `table2.md`: the protocol, Table 2 laid out as the paper's (each metric "in / out"), the VAE
-  floors of the same sets, and the paper's two combinatorial claims as checks that answer yes,
-  no or undecided at the intervals:
+  floors of the same sets, nothing moving (each video's conditioning frame held: the level a
+  model must beat to have continued a scene) with each cell's paired PSNR gain over it, and the
+  paper's two combinatorial claims as checks that answer yes, no or undecided at the intervals:
   - *out-of-template error falls with templates*, per model and metric: the cell with the most
     templates against the one with the fewest, better beyond both intervals
     (`phyray.study.verdict.falls`, reversed for PSNR and SSIM);
@@ -15,7 +16,8 @@ which logs the files onto the study's parent run) writes:
     each seen ~10x more often), per model and metric: the fewest-template cell against the
     most-template one, in-template;
 - `template_scaling.png`: each metric against the number of training templates, a line per
-  model, out-of-template solid and in-template dashed, 95 % intervals as bands;
+  model, out-of-template solid and in-template dashed, 95 % intervals as bands, nothing moving
+  out of template dotted;
 - `gifs/`: each trial's [ground truth | rollout] GIFs of its best and worst out-of-template
   rollouts (by PSNR), copied from the trial runs.
 
@@ -34,6 +36,7 @@ from typing import Any
 
 from phyray.artifacts import atomic_write_bytes, write_files
 from phyray.eval.abnormal import TRUSTED_RESOLUTION
+from phyray.eval.scenes import FROZEN_PREFIX
 from phyray.study.combinatorial import template_ids
 from phyray.study.report import Cell, grid_cells, label_log_xticks
 from phyray.study.verdict import Estimate, falls
@@ -100,12 +103,43 @@ def template_checks(cells: list[Cell]) -> list[dict[str, str]]:
     return checks
 
 
+def beats_frozen(gain: Estimate | None) -> str:
+    """Whether a cell's rollouts beat nothing moving: their paired PSNR gain's interval above 0."""
+    if gain is None:
+        return "–"
+    return "yes" if gain.low > 0 else "no" if gain.high < 0 else "undecided"
+
+
+def frozen_lines(cells: list[Cell]) -> list[str]:
+    """Markdown: the frozen reference per template set, and each cell's paired PSNR gain over it."""
+    sets = {c.templates: c for c in cells if c.get(f"eval/out_of_template/{FROZEN_PREFIX}psnr") is not None}
+    if not sets:
+        return []
+    shown = [m for m in TABLE2_METRICS if any(c.get(f"eval/out_of_template/{FROZEN_PREFIX}{m[0]}") for c in sets.values())]
+    lines = ["", "Nothing moving: each video's conditioning frame held over the rest (no model), scored the same way "
+             "(a model below it has not continued the scene):", "",
+             "| #Templates | " + " | ".join(h for _, h, _, _ in shown) + " |", "|---|" + "---|" * len(shown)]
+    lines += [f"| {num_templates(c)} | " + " | ".join(_pair(c, m, fmt, FROZEN_PREFIX) for m, _, _, fmt in shown) + " |"
+              for c in sorted(sets.values(), key=num_templates)]
+    lines += ["", "Each cell's PSNR over nothing moving, paired over the same videos (dB, 95% interval), and whether "
+              "it beats it:", "", "| Model | #Templates | in-template | out-of-template | beats it (in / out) |",
+              "|---|---|---|---|---|"]
+    for cell in cells:
+        gains = [cell.get(f"eval/{group}/psnr_over_frozen") for group, _ in SPLITS]
+        cells_text = ["–" if g is None else f"{g.value:+.2f} [{g.low:+.2f}, {g.high:+.2f}]" for g in gains]
+        lines.append(f"| {cell.model} | {num_templates(cell)} | {cells_text[0]} | {cells_text[1]} | "
+                     + " / ".join(beats_frozen(g) for g in gains) + " |")
+    return lines
+
+
 def table2_csv(cells: list[Cell]) -> str:
     fields = ["model", "templates", "num_templates", "videos_per_template", "num_videos", "seeds"]
     for metric, *_ in TABLE2_METRICS:
         for group, _ in SPLITS:
-            for prefix in ("", "vae_floor_"):
+            for prefix in ("", "vae_floor_", FROZEN_PREFIX):
                 fields += [f"{group}/{prefix}{metric}", f"{group}/{prefix}{metric}_ci_low", f"{group}/{prefix}{metric}_ci_high"]
+    for group, _ in SPLITS:
+        fields += [f"{group}/psnr_over_frozen", f"{group}/psnr_over_frozen_ci_low", f"{group}/psnr_over_frozen_ci_high"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", restval="")
     writer.writeheader()
@@ -166,6 +200,7 @@ def table2_markdown(cells: list[Cell], study: dict[str, str], missing: list[str]
     for cell in cells:
         lines.append(f"| {cell.model} | {num_templates(cell)} | "
                      + " | ".join(_pair(cell, m, fmt, "vae_floor_") for m, _, _, fmt in TABLE2_METRICS) + " |")
+    lines += frozen_lines(cells)
     floors = [f"{c.model}, {num_templates(c)} templates: {_pair(c, 'abnormal', '{:.0%}', 'gt_floor_')}" for c in cells
               if c.get("eval/out_of_template/gt_floor_abnormal") is not None]
     if floors:
@@ -208,6 +243,9 @@ def template_scaling_png(cells: list[Cell]) -> bytes:
                 ax.fill_between(x, [math.nan if e is None else e.low for e in found],
                                 [math.nan if e is None else e.high for e in found],
                                 color=colors[i % len(colors)], alpha=0.15, linewidth=0)
+        frozen = next((e for c in cells if (e := c.get(f"eval/out_of_template/{FROZEN_PREFIX}{metric}"))), None)
+        if frozen is not None:  # the same held-out videos for every cell
+            ax.axhline(frozen.value, color="gray", linestyle=":", label="nothing moving, out")
         ax.set(xscale="log", title=header, xlabel="training templates")
         label_log_xticks(ax, {n: str(n) for n in counts})  # the grid's template counts
         ax.grid(True, which="both", alpha=0.3)

@@ -21,7 +21,7 @@ again by its identity, never by its name:
   (`eval/id/...`, `eval/ood/...` pooled, `eval/ood_<level>/...`, `gt_floor_*` and
   `vae_floor_*` beside each); a combinatorial cell's from the scene report
   (`eval/in_template/...`, `eval/out_of_template/...`: psnr, ssim, lpips, fvd, abnormal and
-  its checks, with `vae_floor_*` and `gt_floor_abnormal`; tag `phyray.templates`, and FVD's
+  its checks, with `vae_floor_*`, `frozen_*`, `psnr_over_frozen` and `gt_floor_abnormal`; tag `phyray.templates`, and FVD's
   protocol as tags `phyray.fvd.<split>.fvd`);
 - artifacts: `report/report.json|csv` (and `probe.json`, `gaps.json`, `flips.json`, `hulls.json`
   or `composition.json`: the per-video records by split),
@@ -105,9 +105,11 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
     # The VAE floor's reconstructions are named by the VAE and the reference sets, both already
     # inputs of the DiT and the rollouts; they need no entry of their own.
     if trial.scenario == COMBINATORIAL:
+        from phyray.eval.scenes import FROZEN_VERSION
         from phyray.study.combinatorial import scene_scoring
 
-        scoring = {"scenes": {split: scene_scoring(study, split, cond_frames).record() for split in rollouts}}
+        scoring = {"scenes": {split: scene_scoring(study, split, cond_frames).record() for split in rollouts},
+                   "frozen": FROZEN_VERSION}
     else:
         scoring = {"parser": study.eval.parser, "ssim": study.eval.ssim, "paper_filter": study.eval.paper_filter}
         if trial.scenario.startswith(PROBE_PREFIX):
@@ -189,14 +191,23 @@ def _gif_of(record: dict[str, Any], rollout_dir: str, reference_dir: str, path: 
 
 
 def _scene_scores(study: StudyConfig, split: str, rollout_dir: str, floor_dir: str, reference: str, cond_frames: int):
-    """A combinatorial split's per-video records (with their VAE floor) and its FVD rows."""
-    from phyray.eval.scenes import add_scene_floor, floor_fvd_row, score_scene_set
+    """A combinatorial split's per-video records (with their VAE floor and the frozen reference)
+    and its FVD rows."""
+    from phyray.eval.scenes import (
+        FROZEN_PREFIX,
+        add_scene_floor,
+        floor_fvd_row,
+        score_frozen_set,
+        score_scene_set,
+    )
     from phyray.study.combinatorial import scene_scoring
 
     scoring = scene_scoring(study, split, cond_frames)
     scores = score_scene_set(rollout_dir, reference, scoring)
     floor = score_scene_set(floor_dir, reference, scoring, cache_dir=scores_dir(floor_dir))
-    return add_scene_floor(scores["records"], floor["records"]), [*scores["fvd"], *map(floor_fvd_row, floor["fvd"])]
+    frozen = score_frozen_set(reference, scoring, cache_dir=scores_dir(reference))
+    records = add_scene_floor(add_scene_floor(scores["records"], floor["records"]), frozen, FROZEN_PREFIX)
+    return records, [*scores["fvd"], *map(floor_fvd_row, floor["fvd"])]
 
 
 def _probe_scores(
