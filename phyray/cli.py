@@ -118,8 +118,8 @@ def _add_data_commands(groups) -> None:
     gen.add_argument("--size", default=None, help="30K, 300K, 3M or a count (200, 2K); eval splits default to the paper's sizes")
     gen.add_argument(
         "--split", default="train",
-        choices=[*SPLITS, "eval_in_template", "eval_out_of_template"],
-        help="ball scenes: train, eval_id, eval_ood (test) or dev_id, dev_ood (for choosing settings); combinatorial: train, eval_in_template, eval_out_of_template",
+        choices=[*SPLITS, "eval_in_template", "eval_out_of_template", "dev_in_template", "dev_out_of_template"],
+        help="ball scenes: train, eval_id, eval_ood (test) or dev_id, dev_ood (for choosing settings); combinatorial: train, eval_in_template, eval_out_of_template (test) or dev_in_template, dev_out_of_template",
     )
     gen.add_argument("--out", required=True, help="output directory")
     gen.add_argument("--seed", type=int, default=0)
@@ -284,7 +284,10 @@ def _eval_video(args: argparse.Namespace) -> int:
     from phyray.eval.fvd import default_weights
     from phyray.eval.lpips import LPIPS_SKIPPED, LpipsWeightsNotFound
     from phyray.eval.scenes import (
+        FROZEN_PREFIX,
         SceneScoring,
+        add_scene_floor,
+        score_frozen_set,
         score_scene_set,
         summarize_scenes,
         write_scene_report,
@@ -300,8 +303,10 @@ def _eval_video(args: argparse.Namespace) -> int:
     )
     try:
         scores = score_scene_set(args.rollouts, args.reference, scoring, device=args.device)
-        rows = [*summarize_scenes(scores["records"]), *scores["fvd"]]
-        paths = write_scene_report(rows, scores["records"], args.out)
+        frozen = score_frozen_set(args.reference, scoring, device=args.device)  # nothing moving, beside each video
+        records = add_scene_floor(scores["records"], frozen, FROZEN_PREFIX)
+        rows = [*summarize_scenes(records), *scores["fvd"]]
+        paths = write_scene_report(rows, records, args.out)
     except (ProductError, ValueError, LpipsWeightsNotFound) as err:
         raise CliError(str(err)) from None
     if scoring.lpips_backbone is None:

@@ -963,7 +963,8 @@ class StudyEval(Strict):
     bootstrap_resamples: int = Field(1000, ge=100)
     # The evaluation sets: "test" (eval_id / eval_ood, what the verdict is computed on) or "dev"
     # (dev_id / dev_ood: same distributions and sizes, other videos) for choosing settings
-    # without looking at the test sets.
+    # without looking at the test sets. A combinatorial study's dev sets are other trials of
+    # the same seeds (phyray/data/combinatorial.py SPLIT_TRIALS).
     split: Literal["test", "dev"] = "test"
     # The released evaluator's radius filter and collision window on every velocity metric
     # (phyray/eval/physics.py); `paper_vel_err`, the paper's Fig. 3 metric, always has them.

@@ -33,6 +33,22 @@ def test_split_rules():
     assert set(TEMPLATE_SETS["60"]).isdisjoint(TEMPLATE_SETS["heldout"])
 
 
+def test_dev_splits_are_other_trials_of_the_same_seeds_never_a_studys_test_or_training_trials():
+    templates, held_out = [10003, 10005], TEMPLATE_SETS["heldout"][:2]
+    train = plan_items(templates, seeds=3, trials=FIRST_EVAL_TRIAL, split="train")
+    # A study's test sets: one trial per seed (990 in template, 0 out of template).
+    test_in, test_out = (plan_items(t, 3, 1, s) for t, s in ((templates, "eval_in_template"), (held_out, "eval_out_of_template")))
+    dev_in = plan_items(templates, seeds=3, trials=5, split="dev_in_template")
+    dev_out = plan_items(held_out, seeds=3, trials=500, split="dev_out_of_template")
+    assert {t for _, _, t in dev_in} == set(range(995, 1000)) and {t for _, _, t in dev_out} == set(range(500, 1000))
+    assert {(t, s) for t, s, _ in dev_in} == {(t, s) for t, s, _ in test_in}  # same templates and seeds
+    assert not set(dev_in) & (set(train) | set(test_in)) and not set(dev_out) & set(test_out)
+    with pytest.raises(ConfigError, match="dev_in_template has 5 trials per seed"):
+        plan_items(templates, seeds=1, trials=6, split="dev_in_template")
+    with pytest.raises(ConfigError, match="held-out templates only"):
+        plan_items(templates, seeds=1, trials=1, split="dev_out_of_template")
+
+
 def test_generation_is_deterministic_across_workers_and_decodes(tmp_path, ray_local):
     one = generate_combinatorial([10003, 10005], 2, 2, "train", tmp_path / "one", shard_size=3, num_workers=1, progress=False)
     generate_combinatorial([10003, 10005], 2, 2, "train", tmp_path / "two", shard_size=3, num_workers=2, progress=False)

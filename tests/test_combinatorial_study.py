@@ -156,9 +156,43 @@ def test_cli_scores_a_cells_rollouts_as_the_study_did(combinatorial_study, tmp_p
                  "--out", str(tmp_path / "report.json"), "--no-fvd"])
     assert code == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "report.json").read_text())
-    psnr = next(r for r in rows if r["metric"] == "psnr" and r["template"] == "all")
-    assert psnr["value"] == pytest.approx(run.data.metrics["eval/out_of_template/psnr"])
+    for metric in ("psnr", "frozen_psnr", "psnr_over_frozen"):
+        row = next(r for r in rows if r["metric"] == metric and r["template"] == "all")
+        assert row["value"] == pytest.approx(run.data.metrics[f"eval/out_of_template/{metric}"]), metric
     assert (tmp_path / "videos.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("phyre_env")
+def test_a_dev_split_makes_only_its_own_evaluation_sets(combinatorial_study):
+    from phyray.data import iter_rows
+    from phyray.study.combinatorial import (
+        IN_TEMPLATE,
+        OUT_OF_TEMPLATE,
+        generate_combinatorial_inputs,
+    )
+
+    cfg, _ = combinatorial_study
+    dev_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"split": "dev"})})
+    test = generate_combinatorial_inputs(cfg, log=lambda *_: None)
+    made = {p: p.stat().st_mtime_ns for d in test.train.values() for p in Path(d).iterdir()}
+    dev = generate_combinatorial_inputs(dev_cfg, log=lambda *_: None)
+    assert dev.train == test.train  # the training sets found by identity, untouched
+    assert {p: p.stat().st_mtime_ns for d in dev.train.values() for p in Path(d).iterdir()} == made
+    for key in dev.eval:
+        assert dev.eval[key] != test.eval[key]
+        want = ("dev_in_template", 995) if key.startswith(IN_TEMPLATE) else ("dev_out_of_template", 500)
+        assert key.startswith((IN_TEMPLATE, OUT_OF_TEMPLATE))
+        assert {(row["split"], row["trial"]) for row in iter_rows(dev.eval[key], ["split", "trial"])} == {want}
+
+
+def test_table2_protocol_names_the_split_and_its_trials():
+    from phyray.study.table2 import protocol_line
+
+    test = protocol_line({"data.resolution": "64"}, {})
+    dev = protocol_line({"data.resolution": "64", "eval.split": "dev"}, {})
+    assert "test split" in test and "in-template: trial 990 " in test and "out-of-template: trial 0 " in test
+    assert "dev split" in dev and "in-template: trial 995 " in dev and "out-of-template: trial 500 " in dev
 
 
 def test_table2_checks_state_the_papers_claims_at_the_intervals():

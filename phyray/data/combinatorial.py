@@ -6,7 +6,10 @@ start) and writes whole shards. Splits (docs/paper.md §12 "Data volume and spli
 
 - train: the chosen training templates, trials 0..M-1 of seeds 0..N-1 (trials < 990);
 - eval_in_template: the same templates, trials 990..990+M-1 (never in train);
-- eval_out_of_template: the held-out templates 10060-10069, trials 0..M-1.
+- eval_out_of_template: the held-out templates 10060-10069, trials 0..M-1;
+- dev_in_template, dev_out_of_template: a study's dev sets (`eval.split: dev`), for choosing
+  settings without looking at the test sets: the same templates and seeds, trials from 995 and
+  from 500. A study's test sets take one trial per seed (990, and 0), so they never meet.
 
 Frames are stored as PHYRE colour indices (1 byte per pixel, "zstd-palette8") with the palette
 in the row; `phyray.data.decode_frames(row, resolution)` gives RGB at 256, 128, 64 or 32.
@@ -40,9 +43,18 @@ from phyray.sim.phyre import (
     find_phyre_python,
 )
 
-COMBINATORIAL_SPLITS = ("train", "eval_in_template", "eval_out_of_template")
 FIRST_EVAL_TRIAL = 990  # trials 990-999 of each seed are the in-template evaluation set
 TRIALS_PER_SEED = 1000
+# Each split's trials: [first, end) of every seed.
+SPLIT_TRIALS = {
+    "train": (0, FIRST_EVAL_TRIAL),
+    "eval_in_template": (FIRST_EVAL_TRIAL, TRIALS_PER_SEED),
+    "eval_out_of_template": (0, TRIALS_PER_SEED),
+    "dev_in_template": (995, TRIALS_PER_SEED),
+    "dev_out_of_template": (500, TRIALS_PER_SEED),
+}
+COMBINATORIAL_SPLITS = tuple(SPLIT_TRIALS)
+OUT_OF_TEMPLATE_SPLITS = ("eval_out_of_template", "dev_out_of_template")
 
 _VEC3 = pa.list_(pa.uint8(), 3)
 COMBINATORIAL_SCHEMA = pa.schema(
@@ -71,16 +83,16 @@ def plan_items(templates: list[int], seeds: int, trials: int, split: str) -> lis
     if seeds < 1 or trials < 1:
         raise ConfigError("--seeds and --trials: must be >= 1")
     held_out = set(TEMPLATE_SETS["heldout"])
-    if split == "eval_out_of_template":
+    if split in OUT_OF_TEMPLATE_SPLITS:
         if not set(templates) <= held_out:
-            raise ConfigError(f"--templates: eval_out_of_template takes held-out templates only ({min(held_out)}-{max(held_out)})")
+            raise ConfigError(f"--templates: {split} takes held-out templates only ({min(held_out)}-{max(held_out)})")
     elif set(templates) & held_out:
         raise ConfigError(f"--templates: held-out templates {sorted(set(templates) & held_out)} never appear in {split}")
-    if split == "train" and trials > FIRST_EVAL_TRIAL:
-        raise ConfigError(f"--trials: train uses trials 0-{FIRST_EVAL_TRIAL - 1}; {trials} would reach the evaluation trials")
-    if split == "eval_in_template" and trials > TRIALS_PER_SEED - FIRST_EVAL_TRIAL:
-        raise ConfigError(f"--trials: eval_in_template has {TRIALS_PER_SEED - FIRST_EVAL_TRIAL} trials per seed")
-    first_trial = FIRST_EVAL_TRIAL if split == "eval_in_template" else 0
+    first_trial, end = SPLIT_TRIALS[split]
+    if split == "train" and trials > end:
+        raise ConfigError(f"--trials: train uses trials 0-{end - 1}; {trials} would reach the evaluation trials")
+    if trials > end - first_trial:
+        raise ConfigError(f"--trials: {split} has {end - first_trial} trials per seed ({first_trial}-{end - 1})")
     return [
         (template, seed, first_trial + trial)
         for template in templates
@@ -119,7 +131,7 @@ class PhyreShardWriter:
                 columns["video_id"].append(video_id(task["split"], template, seed, trial))
                 columns["scenario"].append("combinatorial")
                 columns["split"].append(task["split"])
-                columns["ood_level"].append("out_of_template" if task["split"] == "eval_out_of_template" else None)
+                columns["ood_level"].append("out_of_template" if task["split"] in OUT_OF_TEMPLATE_SPLITS else None)
                 columns["seed"].append(seed)
                 columns["template_id"].append(template)
                 columns["trial"].append(trial)

@@ -49,6 +49,7 @@ from phyray.data.shards import (
     ShardError,
     dataset_id,
     decode_frames,
+    iter_batches,
     iter_rows,
     read_shard,
     shard_paths,
@@ -76,7 +77,9 @@ FLOOR_METRICS = ("psnr", "ssim", "lpips", "abnormal")
 FROZEN_VERSION = 1  # bump when what the frozen reference scores changes: reports then re-make it
 ROW_FIELDS = ("scenario", "split", "template", "resolution", "metric", "value", "ci_low", "ci_high", "n")
 # MLflow group names of the combinatorial splits: eval/in_template/<metric>, eval/out_of_template/<metric>.
-SPLIT_GROUPS = {"eval_in_template": "in_template", "eval_out_of_template": "out_of_template"}
+# A dev split's sets log under the same names (the study's `eval.split` param says which).
+SPLIT_GROUPS = {"eval_in_template": "in_template", "eval_out_of_template": "out_of_template",
+                "dev_in_template": "in_template", "dev_out_of_template": "out_of_template"}
 
 
 def abnormal_flags(frames: np.ndarray) -> dict[str, float]:
@@ -114,11 +117,15 @@ def score_scene_videos(
     return records
 
 
+def scene_columns(reference_dir: str | Path) -> list[str]:
+    """The columns scoring reads from a set: SCENE_COLUMNS, and the palette its frames need."""
+    names = pq.read_schema(shard_paths(reference_dir)[0]).names
+    return [c for c in (*SCENE_COLUMNS, "palette") if c in names]
+
+
 def reference_rows(reference_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The reference set's rows (what scoring needs, frames included) by video_id."""
-    names = pq.read_schema(shard_paths(reference_dir)[0]).names
-    columns = [c for c in (*SCENE_COLUMNS, "palette") if c in names]
-    return {row["video_id"]: row for row in iter_rows(reference_dir, columns)}
+    return {row["video_id"]: row for row in iter_rows(reference_dir, scene_columns(reference_dir))}
 
 
 def evaluate_scene_records(
@@ -212,6 +219,7 @@ def add_scene_floor(
 
 def score_frozen_set(
     reference_dir: str | Path, scoring: SceneScoring, device: str = "cpu", cache_dir: str | Path | None = None,
+    chunk: int = 16,
 ) -> list[dict[str, Any]]:
     """Per-video records of the reference set with nothing moving after its conditioning frames,
     scored as rollouts are (PSNR, SSIM, LPIPS; see the module docstring). With `cache_dir`, kept
@@ -224,9 +232,11 @@ def score_frozen_set(
 
     def score() -> list[dict[str, Any]]:
         lpips_model = _lpips_model(scoring.lpips_backbone) if scoring.lpips_backbone else None
-        rows = list(reference_rows(reference_dir).values())
-        videos = [frozen_video(decode_frames(row), scoring.cond_frames) for row in rows]
-        return score_scene_videos(rows, videos, scoring.cond_frames, scoring.ssim, lpips_model, abnormal=False, device=device)
+        records = []
+        for rows in iter_batches(reference_dir, scene_columns(reference_dir), chunk):  # a chunk of decoded videos at a time
+            videos = [frozen_video(decode_frames(row), scoring.cond_frames) for row in rows]
+            records += score_scene_videos(rows, videos, scoring.cond_frames, scoring.ssim, lpips_model, abnormal=False, device=device)
+        return records
 
     return kept_json(cache, score)
 

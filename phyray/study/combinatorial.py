@@ -9,6 +9,11 @@ Each cell trains on its own template set and is evaluated on two sets:
 - `eval_out_of_template`: trial 0 of seeds 0..n-1 of each held-out template (10060-10069),
   shared by every cell.
 
+With `eval.split: dev` the two sets are the dev sets instead, for choosing settings without
+looking at the test sets: trial 995 in template and trial 500 out of template, of the same
+seeds (`phyray.data.combinatorial.SPLIT_TRIALS`); they keep the roles' names (keys, MLflow
+metrics), and the study's `eval.split` param says which sets a report scored.
+
 Datasets are simulated once at 256² as palette indices (`phyray.data.combinatorial`, cached by
 identity in `<data_dir>/combinatorial/`), then resampled to the study's side and frame count
 (`phyray.data.resample`); everything after (VAE, latents, rollouts, reports) reads the
@@ -61,6 +66,12 @@ def eval_per_template(cfg: StudyConfig) -> dict[str, int]:
         IN_TEMPLATE: cfg.data.eval_id or PAPER_EVAL_PER_TEMPLATE,
         OUT_OF_TEMPLATE: cfg.data.eval_ood or PAPER_EVAL_PER_TEMPLATE,
     }
+
+
+def data_split(cfg: StudyConfig, role: str) -> str:
+    """The dataset split that plays an evaluation role (IN_TEMPLATE, OUT_OF_TEMPLATE) under
+    `eval.split`: the role itself on test, its dev set on dev."""
+    return role if cfg.eval.split == "test" else role.replace("eval_", "dev_", 1)
 
 
 def eval_key(split: str, templates: str) -> str:
@@ -138,10 +149,10 @@ def generate_combinatorial_inputs(cfg: StudyConfig, log=print) -> ScenarioInputs
         for size in cfg.data_sizes:
             key = f"{label}t-{size}"
             inputs.train[key], inputs.num_videos[key] = dataset(ids, *draws(cfg, size), "train", f"train-{key}")
-        count = per_template[IN_TEMPLATE]
-        inputs.eval[eval_key(IN_TEMPLATE, spec)], _ = dataset(ids, count, 1, IN_TEMPLATE, f"{IN_TEMPLATE}-{label}t-{count}")
-    count = per_template[OUT_OF_TEMPLATE]
-    inputs.eval[OUT_OF_TEMPLATE], _ = dataset(TEMPLATE_SETS["heldout"], count, 1, OUT_OF_TEMPLATE, f"{OUT_OF_TEMPLATE}-{count}")
+        count, split = per_template[IN_TEMPLATE], data_split(cfg, IN_TEMPLATE)
+        inputs.eval[eval_key(IN_TEMPLATE, spec)], _ = dataset(ids, count, 1, split, f"{split}-{label}t-{count}")
+    count, split = per_template[OUT_OF_TEMPLATE], data_split(cfg, OUT_OF_TEMPLATE)
+    inputs.eval[OUT_OF_TEMPLATE], _ = dataset(TEMPLATE_SETS["heldout"], count, 1, split, f"{split}-{count}")
     return inputs
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from phyray.artifacts import atomic_write_bytes, write_files
+from phyray.data.combinatorial import SPLIT_TRIALS
 from phyray.eval.abnormal import TRUSTED_RESOLUTION
 from phyray.eval.scenes import FROZEN_PREFIX
 from phyray.study.combinatorial import template_ids
@@ -165,10 +166,12 @@ def protocol_line(params: dict[str, str], fvd_protocols: dict[str, str]) -> str:
                f"(docs/abnormal.md); at {resolution}² read its rates beside their ground-truth floor.**"
                if resolution and resolution < TRUSTED_RESOLUTION else "")
     fvd = "; ".join(f"FVD {group}: {protocol}" for group, protocol in sorted(fvd_protocols.items())) or "FVD not computed"
+    split = param("eval.split", "test")
+    (in_trial, _), (out_trial, _) = (SPLIT_TRIALS[f"{'eval' if split == 'test' else 'dev'}_{group}"] for group, _ in SPLITS)
     return (
-        f"Protocol: {param('data.resolution')}² frames, {param('data.phyre.num_frames', '32')} frames per video, "
-        f"{param('dit.diffusion.cond_frames', '1')} conditioning frame(s); in-template: trial 990 of seeds 0..n-1 of each "
-        f"training template (n = {param('data.eval_id', '100')}); out-of-template: trial 0 of seeds 0..n-1 of templates "
+        f"Protocol: {split} split; {param('data.resolution')}² frames, {param('data.phyre.num_frames', '32')} frames per video, "
+        f"{param('dit.diffusion.cond_frames', '1')} conditioning frame(s); in-template: trial {in_trial} of seeds 0..n-1 of each "
+        f"training template (n = {param('data.eval_id', '100')}); out-of-template: trial {out_trial} of seeds 0..n-1 of templates "
         f"10060-10069 (n = {param('data.eval_ood', '100')}); {param('eval.sample_steps')} sampling steps; training "
         f"seeds {param('seeds', '[0]')}; PSNR, SSIM and LPIPS per generated frame in [0, 1], averaged; abnormal = the "
         f"automatic judge, not human raters; 95% percentile bootstrap over videos, {param('eval.bootstrap_resamples', '1000')} "
@@ -249,7 +252,8 @@ def template_scaling_png(cells: list[Cell]) -> bytes:
         ax.set(xscale="log", title=header, xlabel="training templates")
         label_log_xticks(ax, {n: str(n) for n in counts})  # the grid's template counts
         ax.grid(True, which="both", alpha=0.3)
-    next(ax for ax in axes[0] if ax.axison).legend(fontsize=7)  # PSNR and SSIM are always computed
+    # On PSNR's panel: always computed, and it has every line (nothing moving's too).
+    axes[0][[m for m, *_ in TABLE2_METRICS].index("psnr")].legend(fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

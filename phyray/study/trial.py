@@ -325,7 +325,7 @@ def evaluate_trial(
         write_report,
     )
     from phyray.eval.rollouts import rollout_dataset
-    from phyray.eval.scenes import scene_metrics, summarize_scenes, write_scene_report
+    from phyray.eval.scenes import SPLIT_GROUPS, scene_metrics, summarize_scenes, write_scene_report
 
     report_dir = Path(spec.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -391,7 +391,7 @@ def evaluate_trial(
     client = MlflowClient(tracking_uri)
     tracking.log_metrics(tracking_uri, run_id, metrics, step=0)
     for row in fvd_rows:  # FVD depends on N: its protocol beside it
-        group = row["split"].removeprefix("eval_")
+        group = SPLIT_GROUPS[row["split"]]
         tracking.set_tags(tracking_uri, run_id, {f"phyray.fvd.{group}.{row['metric']}": json.dumps(row["protocol"], sort_keys=True)})
     for path in report_files:
         client.log_artifact(run_id, str(path), artifact_path="report")
