@@ -48,7 +48,6 @@ def frames_to_tensor(frames: np.ndarray, device: str | torch.device = "cpu") -> 
     return torch.from_numpy(out).to(device)
 
 
-@torch.no_grad()
 def frozen_video(truth: np.ndarray, cond_frames: int) -> np.ndarray:
     """(T, H, W, 3) `truth` with nothing moving after its conditioning frames: frame c-1 held over
     frames c..T-1. The level a model must beat to have continued a scene at all."""
@@ -57,6 +56,7 @@ def frozen_video(truth: np.ndarray, cond_frames: int) -> np.ndarray:
     return video
 
 
+@torch.no_grad()
 def pixel_metrics(
     rollouts: np.ndarray | Sequence[np.ndarray],
     references: np.ndarray | Sequence[np.ndarray],

@@ -21,8 +21,8 @@ again by its identity, never by its name:
   (`eval/id/...`, `eval/ood/...` pooled, `eval/ood_<level>/...`, `gt_floor_*` and
   `vae_floor_*` beside each); a combinatorial cell's from the scene report
   (`eval/in_template/...`, `eval/out_of_template/...`: psnr, ssim, lpips, fvd, abnormal and
-  its checks, with `vae_floor_*`, `frozen_*`, `psnr_over_frozen` and `gt_floor_abnormal`; tag `phyray.templates`, and FVD's
-  protocol as tags `phyray.fvd.<split>.fvd`);
+  its checks, with `vae_floor_*`, `frozen_*`, `psnr_over_frozen` and `gt_floor_abnormal`; tag
+  `phyray.templates`, and FVD's protocol as tags `phyray.fvd.<split>.fvd`);
 - artifacts: `report/report.json|csv` (and `probe.json`, `gaps.json`, `flips.json`, `hulls.json`
   or `composition.json`: the per-video records by split),
   `rollouts/<split>_{best,worst}.gif` [ground truth | rollout].
