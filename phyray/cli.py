@@ -284,9 +284,8 @@ def _eval_video(args: argparse.Namespace) -> int:
     from phyray.eval.fvd import default_weights
     from phyray.eval.lpips import LPIPS_SKIPPED, LpipsWeightsNotFound
     from phyray.eval.scenes import (
-        FROZEN_PREFIX,
         SceneScoring,
-        add_scene_floor,
+        add_frozen,
         score_frozen_set,
         score_scene_set,
         summarize_scenes,
@@ -304,7 +303,7 @@ def _eval_video(args: argparse.Namespace) -> int:
     try:
         scores = score_scene_set(args.rollouts, args.reference, scoring, device=args.device)
         frozen = score_frozen_set(args.reference, scoring, device=args.device)  # nothing moving, beside each video
-        records = add_scene_floor(scores["records"], frozen, FROZEN_PREFIX)
+        records = add_frozen(scores["records"], frozen)
         rows = [*summarize_scenes(records), *scores["fvd"]]
         paths = write_scene_report(rows, records, args.out)
     except (ProductError, ValueError, LpipsWeightsNotFound) as err:

@@ -17,9 +17,8 @@ from phyray.eval.abnormal import CHECKS
 from phyray.eval.report import evaluate_physics_records
 from phyray.eval.rollouts import reconstruct_dataset, video_noise_seed
 from phyray.eval.scenes import (
-    FROZEN_PREFIX,
     SceneScoring,
-    add_scene_floor,
+    add_frozen,
     evaluate_scene_records,
     scene_metrics,
     score_frozen_set,
@@ -125,7 +124,7 @@ def test_nothing_moving_is_scored_per_video_kept_by_identity_and_paired_with_eac
     # Another conditioning length is another frozen reference.
     assert score_frozen_set(resampled, SceneScoring(cond_frames=2), cache_dir=tmp_path / "scores") != frozen
     # The truth as a rollout gains over nothing moving exactly what nothing moving lost, per video.
-    joined = add_scene_floor(evaluate_scene_records(resampled, resampled, cond_frames=1, abnormal=False), frozen, FROZEN_PREFIX)
+    joined = add_frozen(evaluate_scene_records(resampled, resampled, cond_frames=1, abnormal=False), frozen)
     for record in joined:
         assert record["psnr_over_frozen"] == pytest.approx(100.0 - record["frozen_psnr"])
         assert record["frozen_ssim"] <= 1.0

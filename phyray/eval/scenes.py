@@ -198,23 +198,26 @@ def fvd_row(
 
 def add_scene_floor(
     records: Sequence[dict[str, Any]], floor_records: Sequence[dict[str, Any]], prefix: str = VAE_FLOOR_PREFIX,
+    what: str = "VAE reconstruction",
 ) -> list[dict[str, Any]]:
-    """Each record with its video's scores in `floor_records` as `<prefix><metric>` (psnr, ssim,
-    lpips, abnormal where scored): the VAE's reconstructions (`vae_floor_`, the floor any DiT
-    working in that VAE's latents stands on) or the frozen reference (`frozen_`, with
-    `psnr_over_frozen`)."""
+    """Each record with its video's scores in `floor_records` (`what` they are, for the error)
+    as `<prefix><metric>` (psnr, ssim, lpips, abnormal where scored): by default the VAE's
+    reconstructions, the floor any DiT working in that VAE's latents stands on."""
     floors = {r["video_id"]: r for r in floor_records}
     out = []
     for record in records:
         floor = floors.get(record["video_id"])
         if floor is None:
-            what = "VAE reconstruction" if prefix == VAE_FLOOR_PREFIX else f"{prefix.rstrip('_')} score"
             raise ShardError(f"video {record['video_id']!r} has no {what} to give its floor")
-        added = {f"{prefix}{m}": floor[m] for m in FLOOR_METRICS if m in floor}
-        if prefix == FROZEN_PREFIX:
-            added["psnr_over_frozen"] = record["psnr"] - floor["psnr"]
-        out.append(record | added)
+        out.append(record | {f"{prefix}{m}": floor[m] for m in FLOOR_METRICS if m in floor})
     return out
+
+
+def add_frozen(records: Sequence[dict[str, Any]], frozen_records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each record with its video's nothing-moving scores (`score_frozen_set`) as `frozen_<metric>`,
+    and `psnr_over_frozen`, its PSNR minus that one (paired per video)."""
+    return [record | {"psnr_over_frozen": record["psnr"] - record[f"{FROZEN_PREFIX}psnr"]}
+            for record in add_scene_floor(records, frozen_records, FROZEN_PREFIX, "nothing-moving score")]
 
 
 def score_frozen_set(

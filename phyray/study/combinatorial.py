@@ -68,10 +68,10 @@ def eval_per_template(cfg: StudyConfig) -> dict[str, int]:
     }
 
 
-def data_split(cfg: StudyConfig, role: str) -> str:
+def data_split(split: str, role: str) -> str:
     """The dataset split that plays an evaluation role (IN_TEMPLATE, OUT_OF_TEMPLATE) under
-    `eval.split`: the role itself on test, its dev set on dev."""
-    return role if cfg.eval.split == "test" else role.replace("eval_", "dev_", 1)
+    `eval.split` `split`: the role itself on test, its dev set on dev."""
+    return role if split == "test" else role.replace("eval_", "dev_", 1)
 
 
 def eval_key(split: str, templates: str) -> str:
@@ -149,9 +149,9 @@ def generate_combinatorial_inputs(cfg: StudyConfig, log=print) -> ScenarioInputs
         for size in cfg.data_sizes:
             key = f"{label}t-{size}"
             inputs.train[key], inputs.num_videos[key] = dataset(ids, *draws(cfg, size), "train", f"train-{key}")
-        count, split = per_template[IN_TEMPLATE], data_split(cfg, IN_TEMPLATE)
+        count, split = per_template[IN_TEMPLATE], data_split(cfg.eval.split, IN_TEMPLATE)
         inputs.eval[eval_key(IN_TEMPLATE, spec)], _ = dataset(ids, count, 1, split, f"{split}-{label}t-{count}")
-    count, split = per_template[OUT_OF_TEMPLATE], data_split(cfg, OUT_OF_TEMPLATE)
+    count, split = per_template[OUT_OF_TEMPLATE], data_split(cfg.eval.split, OUT_OF_TEMPLATE)
     inputs.eval[OUT_OF_TEMPLATE], _ = dataset(TEMPLATE_SETS["heldout"], count, 1, split, f"{split}-{count}")
     return inputs
 

@@ -38,7 +38,7 @@ from phyray.artifacts import atomic_write_bytes, write_files
 from phyray.data.combinatorial import SPLIT_TRIALS
 from phyray.eval.abnormal import TRUSTED_RESOLUTION
 from phyray.eval.scenes import FROZEN_PREFIX
-from phyray.study.combinatorial import template_ids
+from phyray.study.combinatorial import IN_TEMPLATE, OUT_OF_TEMPLATE, data_split, template_ids
 from phyray.study.report import Cell, grid_cells, label_log_xticks
 from phyray.study.verdict import Estimate, falls
 
@@ -167,7 +167,7 @@ def protocol_line(params: dict[str, str], fvd_protocols: dict[str, str]) -> str:
                if resolution and resolution < TRUSTED_RESOLUTION else "")
     fvd = "; ".join(f"FVD {group}: {protocol}" for group, protocol in sorted(fvd_protocols.items())) or "FVD not computed"
     split = param("eval.split", "test")
-    (in_trial, _), (out_trial, _) = (SPLIT_TRIALS[f"{'eval' if split == 'test' else 'dev'}_{group}"] for group, _ in SPLITS)
+    (in_trial, _), (out_trial, _) = (SPLIT_TRIALS[data_split(split, role)] for role in (IN_TEMPLATE, OUT_OF_TEMPLATE))
     return (
         f"Protocol: {split} split; {param('data.resolution')}² frames, {param('data.phyre.num_frames', '32')} frames per video, "
         f"{param('dit.diffusion.cond_frames', '1')} conditioning frame(s); in-template: trial {in_trial} of seeds 0..n-1 of each "

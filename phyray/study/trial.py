@@ -194,7 +194,7 @@ def _scene_scores(study: StudyConfig, split: str, rollout_dir: str, floor_dir: s
     """A combinatorial split's per-video records (with their VAE floor and the frozen reference)
     and its FVD rows."""
     from phyray.eval.scenes import (
-        FROZEN_PREFIX,
+        add_frozen,
         add_scene_floor,
         floor_fvd_row,
         score_frozen_set,
@@ -206,7 +206,7 @@ def _scene_scores(study: StudyConfig, split: str, rollout_dir: str, floor_dir: s
     scores = score_scene_set(rollout_dir, reference, scoring)
     floor = score_scene_set(floor_dir, reference, scoring, cache_dir=scores_dir(floor_dir))
     frozen = score_frozen_set(reference, scoring, cache_dir=scores_dir(reference))
-    records = add_scene_floor(add_scene_floor(scores["records"], floor["records"]), frozen, FROZEN_PREFIX)
+    records = add_frozen(add_scene_floor(scores["records"], floor["records"]), frozen)
     return records, [*scores["fvd"], *map(floor_fvd_row, floor["fvd"])]
 
 
