@@ -186,6 +186,24 @@ def test_a_dev_split_makes_only_its_own_evaluation_sets(combinatorial_study):
         assert {(row["split"], row["trial"]) for row in iter_rows(dev.eval[key], ["split", "trial"])} == {want}
 
 
+def test_a_gain_over_nothing_moving_combines_over_seeds_with_its_sign():
+    from phyray.study.report import grid_cells
+    from phyray.study.table2 import table2_markdown
+
+    def seed(seed: int, gain: tuple) -> dict:
+        name = "eval/out_of_template/psnr_over_frozen"
+        return {"trial": f"s{seed}", "scenario": "combinatorial", "model": "DiT-M", "data_size": "50", "seed": seed,
+                "templates": "60", "num_videos": 3000, "run_id": str(seed), "eval/out_of_template/frozen_psnr": 22.6,
+                name: gain[0], f"{name}_ci_low": gain[1], f"{name}_ci_high": gain[2]}
+
+    (cell,) = grid_cells([seed(0, (-1.0, -1.5, -0.5)), seed(1, (-0.8, -1.2, -0.4))])
+    gain = cell.get("eval/out_of_template/psnr_over_frozen")
+    # Two seeds: the t interval is wide (t = 12.7), but its low end stays below the mean, not cut at 0.
+    assert gain.value == pytest.approx(-0.9) and gain.low == pytest.approx(-2.249, abs=1e-3) and gain.high > 0
+    table = table2_markdown([cell], {"name": "t", "run_id": "r", "id": "i"}, [], {"data.resolution": "64"}, {})
+    assert "| DiT-M | 60 | – | -0.90 [-2.25, +0.45] | – / undecided |" in table
+
+
 def test_table2_protocol_names_the_split_and_its_trials():
     from phyray.study.table2 import protocol_line
 

@@ -153,6 +153,12 @@ def _model_order(model: str) -> tuple[int, str]:
 # ---------------------------------------------------------------------------------------------
 
 
+# Paired differences (a rollout's score minus a reference's on the same videos, e.g. the
+# combinatorial report's PSNR over nothing moving): signed, so combined over seeds without cutting
+# their interval at 0 as errors, floors, PSNR and rates are.
+SIGNED_METRICS = ("psnr_over_frozen",)
+
+
 @dataclass
 class Cell:
     """One (scenario, model, data size) of the grid: its trials (one per seed) and every
@@ -186,7 +192,7 @@ def grid_cells(records: list[dict[str, Any]]) -> list[Cell]:
             values = [t[name] for t in have]
             lows = [t.get(f"{name}_ci_low", t[name]) for t in have]
             highs = [t.get(f"{name}_ci_high", t[name]) for t in have]
-            metrics[name] = combine_seeds(values, lows, highs)
+            metrics[name] = combine_seeds(values, lows, highs, nonnegative=name.rsplit("/", 1)[-1] not in SIGNED_METRICS)
         cells.append(Cell(scenario, model, size, trials[0]["num_videos"], trials, metrics, templates))
     return cells
 
