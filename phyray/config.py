@@ -929,6 +929,13 @@ class StudyVAE(Strict):
     # training split, so e.g. the interpolation gaps share the uniform-motion VAE rather than
     # each layout learning one from speeds with a hole in them.
     train_on: str | None = None
+    # "scenario": each scenario's VAE learns from its own VAE set (as the options above make it);
+    # "study": one VAE for every scenario of the study, learning from `train_size` videos in
+    # all, an equal share of each scenario's VAE set, rows interleaved (phyray/data/mix.py). A
+    # probe study's pairs then share one codec that has seen every colour, shape, size and speed
+    # of every pair and the pairing of none, as the paper's one pretrained VAE; and the study
+    # trains one VAE, not one per pair.
+    scope: Literal["scenario", "study"] = "scenario"
     # What the VAE's training set spans: "id", the DiT's largest training set (or the set the
     # options above choose); "id+ood", a set of the same size whose radius and speed ranges are
     # the hull of the ID and OOD ranges (no training bands or left-out boxes either): the
@@ -1101,6 +1108,9 @@ class StudyConfig(Strict):
             if self.vae.train_on not in SIMULATED_SCENARIOS or COMBINATORIAL in self.scenarios:
                 raise ValueError(f"vae.train_on: {self.vae.train_on!r} is not a ball scenario of a ball study; "
                                  f"choose from {', '.join(SIMULATED_SCENARIOS)}")
+        if self.vae.scope == "study" and (self.vae.train_on is not None or COMBINATORIAL in self.scenarios):
+            raise ValueError("vae.scope: 'study' mixes the study's own ball scenarios; it takes neither "
+                             "vae.train_on nor a combinatorial scenario")
         if self.vae.data_span != "id" and COMBINATORIAL in self.scenarios:
             raise ValueError("vae.data_span: a combinatorial study's VAE learns from its PHYRE templates; "
                              "remove vae.data_span")

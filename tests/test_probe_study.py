@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from phyray.cli import main
 from phyray.config import REPO_ROOT
-from phyray.data.shards import iter_rows
+from phyray.data.shards import iter_rows, read_manifest
 from phyray.eval.probes import OUTCOMES
 from phyray.study.grid import run_study
 from phyray.study.settings import load_study_config
@@ -59,15 +59,25 @@ def test_every_probe_trial_logs_its_outcomes_and_the_vae_floor(probe_study):
         assert all(r["outcome"] == "composed" for r in scored["eval_ood"]["vae_floor"]["records"])
 
 
-def test_each_probes_vae_learns_all_four_combinations_the_dit_two(probe_study):
+def test_the_pairs_share_one_vae_learnt_from_all_four_combinations_of_each(probe_study):
     cfg, _ = probe_study
-    for pair in ("color_shape", "velocity_size"):
-        root = Path(cfg.data_dir) / f"probe-{pair}"
-        (vae_set,) = root.glob("vae_train-32-*")
+    pairs = ["probe-color_shape", "probe-velocity_size"]
+    (mix,) = (Path(cfg.data_dir) / "study-vae").glob("vae_train-32-*")
+    rows = list(iter_rows(mix, ["video_id", "params"]))
+    # 32 videos in all, 16 of each pair, interleaved row by row, ids kept apart by their pair.
+    assert len(rows) == len({r["video_id"] for r in rows}) == 32
+    assert [r["video_id"].split("/")[0] for r in rows] == pairs * 16
+    vae_ids = set()
+    for pair in pairs:
+        root = Path(cfg.data_dir) / pair
+        (share,) = root.glob("vae_train-16-*")
         (dit_set,) = root.glob("train-32-*")
-        for directory, combinations in ((vae_set, 4), (dit_set, 2)):
-            combos = {json.loads(row["params"])["combo"] for row in iter_rows(directory, ["params"])}
-            assert len(combos) == combinations
+        mixed = [r for r in rows if r["video_id"].startswith(pair + "/")]
+        for found, combinations in ((iter_rows(share, ["params"]), 4), (mixed, 4), (iter_rows(dit_set, ["params"]), 2)):
+            assert len({json.loads(row["params"])["combo"] for row in found}) == combinations
+        (latents,) = (root / "latents").glob("train-32-*")
+        vae_ids.add(read_manifest(latents)["identity"]["inputs"]["vae"])
+    assert len(vae_ids) == 1 and len(list((Path(cfg.data_dir) / "study-vae" / "vae").iterdir())) == 1
 
 
 def test_the_parent_run_gets_the_priority_report_and_it_rebuilds_from_mlflow(probe_study, tmp_path, capsys):

@@ -36,7 +36,7 @@ from phyray.eval.stats import bootstrap_ci
 OUTCOMES = ("a_wins", "b_wins", "composed", "neither", "unreadable")
 CONTINUOUS = ("size", "velocity")
 # Bumped when the readout or the outcome rules change: reports made by another version are remade.
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: background tolerance 0.1 -> 0.2 (phyray/eval/attributes.py)
 # Videos read together: (N, T, H, W) float planes of a batch stay small at probe resolutions.
 READ_BATCH = 64
 

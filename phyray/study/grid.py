@@ -29,6 +29,7 @@ from phyray.study.plan import check_fits, cost_plan, expand_grid, max_concurrent
 from phyray.study.prepare import (
     ScenarioInputs,
     generate_inputs,
+    mix_vae_sets,
     prepare_latents,
     prepare_vae,
     prepare_vae_floors,
@@ -178,13 +179,18 @@ def run_study(cfg: StudyConfig) -> StudyResult:
         f"(experiment {cfg.experiment_name}, run {parent})")
     failed: dict[str, str] = {}
     try:
-        # [3] Per scenario: datasets, its VAE(s), latents of every training size, the VAE's
-        # floor on each evaluation set (cached, reused).
+        # [3] Per scenario: datasets (then, for a VAE the scenarios share, their VAE sets mixed
+        # into one), its VAE(s), latents of every training size, the VAE's floor on each
+        # evaluation set (cached, reused).
         inputs: dict[str, ScenarioInputs] = {}
         child_tags = {"mlflow.parentRunId": parent, "phyray.study": cfg.name}
         for scenario in cfg.scenarios:
-            log(f"[3] {scenario}: data, VAE and latents in {cfg.data_dir}")
+            log(f"[3] {scenario}: data in {cfg.data_dir}")
             inputs[scenario] = generate_inputs(cfg, scenario, log=log)
+        if cfg.vae.scope == "study":
+            mix_vae_sets(cfg, inputs, log=log)
+        for scenario in cfg.scenarios:
+            log(f"[3] {scenario}: VAE, latents and the VAE's floor")
             prepare_vae(cfg, inputs[scenario], uri, child_tags, log=log)
             prepare_latents(cfg, inputs[scenario], log=log)
             prepare_vae_floors(cfg, inputs[scenario], uri, log=log)

@@ -14,6 +14,9 @@ changed setting makes a new product beside the old one, and a moved `data_dir` i
         vae/<preset>-<id>/             the VAE run (export/model.pt once it finished; one per
                                        study seed with vae.seeds: per_seed; with vae.train_on,
                                        under that scenario, shared by the study's scenarios)
+    <data_dir>/study-vae/              a VAE the study's scenarios share (vae.scope: study):
+        vae_train-<n>-<id>/            their VAE sets' shares, rows interleaved (phyray/data/mix.py)
+        vae/<preset>-<id>/             its run, as above
             reconstructions/<split>-<id>/   its reconstruction of each evaluation set
         latents/train-<size>-<id>/     latents of each training set with that VAE
     <data_dir>/combinatorial/          (phyray/study/combinatorial.py) the same, keyed by
@@ -93,15 +96,34 @@ def vae_train_key(cfg: StudyConfig, scenario: str) -> str:
         from phyray.study.combinatorial import largest_train_key
 
         return largest_train_key(cfg)
-    if (cfg.vae.train_on is not None or cfg.vae.data_span != "id"
+    if (cfg.vae.train_on is not None or cfg.vae.data_span != "id" or cfg.vae.scope == "study"
             or (scenario.startswith(PROBE_PREFIX) and cfg.vae.probe_combinations == "all")
             or (scenario.startswith(COMPOSE_PREFIX) and cfg.vae.probe_combinations == "all")):
         return f"vae-{vae_train_size(cfg)}"
     return vae_train_size(cfg)
 
 
+# Where a VAE that every scenario of the study shares lives (`StudyVAE.scope`).
+STUDY_VAE_DIR = "study-vae"
+
+
+def shared_vae(cfg: StudyConfig) -> bool:
+    """Whether the study's scenarios share one VAE (vae.train_on, or vae.scope: study)."""
+    return cfg.vae.train_on is not None or cfg.vae.scope == "study"
+
+
+def vae_share_size(cfg: StudyConfig) -> str:
+    """The size of each scenario's own VAE set: the VAE's training size, or with vae.scope:
+    study an equal share of it (rounded up)."""
+    if cfg.vae.scope != "study":
+        return vae_train_size(cfg)
+    return str(-(-nominal_videos(vae_train_size(cfg)) // len(cfg.scenarios)))
+
+
 def vae_root(cfg: StudyConfig, scenario: str) -> Path:
     """Where a scenario's VAE runs live: beside the data it learns from."""
+    if cfg.vae.scope == "study":
+        return Path(cfg.data_dir) / STUDY_VAE_DIR / "vae"
     return scenario_root(cfg, cfg.vae.train_on or scenario) / "vae"
 
 
@@ -141,7 +163,8 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
     inputs = ScenarioInputs(scenario)
     vae_key = vae_train_key(cfg, scenario)
     vae_cfg = vae_data_config(cfg, scenario)  # vae.train_on's scenario, vae.data_span's ranges
-    vae_label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
+    vae_size = vae_share_size(cfg)
+    vae_label = f"vae_train-{parse_size(vae_size)[0]}"
     for size in dict.fromkeys([*cfg.data_sizes, vae_key]):
         if size == vae_key and cfg.vae.train_on is not None:
             # One VAE for the study, on another scenario's training set (StudyVAE.train_on).
@@ -154,20 +177,38 @@ def generate_inputs(cfg: StudyConfig, scenario: str, log=print) -> ScenarioInput
         elif size == vae_key and vae_cfg.probe is not None and cfg.vae.probe_combinations == "all":
             # A probe's VAE set: the pair's four combinations (StudyVAE.probe_combinations).
             every = vae_cfg.model_copy(update={"probe": vae_cfg.probe.model_copy(update={"combinations": "all"})})
-            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), vae_label, every)
+            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_size, vae_label, every)
         elif size == vae_key and vae_cfg.compose is not None and cfg.vae.probe_combinations == "all":
             # A composition's VAE set: every kind of the variant (StudyVAE.probe_combinations).
             every = vae_cfg.model_copy(update={"compose": vae_cfg.compose.model_copy(update={"kinds": "all"})})
-            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), vae_label, every)
-        elif size == vae_key and cfg.vae.data_span != "id":
-            # The VAE's own set, wider than the DiT's (StudyVAE.data_span).
-            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_train_size(cfg), vae_label, vae_cfg)
+            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_size, vae_label, every)
+        elif size == vae_key and (cfg.vae.data_span != "id" or cfg.vae.scope == "study"):
+            # The VAE's own set: wider than the DiT's (StudyVAE.data_span), or this scenario's
+            # share of the study's (StudyVAE.scope).
+            inputs.train[size], inputs.num_videos[size] = dataset("train", vae_size, vae_label, vae_cfg)
         else:
             inputs.train[size], inputs.num_videos[size] = dataset("train", size, f"train-{parse_size(size)[0]}")
     for split, count in zip(cfg.eval.splits, (cfg.data.eval_id, cfg.data.eval_ood)):
         count = count or data_cfg.eval_sizes[EVAL_KIND[split]]
         inputs.eval[split], _ = dataset(split, str(count), f"{split}-{count}")
     return inputs
+
+
+def mix_vae_sets(cfg: StudyConfig, inputs: dict[str, ScenarioInputs], log=print) -> None:
+    """Step 1b of a study whose scenarios share one VAE (vae.scope: study): each scenario's
+    share of the VAE set, interleaved into one set (reused if there), becomes every scenario's
+    VAE set."""
+    from phyray.data.mix import mix_datasets, mix_identity
+
+    key = vae_train_key(cfg, cfg.scenarios[0])
+    sources = {scenario: inputs[scenario].train[key] for scenario in cfg.scenarios}
+    shard_size = load_scenario_config(cfg.scenarios[0], cfg.data.overrides).shard_size
+    label = f"vae_train-{parse_size(vae_train_size(cfg))[0]}"
+    out = Path(cfg.data_dir) / STUDY_VAE_DIR / mix_identity(sources, shard_size).name(label)
+    manifest = mix_datasets(sources, out, shard_size, log=log)
+    log(f"  VAE set of the study ({len(sources)} scenarios): {manifest['num_videos']} videos -> {out}")
+    for scenario in cfg.scenarios:
+        inputs[scenario].train[key], inputs[scenario].num_videos[key] = str(out), manifest["num_videos"]
 
 
 def train_or_resume(run_cfg: TrainConfig, identity: Identity, run_id: str | None = None, tags: dict[str, str] | None = None) -> Path:
@@ -337,9 +378,9 @@ def prepare_vae_floors(cfg: StudyConfig, inputs: ScenarioInputs, tracking_uri: s
                 _, templates = key_parts(key)
                 label = f"/in_template_{template_label(templates)}t/" if templates else None
                 metrics |= {name.replace("/in_template/", label) if label else name: v for name, v in ray.get(job).items()}
-            # A VAE shared by the study's scenarios (vae.train_on) keeps each one's floor apart.
+            # A VAE shared by the study's scenarios keeps each one's floor apart.
             logged = {name.replace("vae_floor/", f"vae_floor/{inputs.scenario}/", 1): v for name, v in metrics.items()} \
-                if cfg.vae.train_on is not None else metrics
+                if shared_vae(cfg) else metrics
             vae_run = _vae_run(cfg, tracking_uri, export_id(vae))
             if vae_run is not None and not logged.keys() <= vae_run.data.metrics.keys():
                 tracking.log_metrics(tracking_uri, vae_run.info.run_id, logged, step=0)
