@@ -13,7 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from phyray.cli import main
-from phyray.config import PROBE_PAIRS, SHAPES, ConfigError, load_data_config, load_probe_config
+from phyray.config import (
+    PROBE_PAIRS,
+    REPO_ROOT,
+    SHAPES,
+    ConfigError,
+    load_data_config,
+    load_probe_config,
+)
 from phyray.data import decode_frames, iter_rows, read_manifest
 from phyray.data.generate import build_shard, dataset_identity, shard_tasks
 from phyray.data.plan import plan_dataset, training_grid
@@ -21,7 +28,9 @@ from phyray.data.shards import PROBE_SCHEMA, SCHEMA
 from phyray.eval.attributes import read_attributes
 from phyray.eval.probes import priority, probe_records, summarize_outcomes
 from phyray.render import render_videos
+from phyray.study.prepare import vae_root, vae_share_size
 from phyray.study.priority import priority_order
+from phyray.study.settings import load_study_config
 
 SQUARE, RING = SHAPES.index("square"), SHAPES.index("ring")
 
@@ -299,3 +308,13 @@ def test_the_priority_order_follows_the_pairwise_winners_or_names_what_prevents_
     tie = [*paper[:5], _pair("color_velocity", "tie")]
     assert priority_order(tie) == {"order": None, "reason": "undecided at the intervals: color / velocity", "paper": "undecided"}
     assert priority_order(paper[:2])["reason"] == "2 of the 6 pairs of colour, size, velocity, shape were run"
+
+
+def test_the_mini_studys_pairs_share_one_vae_from_equal_shares_and_scope_is_checked():
+    mini = REPO_ROOT / "configs" / "studies" / "probe-attributes-mini.yaml"
+    cfg = load_study_config(mini)
+    assert cfg.vae.scope == "study" and vae_share_size(cfg) == "429"  # 3K over seven pairs, rounded up
+    assert vae_root(cfg, "probe-color_shape") == vae_root(cfg, "probe-ring_ball")
+    for override in ("vae.train_on=uniform_motion", "vae.scope=everything"):
+        with pytest.raises(ConfigError, match="vae.(scope|train_on)"):
+            load_study_config(mini, [override])
