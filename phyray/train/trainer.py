@@ -29,6 +29,13 @@ from phyray.presets import VAE_PRESETS
 
 CONFIG_FILE = "config.yaml"
 DECODE_BLOCK_BYTES = 64 * 2**20
+# Logical CPUs of each Ray Data task that reads and decodes a run's batches. A study reserves one
+# CPU per trial for them (phyray.study.plan.DATA_CPUS_PER_TRIAL), but each trial's driver also
+# holds a sliver of the pool (grid.TRIAL_DRIVER_CPU), so two trials on four logical CPUs leave
+# 1.98 free: with whole-CPU tasks only one trial's reader could run, and a reader whose worker
+# lease sat idle kept the other trial waiting ~10 minutes for its first epoch (the 64² probe
+# mini study, docs/experiments.md 2026-12-05). Half a CPU lets both trials read at once.
+DATA_TASK_CPUS = 0.5
 
 
 @dataclass
@@ -145,12 +152,15 @@ def build_dataset(cfg: TrainConfig):
     # Decode in blocks of many videos: every block crosses the object store and the split
     # coordinator with a fixed cost, so micro-batch-sized blocks would tax every step;
     # iter_torch_batches re-batches locally. The block stays around 64 MB of decoded frames.
+    read = ray.data.read_parquet(paths, ray_remote_args={"num_cpus": DATA_TASK_CPUS})
     if cfg.task == "vae":
-        ds = ray.data.read_parquet(paths).select_columns(frame_columns(paths[0]))
         frame_bytes = 3 * 32 * 256 * 256  # upper bound: 32 frames at 256²
-        return ds.map_batches(decode_pixel_batch, batch_size=max(cfg.micro_batch, DECODE_BLOCK_BYTES // frame_bytes))
-    ds = ray.data.read_parquet(paths).select_columns(["latent", "cond", "latent_shape"])
-    return ds.map_batches(decode_latents, batch_size=max(cfg.micro_batch, 256))
+        return read.select_columns(frame_columns(paths[0])).map_batches(
+            decode_pixel_batch, batch_size=max(cfg.micro_batch, DECODE_BLOCK_BYTES // frame_bytes), num_cpus=DATA_TASK_CPUS
+        )
+    return read.select_columns(["latent", "cond", "latent_shape"]).map_batches(
+        decode_latents, batch_size=max(cfg.micro_batch, 256), num_cpus=DATA_TASK_CPUS
+    )
 
 
 def ingest_config():
