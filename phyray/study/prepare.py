@@ -7,18 +7,19 @@ changed setting makes a new product beside the old one, and a moved `data_dir` i
     <data_dir>/<scenario>/
         train-<size>-<id>/             pixel shards of each training size
         vae_train-<size>-<id>/         an attribute probe's VAE set: all four combinations; a
-                                       composition variant's: all its kinds
+                                       composition variant's: all its kinds (with vae.scope:
+                                       study, this scenario's share of the study's VAE set)
         eval_id-<n>-<id>/              ID evaluation set (paper's size unless configured)
         eval_ood-<n>-<id>/             OOD evaluation set, spread over the scenario's levels
         dev_id-<n>-<id>/, dev_ood-...  the same for a study evaluated on its dev split
         vae/<preset>-<id>/             the VAE run (export/model.pt once it finished; one per
                                        study seed with vae.seeds: per_seed; with vae.train_on,
                                        under that scenario, shared by the study's scenarios)
-    <data_dir>/study-vae/              a VAE the study's scenarios share (vae.scope: study):
-        vae_train-<n>-<id>/            their VAE sets' shares, rows interleaved (phyray/data/mix.py)
-        vae/<preset>-<id>/             its run, as above
             reconstructions/<split>-<id>/   its reconstruction of each evaluation set
         latents/train-<size>-<id>/     latents of each training set with that VAE
+    <data_dir>/study-vae/              a VAE the study's scenarios share (vae.scope: study):
+        vae_train-<n>-<id>/            their VAE sets' shares, rows interleaved (phyray/data/mix.py)
+        vae/<preset>-<id>/             its run and reconstructions, as above
     <data_dir>/combinatorial/          (phyray/study/combinatorial.py) the same, keyed by
         train-<templates>t-<size>-256-<id>/ and -<side>-<id>/   PHYRE at 256², resampled
         eval_in_template-<templates>t-<n>-..., eval_out_of_template-<n>-...
