@@ -39,7 +39,13 @@ import numpy as np
 
 from phyray.artifacts import atomic_write_bytes
 from phyray.data.shards import area_downsample
-from phyray.eval.abnormal import CHECKS, AbnormalConfig, find_violations, palette_labels
+from phyray.eval.abnormal import (
+    CHECKS,
+    AbnormalConfig,
+    find_violations,
+    palette_labels,
+    verdict_record,
+)
 from phyray.eval.corrupt import CORRUPTIONS, CorruptionError, corrupt
 from phyray.eval.stats import bootstrap_ci
 from phyray.sim.phyre import FIRST_TEMPLATE, LAST_TEMPLATE, PhyreSidecar, index_to_rgb
@@ -48,20 +54,21 @@ GROUND_TRUTH, PLAUSIBLE = "ground truth", "plausible"
 GT_TRIAL, PLAUSIBLE_TRIAL = 990, 991
 TARGETS = {GROUND_TRUTH: ("<=", 0.01), PLAUSIBLE: ("<=", 0.02)} | {k: (">=", 0.95) for k in CORRUPTIONS}
 TEMPLATE_FP_LIMIT = 0.05
-RECORD_FIELDS = ("template_id", "seed", "trial", "label", "resolution", "abnormal", *CHECKS, "seconds")
+RECORD_FIELDS = ("template_id", "seed", "trial", "label", "resolution", "abnormal", *CHECKS,
+                 *(f"{check}_frame" for check in CHECKS), "seconds")
 
 
 def judge(indices: np.ndarray, resolution: int, config: AbnormalConfig) -> tuple[dict, float]:
-    """Flags of one (T, 256, 256) palette-index video judged at `resolution`, and the seconds it took
-    (segmenting the area-averaged RGB below 256², as for a generated video)."""
+    """Flags (and the first frame of each check) of one (T, 256, 256) palette-index video judged at
+    `resolution`, and the seconds it took (segmenting the area-averaged RGB below 256², as for a
+    generated video)."""
     start = time.perf_counter()
     if resolution == indices.shape[2]:
         labels = indices
     else:
         labels = palette_labels(area_downsample(index_to_rgb(indices), resolution), config=config)
     verdict = find_violations(labels, config)
-    flags = {"abnormal": verdict.abnormal} | {c: verdict.first[c] is not None for c in CHECKS}
-    return flags, time.perf_counter() - start
+    return verdict_record(verdict), time.perf_counter() - start
 
 
 def template_records(task: dict) -> list[dict]:
