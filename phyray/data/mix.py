@@ -78,23 +78,20 @@ def mix_datasets(
 
     def run_shards(missing: list[int]) -> Iterator[dict[str, Any]]:
         for index in missing:
-            lo, hi = bounds[index], bounds[index + 1]
+            shard_source, shard_row = source[bounds[index]:bounds[index + 1]], row[bounds[index]:bounds[index + 1]]
+            # Each source's rows in this shard are a contiguous range: read them grouped by source,
+            # then take them back into round-robin order (a row's place in its source's piece,
+            # after the pieces before it).
+            first, offset = np.zeros(len(labels), np.int64), np.zeros(len(labels), np.int64)
             pieces = []
-            for s, label in enumerate(labels):
-                rows = row[lo:hi][source[lo:hi] == s]  # a contiguous range of that source's rows
-                if len(rows):
-                    table = _rows(paths[label], sizes[label], int(rows[0]), int(rows[-1]) + 1)
-                    ids = pc.binary_join_element_wise(label, table["video_id"], "/")
-                    pieces.append(table.set_column(table.schema.get_field_index("video_id"), "video_id", ids))
-            merged = pa.concat_tables(pieces)
-            # Back into round-robin order: the pieces are grouped by source.
-            offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
-            present = [s for s in range(len(labels)) if (source[lo:hi] == s).any()]
-            within = np.zeros(hi - lo, dtype=np.int64)
-            for k, s in enumerate(present):
-                mask = source[lo:hi] == s
-                within[mask] = offsets[k] + np.arange(mask.sum())
-            yield write_shard(merged.take(pa.array(within)), out / shard_name(index))
+            for s in np.unique(shard_source):
+                rows = shard_row[shard_source == s]
+                first[s], offset[s] = rows[0], sum(len(piece) for piece in pieces)
+                table = _rows(paths[labels[s]], sizes[labels[s]], int(rows[0]), int(rows[-1]) + 1)
+                ids = pc.binary_join_element_wise(labels[s], table["video_id"], "/")
+                pieces.append(table.set_column(table.schema.get_field_index("video_id"), "video_id", ids))
+            within = offset[shard_source] + shard_row - first[shard_source]
+            yield write_shard(pa.concat_tables(pieces).take(pa.array(within)), out / shard_name(index))
 
     return write_product(
         out, mix_identity(sources, shard_size), [shard_name(i) for i in range(len(shard_sizes))], shard_sizes,
