@@ -250,6 +250,68 @@ def test_a_bar_coming_out_of_the_floor_is_rigid():
     assert fired(video(172, width=4)) == {"not_rigid": 4}
 
 
+def test_a_bar_out_of_the_floor_keeps_its_whole_area_once_lifted():
+    """A bar sunk into the floor comes out (frame 4) and then lifts off it for a frame, as a
+    toppling bar bounces: what it showed coming out is its whole area, not a growth."""
+    frames = scene(falling=False)
+    for t in range(FRAMES):
+        top = 200 if t < 4 else 188
+        lift = 2 if t == 6 else 0
+        frames[t, top - lift : SIDE - lift, 100:106] = GRAY
+    assert fired(frames) == {}
+
+
+def gray_bar_on_floor(cols: slice) -> np.ndarray:
+    """(8, 256, 256) indices: a gray bar lying on the floor (rows 250-255) over `cols`."""
+    frames = np.zeros((FRAMES, SIDE, SIDE), dtype=np.uint8)
+    frames[:, SIDE - 6 :, cols] = GRAY
+    return frames
+
+
+def test_same_colour_objects_trading_places_are_no_violation():
+    """Gray objects trading places (dev templates 10000, 10040): a ball (radius 9) resting on a
+    gray bar, which lies on a static shelf, rolls off its end onto the shelf at frame 4 while a
+    falling gray ball (radius 8) lands on the bar; the linker pairs the falling ball with the
+    one that rolled off, 27 % larger. The gray cluster keeps its area: nothing fires. Had the
+    falling ball not landed (gone), the cluster would lose it: it vanished."""
+
+    def video(lands: bool) -> np.ndarray:
+        frames = np.zeros((FRAMES, SIDE, SIDE), dtype=np.uint8)
+        frames[:, 200:206, 40:220] = BLACK  # the shelf
+        frames[:, 194:200, 100:200] = GRAY  # the bar on it
+        for t in range(FRAMES):
+            if t < 4:
+                disc(frames[t], 110, 185, 9, GRAY)  # resting on the bar
+                disc(frames[t], 106, 186 + G * (t * t - 16) / 2, 8, GRAY)  # falling onto it
+            else:
+                disc(frames[t], 82, 191, 9, GRAY)  # rolled off its left end onto the shelf
+                if lands:
+                    disc(frames[t], 106, 186, 8, GRAY)
+        return frames
+
+    assert fired(video(lands=True)) == {}
+    assert fired(video(lands=False)) == {"vanish": 4}
+
+
+def test_a_ball_thrown_out_of_a_group_beyond_the_linkers_reach_is_no_appearance():
+    """A gray ball resting on a gray bar (one blob) is thrown 50 px off it in one frame, then
+    flies freely: no link reaches it, but the bar's blob lost what the ball carries away. The
+    same ball thrown out of nothing (the bar never held it) appears."""
+
+    def video(held: bool) -> np.ndarray:
+        frames = gray_bar_on_floor(slice(40, 140))
+        for t in range(FRAMES):
+            if t < 4 and held:
+                disc(frames[t], 130, SIDE - 14, 8, GRAY)
+            if t >= 4:
+                k = t - 4
+                disc(frames[t], 170 + 5 * k, 215 - 20 * k + G * k * k / 2, 8, GRAY)
+        return frames
+
+    assert fired(video(held=True)) == {}
+    assert fired(video(held=False)) == {"appear": 4}
+
+
 def test_static_blends_next_to_another_object_do_not_count():
     """At 64², static pixels next to another object may flip (their colours blend); as many
     flipping away from any object are the static object moving."""
