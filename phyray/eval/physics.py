@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 PARSERS = ("subpixel", "threshold")
 COND_FRAMES = 3
@@ -133,65 +133,79 @@ def _locator(rules: list[tuple[np.ndarray, np.ndarray]], ball: int) -> int:
     return int(np.flatnonzero(low)[0])
 
 
-def _first_last(hit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """First and last True index along axis 1 of (M, L) `hit`, and whether there is any."""
-    first = hit.argmax(axis=1)
-    last = hit.shape[1] - 1 - hit[:, ::-1].argmax(axis=1)
-    return first, last, hit[np.arange(len(hit)), first]
+def _first_last(hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last True index along the last axis of `hit` (0 and L - 1 where none is)."""
+    return hit.argmax(axis=-1), hit.shape[-1] - 1 - hit[..., ::-1].argmax(axis=-1)
 
 
-def _strip_minima(plane: np.ndarray, step: int) -> np.ndarray:
-    """(M, H/step, W) minima over strips of `step` rows of (M, H, W), by halving (step a power of 2).
-
-    A few elementwise minima over whole rows run several times faster than numpy's reduction
-    over the short strip axis.
-    """
-    m, h, w = plane.shape
-    strips = plane.reshape(m, h // step, step, w)  # (M, H/step, step, W)
-    while strips.shape[2] > 1:
-        half = strips.shape[2] // 2
-        strips = np.minimum(strips[:, :, :half], strips[:, :, half:])
-    return strips[:, :, 0]
-
-
-def _candidate_box(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame, the box of pixels below the threshold in one channel, plus a 1-px rim.
+def _candidate_boxes(
+    stacks: Sequence[np.ndarray], channels: Sequence[int]
+) -> dict[int, np.ndarray]:
+    """Per frame and channel, the box of pixels below the threshold in the channel, plus a 1-px rim.
 
     Every pixel of a ball's mask has its locator channel below 127, so the box holds the whole
-    mask and its dilation. One pass over the frame: minima over strips of `step` rows give the
+    mask and its dilation. One pass over the frames: minima over strips of `step` rows give the
     exact column span and the first and last strips with a hit; only those two strips are
-    scanned again for the exact rows.
+    scanned again for the exact rows. Each stack is read in one call for all the channels; the
+    rest runs once over every stack's frames together (per-call costs dominate at 64²).
 
     Args:
-        plane: (M, H, W) uint8, one channel of M frames (any strides).
+        stacks: (M_i, 3, H, W) uint8 planar frames (any strides), one shape (H, W).
+        channels: the channels to find boxes in (e.g. every ball's locator).
 
     Returns:
-        row_lo, row_hi, col_lo, col_hi: (M,) inclusive bounds; (0, 0, 0, 0) for frames with no
-        candidate pixel.
+        {channel: (4, ΣM_i) int64 row_lo, row_hi, col_lo, col_hi}, inclusive, frames in stack
+        order; (0, 0, 0, 0) for frames with no candidate pixel.
     """
-    m, h, w = plane.shape
-    step = next(s for s in (8, 4, 2, 1) if h % s == 0)
-    strip_min = _strip_minima(plane, step)  # (M, H/step, W)
-    first_col, last_col, hit = _first_last(strip_min.min(axis=1) < MASK_THRESHOLD)
-    first_strip, last_strip, _ = _first_last(strip_min.min(axis=2) < MASK_THRESHOLD)
-    strips = plane.reshape(m, h // step, step, w)
-    frames = np.arange(m)
-    top, _, _ = _first_last(strips[frames, first_strip].min(axis=2) < MASK_THRESHOLD)  # (M,)
-    _, bottom, _ = _first_last(strips[frames, last_strip].min(axis=2) < MASK_THRESHOLD)
+    channels = sorted(set(channels))
+    # Any subset of the three channels is evenly spaced (R and B: every second), so the chosen
+    # channels are one view of each stack.
+    spacing = max((channels[-1] - channels[0]) // max(len(channels) - 1, 1), 1)
+    chosen = slice(channels[0], channels[-1] + 1, spacing)
+    c, (_, _, h, w) = len(channels), stacks[0].shape
+    # A strip's minimum is numpy's reduction over its rows, vectorised along W (about twice as
+    # fast as halving it by elementwise minima, which writes half-size copies). Longer strips
+    # make that pass cheaper and the rescan of two strips dearer: 16 rows is the best at 256².
+    step = next(s for s in (16, 8, 4, 2, 1) if h % s == 0)
+    # (M_i, C, H/step, step, W) views
+    strips = [s[:, chosen].reshape(len(s), c, h // step, step, w) for s in stacks]
+    bounds = np.cumsum([0] + [len(s) for s in stacks])  # stack i: frames bounds[i]:bounds[i + 1]
+    strip_min = np.empty((bounds[-1], c, h // step, w), dtype=np.uint8)  # (M, C, H/step, W)
+    for part, lo, hi in zip(strips, bounds[:-1], bounds[1:]):
+        np.minimum.reduce(part, axis=3, out=strip_min[lo:hi])
+    col_hit = strip_min.min(axis=2) < MASK_THRESHOLD  # (M, C, W)
+    first_col, last_col = _first_last(col_hit)  # (M, C) each
+    first_strip, last_strip = _first_last(strip_min.min(axis=3) < MASK_THRESHOLD)
+    # The first candidate of a strip in row-major order lies in its top row with one; the last
+    # strip is read upside down (whole rows, so the copy stays row by row), making its bottom
+    # row with a candidate the first. argmax over the flat strip, not a minimum per row.
+    top, bottom = np.empty((2, bounds[-1], c), dtype=np.intp)  # flat index of that candidate
+    chosen_index = np.arange(c)
+    for part, lo, hi in zip(strips, bounds[:-1], bounds[1:]):
+        frames = np.arange(hi - lo)[:, None]
+        head = part[frames, chosen_index, first_strip[lo:hi]] < MASK_THRESHOLD  # (M_i, C, step, W)
+        np.argmax(head.reshape(hi - lo, c, step * w), axis=2, out=top[lo:hi])
+        tail = part[frames, chosen_index, last_strip[lo:hi], ::-1] < MASK_THRESHOLD  # bottom-up
+        np.argmax(tail.reshape(hi - lo, c, step * w), axis=2, out=bottom[lo:hi])
+    top_row = first_strip * step + top // w  # (M, C)
+    bottom_row = last_strip * step + step - 1 - bottom // w
     box = np.stack([
-        np.maximum(first_strip * step + top - 1, 0),
-        np.minimum(last_strip * step + bottom + 1, h - 1),
+        np.maximum(top_row - 1, 0),
+        np.minimum(bottom_row + 1, h - 1),
         np.maximum(first_col - 1, 0),
         np.minimum(last_col + 1, w - 1),
-    ])  # (4, M)
-    box[:, ~hit] = 0
-    return tuple(box)
+    ])  # (4, M, C)
+    box[:, ~col_hit.any(axis=2)] = 0
+    return {channel: box[:, :, i] for i, channel in enumerate(channels)}
 
 
 def _gather_windows(planes: np.ndarray, row0: np.ndarray, col0: np.ndarray, height: int, width: int) -> np.ndarray:
     """(M, 3, height, width) copies of each frame's window with top-left pixel (row0, col0)."""
-    windows = sliding_window_view(planes, (height, width), axis=(2, 3))  # (M, 3, H', W', h, w)
-    return windows[np.arange(len(planes)), :, row0, col0]
+    m, c, h, w = planes.shape
+    # sliding_window_view's view, built directly: its argument checks cost ~10 µs a call.
+    shape = (m, c, h - height + 1, w - width + 1, height, width)  # (M, 3, H', W', h, w)
+    windows = as_strided(planes, shape, planes.strides + planes.strides[2:], writeable=False)
+    return windows[np.arange(m), :, row0, col0]
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:
@@ -240,18 +254,25 @@ def _ball_weights(windows: np.ndarray, high: np.ndarray, low: np.ndarray, parser
     if parser == "threshold":
         return mask.astype(np.float32), 1
     z, f = int(low.sum()), int(high.sum())
-    scales = [np.float32(z if high[c] else -f) for c in range(3)]
-    weights = np.multiply(windows[:, 0], scales[0], dtype=np.float32)
-    for c in (1, 2):
-        if scales[c] == 1:
-            np.add(weights, windows[:, c], out=weights, dtype=np.float32)
-        elif scales[c] == -1:
-            np.subtract(weights, windows[:, c], out=weights, dtype=np.float32)
-        else:
-            weights += scales[c] * windows[:, c].astype(np.float32)
-    np.maximum(weights, 0, out=weights)
-    weights *= _dilate(mask)
-    return weights, 255 * z * f
+    # Summed in int16 (|z·Σ_high − f·Σ_low| <= 510): half the bytes of float32, and no
+    # uint8 → float32 casts inside the arithmetic (numpy buffers those); converted exactly at
+    # the end. About 20 % faster than the same sums in float32.
+    sums = []
+    for side in (high, low):
+        channels = np.flatnonzero(side)
+        summed = windows[:, channels[0]].astype(np.int16)  # (M, h, w)
+        for c in channels[1:]:
+            np.add(summed, windows[:, c], out=summed)
+        sums.append(summed)
+    coverage, low_sum = sums  # coverage holds Σ_high until the subtraction
+    if z != 1:
+        coverage *= z
+    if f != 1:
+        low_sum *= f
+    coverage -= low_sum
+    np.maximum(coverage, 0, out=coverage)
+    coverage *= _dilate(mask)
+    return coverage.astype(np.float32), 255 * z * f
 
 
 def _moments(weights: np.ndarray, row0: np.ndarray, col0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,8 +309,9 @@ def parse_states(
     """Parse each ball's centre and radius in every frame of a batch of videos.
 
     Vectorised over all frames. Balls cover a few percent of a frame, so per ball one pass over
-    one channel finds a box around its candidate pixels in every frame (`_candidate_box`), the
-    boxes are cut out at one common size (the largest), and only those windows are parsed.
+    one channel finds a box around its candidate pixels in every frame (`_candidate_boxes`), the
+    boxes are cut out at one size per video (its largest; per batch for an (N, T, ...) array),
+    and only those windows are parsed.
 
     Args:
         frames: (N, T, H, W, 3) uint8, or a sequence of N (T, H, W, 3) uint8 videos of one shape
@@ -314,19 +336,18 @@ def parse_states(
     centres = np.full((n * t, k, 2), np.nan)  # continuous pixel (col, row) of each ball
     radii = np.full((n * t, k), np.nan)
     found = np.zeros((n * t, k), dtype=bool)
-    boxes_by_channel: dict[int, list[tuple[np.ndarray, ...]]] = {}
+    locators = [_locator(rules, ball) for ball in range(k)]
+    boxes = _candidate_boxes(stacks, locators)
     for ball, (high, low) in enumerate(rules):
-        channel = _locator(rules, ball)
-        if channel not in boxes_by_channel:
-            boxes_by_channel[channel] = [_candidate_box(s[:, channel]) for s in stacks]
-        boxes = boxes_by_channel[channel]
-        height = max(int((b[1] - b[0]).max()) + 1 for b in boxes)
-        width = max(int((b[3] - b[2]).max()) + 1 for b in boxes)
-        # Frames in batches of ~2^18 window pixels, so windows and weights stay in cache.
-        batch = max(1, WINDOW_BATCH_PIXELS // (height * width))
         total, rows, cols = np.empty((3, n * t), dtype=np.int64)
         done = 0  # frames parsed so far, over all stacks
-        for stack, box in zip(stacks, boxes):
+        for stack in stacks:
+            box = boxes[locators[ball]][:, done:done + len(stack)]  # (4, M)
+            # Each stack's windows take its own largest box: a batch's largest ball would make
+            # every video's windows that big (the parse does not depend on the size, `_moments`).
+            height, width = int((box[1] - box[0]).max()) + 1, int((box[3] - box[2]).max()) + 1
+            # Frames in batches of ~2^18 window pixels, so windows and weights stay in cache.
+            batch = max(1, WINDOW_BATCH_PIXELS // (height * width))
             # Boxes that would run past the frame edge move back inside; they still hold the box.
             row0, col0 = np.minimum(box[0], h - height), np.minimum(box[2], w - width)
             for start in range(0, len(stack), batch):
@@ -500,8 +521,7 @@ def _mean_where(values: np.ndarray, where: np.ndarray, axis) -> np.ndarray:
     """Mean of `values` over `axis` where `where` holds; NaN where nothing counts."""
     count = where.sum(axis=axis)
     total = np.where(where, values, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)  # divisor >= 1
 
 
 def velocity_errors(
@@ -560,8 +580,7 @@ def parse_failures(
     judged = visible & (np.arange(found.shape[1]) >= cond_frames)[None, :, None]
     failures = (judged & ~found).sum(axis=(1, 2))
     count = judged.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(count > 0, failures / np.maximum(count, 1), np.nan)
+    rate = np.where(count > 0, failures / np.maximum(count, 1), np.nan)  # divisor >= 1
     return failures, rate
 
 
