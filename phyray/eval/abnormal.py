@@ -479,9 +479,9 @@ class _Judge:
                 reference[now] = np.maximum(reference[now], blobs.area[now])
             fresh = [j for j in now if j in self.explained or self.resurfacing[j]]
             reference[fresh] = blobs.area[fresh]
-            self._regroup(now, reference, loose, on_edge)
+            self._regroup(now, loose)
         change = blobs.area - reference
-        allowed, hidden = self._allowance(np.arange(len(blobs)), reference, loose, on_edge)
+        allowed, hidden = self._allowance(np.arange(len(blobs)), loose)
         # Shapes are not judged where the edge plausibly hides part of the blob: on the edge (or
         # its track's start was) and its area off by more than the shrink share.
         self.clipped = (hidden > 0) & (np.abs(change) > self.config.shrink_tolerance * reference)
@@ -504,29 +504,34 @@ class _Judge:
         violations += self._lasting(shrinking)
         return violations
 
-    def _allowance(
-        self, indices: np.ndarray, reference: np.ndarray, loose: np.ndarray, on_edge: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _allowance(self, indices: np.ndarray, loose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """How far each blob's area may leave its reference (px), and how much of it the frame's
         edge may hide (px; 0 off the edge)."""
-        config, area = self.config, self.blobs.area[indices]
-        reference = reference[indices]
-        outline = 2 * np.sqrt(12) * self.blobs.axes[indices].sum(axis=1)  # a rectangle's perimeter from its spreads, px
+        config, area, reference = self.config, self.blobs.area[indices], self.reference[indices]
         share = np.where(area > reference,
                          np.where(loose[indices], config.group_grow_tolerance, config.grow_tolerance),
                          config.shrink_tolerance)
-        allowed = np.maximum(np.maximum(share * reference, config.edge_px * outline), self.area_floor)
-        # A blob on the frame's edge may be partly hidden beyond it (sunk into a wall), or may
-        # have been when its reference was set.
-        edge = np.maximum(on_edge[indices], on_edge[self.links.track[indices]])
-        hidden = np.minimum(config.clip_depth_px * self.scale * edge, config.clip_share * reference)
+        allowed = np.maximum(np.maximum(share * reference, config.edge_px * self._outline(indices)), self.area_floor)
+        hidden = self._hidden(indices, reference)
         return np.maximum(allowed, hidden), hidden
 
-    def _regroup(self, now: np.ndarray, reference: np.ndarray, loose: np.ndarray, on_edge: np.ndarray) -> None:
+    def _outline(self, indices: np.ndarray) -> np.ndarray:
+        """(len(indices),) a rectangle's perimeter from each blob's principal spreads, px."""
+        return 2 * np.sqrt(12) * self.blobs.axes[indices].sum(axis=1)
+
+    def _hidden(self, indices: np.ndarray, basis: np.ndarray) -> np.ndarray:
+        """(len(indices),) px of each blob the frame's edge may hide: a blob on the edge may be
+        partly sunk beyond it (into a wall), or may have been when its track began; at most
+        `clip_share` of `basis` (its reference or area)."""
+        edge = np.maximum(self.on_edge[indices], self.on_edge[self.links.track[indices]])
+        return np.minimum(self.config.clip_depth_px * self.scale * edge, self.config.clip_share * basis)
+
+    def _regroup(self, now: np.ndarray, loose: np.ndarray) -> None:
         """Restart the references of frame t's blobs off their reference whose change their
         same-colour neighbours, within a frame's largest plain move (`max_step`), make up to
         within half of it (`_swapped`); `shapes` then measures them afresh too."""
-        allowed, _ = self._allowance(now, reference, loose, on_edge)
+        reference = self.reference
+        allowed, _ = self._allowance(now, loose)
         reach = self.contact + self.config.max_step * self.side
         for j in now[np.abs(self.blobs.area[now] - reference[now]) > allowed]:
             if self.regrouped[j]:
@@ -589,14 +594,13 @@ class _Judge:
         """Whether a same-colour cluster's blobs of frame t (`after`) cover both what those of
         t-1 (`before`) should (`expected`) and what they showed, within the group tolerances,
         what the frame's edge may hide of them, and `most` px."""
-        blobs, links, config = self.blobs, self.links, self.config
+        blobs, config = self.blobs, self.config
         shown, got = blobs.area[before].sum(), blobs.area[after].sum()
-        outline = 2 * np.sqrt(12) * blobs.axes[after].sum()
         share = config.group_grow_tolerance if got > expected else config.shrink_tolerance
         # What the frame's edge may hide of the blobs on it (standing bars sunk in the floor).
-        edge = np.maximum(self.on_edge[after], self.on_edge[links.track[after]])
-        hidden = np.minimum(config.clip_depth_px * self.scale * edge, config.clip_share * blobs.area[after]).sum()
-        tolerance = min(max(share * expected, config.edge_px * outline, self.area_floor, hidden), most)
+        hidden = self._hidden(after, blobs.area[after]).sum()
+        tolerance = min(max(share * expected, config.edge_px * self._outline(after).sum(), self.area_floor, hidden),
+                        most)
         return max(abs(got - expected), abs(got - shown)) <= tolerance
 
     def _resurfacing(self, on_edge: np.ndarray) -> np.ndarray:
