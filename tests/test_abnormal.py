@@ -206,6 +206,46 @@ def test_touching_across_a_rasterised_gap_at_128():
     assert fired(video(3)) == {"levitation": 2}
 
 
+def falling_onto_bar(rest: int) -> np.ndarray:
+    """A gray ball falls onto a standing gray bar, stops 4 px above its top (as PHYRE's balls do
+    after a fast fall: dev 10009 seed 511) and, after `rest` frames there, comes down onto it."""
+    frames = np.zeros((FRAMES, SIDE, SIDE), dtype=np.uint8)
+    frames[:, 192:SIDE, 134:140] = GRAY  # the bar, standing on the floor
+    heights = [120, 120 + G / 2, 120 + 2 * G, 120 + 4.5 * G] + [192 - 4 - 10] * (FRAMES - 4)
+    heights[4 + rest:] = [192 - 10] * (FRAMES - 4 - rest)
+    for t, y in enumerate(heights):
+        disc(frames[t], 137, y, 10, GRAY)
+    return frames
+
+
+def test_resting_above_another_object_briefly_is_not_levitation():
+    assert fired(falling_onto_bar(rest=3)) == {}
+    # ... but hanging there for good is.
+    assert fired(falling_onto_bar(rest=FRAMES)) == {"levitation": 5}
+
+
+def falling_thin_bar(side: int, hangs_from: int | None = None, longer_at: int | None = None) -> np.ndarray:
+    """(8, side, side): a thin gray bar (3 px wide, 30 long) falling under gravity at `side`²;
+    from `hangs_from` on it hangs where it was; at frame `longer_at` it is drawn two rows longer
+    at its bottom end (its centroid 1 px low for that frame: an end's rasterisation)."""
+    frames = np.zeros((FRAMES, side, side), dtype=np.uint8)
+    g = G * side / SIDE
+    for t in range(FRAMES):
+        k = t if hangs_from is None else min(t, hangs_from)
+        top = int(round(10 + g * k * k / 2))
+        frames[t, top : top + 30 + (2 if t == longer_at else 0), 40:43] = GRAY
+    return frames
+
+
+def test_a_thin_bars_centroid_off_for_one_frame_is_no_levitation():
+    """One frame's centroid 1 px off shows as accelerations 1, -2, 1 px per frame² around it:
+    -2 is beyond the tolerance at 128² (1.6), the sum over it and a neighbouring frame is not.
+    A bar that stops in the air is off by g every frame and by 2 g over two."""
+    assert fired(falling_thin_bar(128)) == {}
+    assert fired(falling_thin_bar(128, longer_at=4)) == {}
+    assert fired(falling_thin_bar(128, hangs_from=4)) == {"levitation": 4}
+
+
 def thrown_down(jump_at: int | None = None) -> np.ndarray:
     """A gray ball thrown down at 40 px per frame falls under gravity: steps 43, 50, 56, 63 px,
     the last two beyond the teleport limit (51 px at 256²) but each its predecessor plus g; with
@@ -425,7 +465,8 @@ def test_ground_truth_and_plausible_videos_are_not_flagged(phyre_videos):
 # Real ground truth from the dev split (seeds 400-411) that the judge flagged before it judged
 # objects of one colour by their cluster (docs/abnormal.md, 2026-12-05): (template, seed,
 # trial), side, what fired then.
-TRADES = [
+# Real videos that fooled earlier rules (dev seeds), with the rule that fired on each.
+HARD_CASES = [
     ((10018, 409, 990), 256, "not_rigid: a standing bar paired with the stick the crossing let go"),
     ((10040, 411, 990), 256, "not_rigid: a ball that rolled into a pile paired with one leaving it"),
     ((10063, 410, 990), 256, "teleport: the same, 73 px apart"),
@@ -433,19 +474,22 @@ TRADES = [
     ((10035, 402, 991), 256, "vanish: a bar fell into a pile while another left it"),
     ((10015, 400, 990), 256, "not_rigid: a bar out of the floor lifting off it for a frame"),
     ((10000, 409, 990), 128, "not_rigid: a toppled bar paired with a stick, at 128²"),
+    ((10029, 503, 990), 256, "teleport: a ball that fell fast into a pile paired with one leaving it"),
+    ((10009, 511, 990), 256, "levitation: a ball 4 px above a standing bar for three frames after a fall"),
+    ((10047, 505, 990), 128, "levitation: a thin bar's centroid 0.6 px off for a frame, at 128²"),
 ]
 
 
 @pytest.fixture(scope="module")
-def trade_videos(phyre_env):
+def hard_videos(phyre_env):
     from phyray.sim.phyre import PhyreSidecar
 
     with PhyreSidecar() as sidecar:
-        return sidecar.simulate_batch([item for item, _, _ in TRADES])
+        return sidecar.simulate_batch([item for item, _, _ in HARD_CASES])
 
 
-def test_objects_of_one_colour_trading_places_in_real_videos_are_not_flagged(trade_videos):
-    for video, (item, side, was) in zip(trade_videos, TRADES):
+def test_real_videos_that_fooled_earlier_rules_are_not_flagged(hard_videos):
+    for video, (item, side, was) in zip(hard_videos, HARD_CASES):
         labels = video["frames"]
         if side != labels.shape[1]:
             labels = palette_labels(area_downsample(index_to_rgb(labels), side))

@@ -68,7 +68,9 @@ from phyray.eval.video import frozen_video, pixel_metrics
 
 # Bump when the rules of phyray/eval/abnormal.py change (its thresholds enter scores' identity
 # on their own): cached scores and trial reports made by other rules are then not reused.
-JUDGE_VERSION = 3  # 2: the calibration of 2026-12-02; 3: same-colour trades, 2026-12-05 (docs/abnormal.md)
+# 2: the calibration of 2026-12-02; 3: same-colour trades, 2026-12-05; 4: landing on objects,
+# one frame's centroid jitter, a fast object's place ahead changing hands (docs/abnormal.md)
+JUDGE_VERSION = 4
 SCENE_COLUMNS = ["video_id", "scenario", "split", "template_id", "frames", "frames_encoding", "frame_shape"]
 ALL_TEMPLATES = "all"
 VAE_FLOOR_PREFIX = "vae_floor_"
