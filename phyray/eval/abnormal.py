@@ -715,7 +715,7 @@ class _Judge:
             if len(after) != 1:
                 return False
             if self.links.single_parent(after[0]) != index:
-                return self._held(index, slack)  # merged: it came down onto the other?
+                return self._held(index, slack)  # merged with one of its colour: held if under it
             index = after[0]
         return False
 
@@ -733,7 +733,8 @@ class _Judge:
         rows, cols = np.nonzero((distance <= reach) & (ids > 0) & (ids != index + 1))
         if not len(rows):
             return False
-        dx, dy = cols.mean() + left + 0.5 - blobs.centroid[index, 0], rows.mean() + top + 0.5 - blobs.centroid[index, 1]
+        dx = cols.mean() + left + 0.5 - blobs.centroid[index, 0]  # px, pixel centres
+        dy = rows.mean() + top + 0.5 - blobs.centroid[index, 1]  # px, image y points down
         return bool(dy > 0.5 * abs(dx))
 
     def _within_reach(self, index: int, reach: float, other_colours_only: bool, walls: bool) -> bool:
@@ -917,7 +918,6 @@ class _Judge:
             if not any(self._within_reach(k, reach, False, True) for k in (before, j, after)):
                 violations.append(Violation("levitation", int(blobs.frame[j]), j))
         return violations
-
 
     def _jitter(self, before: int, now: int, after: int, tolerance: float) -> bool:
         """Whether an acceleration off gravity at `now` is one frame's centroid drawn off place:
