@@ -19,7 +19,7 @@ from phyray.data.generate import generate_dataset
 from phyray.data.latents import encode_dataset
 from phyray.data.shards import read_manifest
 from phyray.models.export import load_dit, load_vae
-from phyray.train.trainer import train
+from phyray.train.trainer import files_record, latest_checkpoint, train
 
 pytestmark = pytest.mark.slow
 
@@ -270,3 +270,33 @@ def test_the_trial_step_runs_without_ray():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     subprocess.run([sys.executable, "-c", ENGINE_STEP, str(port)], check=True, timeout=300)
+
+
+def test_a_checkpoint_killed_while_being_copied_is_not_resumed_from(tmp_path):
+    """Ray copies a checkpoint's files into storage one by one; a run killed during the copy
+    leaves state.json beside a truncated shard (seen in CI: PytorchStreamReader "failed finding
+    central directory" on resume). The resume takes the newest complete checkpoint."""
+
+    def checkpoint(name: str, step: int, world_size: int | None = 2) -> Path:
+        directory = tmp_path / "run" / name
+        (directory / "engine").mkdir(parents=True)
+        state = {"step": step} if world_size is None else {"step": step, "world_size": world_size}
+        (directory / "state.json").write_text(json.dumps(state))
+        for rank in range(world_size or 1):
+            (directory / "engine" / f"shard-{rank}.pt").write_bytes(bytes(100 + rank))
+            (directory / f"worker-{rank}.pt").write_bytes(bytes(10))
+            sizes = {f"engine/shard-{rank}.pt": 100 + rank, f"worker-{rank}.pt": 10}
+            (directory / files_record(rank)).write_text(json.dumps(sizes))
+        return directory
+
+    older, newer = checkpoint("checkpoint_000000", 100), checkpoint("checkpoint_000001", 200)
+    assert latest_checkpoint(tmp_path / "run") == newer
+    (newer / "engine" / "shard-1.pt").write_bytes(bytes(50))  # truncated mid-copy
+    assert latest_checkpoint(tmp_path / "run") == older
+    (newer / "engine" / "shard-1.pt").write_bytes(bytes(101))
+    (newer / files_record(1)).unlink()  # a rank's record not copied yet
+    assert latest_checkpoint(tmp_path / "run") == older
+    (older / "state.json").write_text('{"step": 1')  # state.json itself cut short
+    assert latest_checkpoint(tmp_path / "run") is None
+    legacy = checkpoint("checkpoint_000002", 300, world_size=None)  # written before the record
+    assert latest_checkpoint(tmp_path / "run") == legacy

@@ -29,6 +29,7 @@ from phyray.models.info import estimate_mfu, peak_flops
 from phyray.models.vae import frames_to_tensor
 from phyray.train.engine import build_objective, setup_engine, train_step, update_ema
 from phyray.train.evaluate import evaluate_rollouts
+from phyray.train.trainer import files_record
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -139,7 +140,13 @@ def save_checkpoint(
         torch.save(worker, Path(directory) / worker_file(rank))
         if rank == 0:
             torch.save(ema.state_dict(), Path(directory) / "ema.pt")
-            (Path(directory) / "state.json").write_text(json.dumps({"step": step}))
+            state = {"step": step, "world_size": dist.get_world_size()}
+            (Path(directory) / "state.json").write_text(json.dumps(state))
+        # Ray copies each rank's files into the run's storage one by one: a run killed during
+        # the copy leaves a checkpoint with state.json and a truncated shard. The sizes let a
+        # resume tell a complete checkpoint from that (trainer.latest_checkpoint).
+        sizes = {str(f.relative_to(directory)): f.stat().st_size for f in Path(directory).rglob("*") if f.is_file()}
+        (Path(directory) / files_record(rank)).write_text(json.dumps(sizes))
         dist.barrier()
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 

@@ -207,13 +207,34 @@ def run_facts(cfg: TrainConfig, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest Ray checkpoint directory of a run (holding state.json), if any."""
+    """The newest complete Ray checkpoint directory of a run (`checkpoint_step`), if any."""
+    steps = {p.parent: checkpoint_step(p.parent) for p in run_dir.glob("**/state.json")}
+    complete = [p for p, step in steps.items() if step is not None]
+    return max(complete, key=lambda p: steps[p]) if complete else None
+
+
+def files_record(rank: int) -> str:
+    """The file naming the sizes of what `rank` wrote into a checkpoint (`checkpoint_step`)."""
+    return f"files-{rank}.json"
+
+
+def checkpoint_step(directory: Path) -> int | None:
+    """A checkpoint's step, or None if it is incomplete: a run killed while Ray copied it into
+    storage leaves state.json beside truncated or missing files. Every rank records the sizes
+    of the files it wrote (`files_record`, phyray.train.loop.save_checkpoint); each must
+    be there at its size. (Checkpoints from before that record hold state.json alone.)"""
     import json
 
-    candidates = [p.parent for p in run_dir.glob("**/state.json")]
-    if not candidates:
+    try:
+        state = json.loads((directory / "state.json").read_text())
+        for rank in range(state.get("world_size", 0)):
+            sizes = json.loads((directory / files_record(rank)).read_text())
+            if any(not (directory / name).is_file() or (directory / name).stat().st_size != size
+                   for name, size in sizes.items()):
+                return None
+    except (OSError, ValueError, KeyError):
         return None
-    return max(candidates, key=lambda p: json.loads((p / "state.json").read_text())["step"])
+    return int(state["step"])
 
 
 def train(
