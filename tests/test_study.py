@@ -464,15 +464,14 @@ def _study_process(overrides: list[str], log: Path) -> subprocess.Popen:
 
 
 def _in_training(trials: Path) -> dict[str, int]:
-    """Trial directories with a checkpoint and no export yet -> their last checkpoint's step."""
+    """Trial directories with a complete checkpoint and no export yet -> its last one's step
+    (one Ray is still copying into place is not a checkpoint to resume from)."""
+    from phyray.train.trainer import checkpoint_step
+
     steps = {}
     for directory in trials.glob("*"):
-        checkpoints = []
-        for path in directory.glob("ray/**/state.json"):
-            try:
-                checkpoints.append(json.loads(path.read_text())["step"])
-            except json.JSONDecodeError:  # being copied into place right now
-                continue
+        checkpoints = [checkpoint_step(path.parent) for path in directory.glob("ray/**/state.json")]
+        checkpoints = [step for step in checkpoints if step is not None]
         if checkpoints and not (directory / "export").exists():
             steps[directory.name] = max(checkpoints)
     return steps
