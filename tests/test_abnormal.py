@@ -171,15 +171,20 @@ def fired(frames: np.ndarray) -> dict[str, int]:
     return {k: v for k, v in find_violations(frames).first.items() if v is not None}
 
 
+def land(frames: np.ndarray, x: float, top: float, hover: float, settle: float, rest: int) -> np.ndarray:
+    """Draw a gray ball (radius 10) falling from `top` for four frames, resting with its centre
+    at `hover` for `rest` frames, then at `settle` for the rest of the video."""
+    heights = [top, top + G / 2, top + 2 * G, top + 4.5 * G] + [hover] * (FRAMES - 4)
+    heights[4 + rest:] = [settle] * (FRAMES - 4 - rest)
+    for t, y in enumerate(heights):
+        disc(frames[t], x, y, 10, GRAY)
+    return frames
+
+
 def falling_onto_floor(rest: int) -> np.ndarray:
     """A gray ball falls, stops with its bottom 5 px above the floor (where PHYRE's objects first
     come to rest) and, after `rest` frames there, sinks onto the floor."""
-    frames = scene(falling=False)
-    heights = [170, 170 + G / 2, 170 + 2 * G, 170 + 4.5 * G] + [SIDE - 15] * (FRAMES - 4)
-    heights[4 + rest:] = [SIDE - 10] * (FRAMES - 4 - rest)
-    for t, y in enumerate(heights):
-        disc(frames[t], 140, y, 10, GRAY)
-    return frames
+    return land(scene(falling=False), 140, 170, SIDE - 15, SIDE - 10, rest)
 
 
 def test_resting_above_the_floor_briefly_is_not_levitation():
@@ -211,11 +216,7 @@ def falling_onto_bar(rest: int) -> np.ndarray:
     after a fast fall: dev 10009 seed 511) and, after `rest` frames there, comes down onto it."""
     frames = np.zeros((FRAMES, SIDE, SIDE), dtype=np.uint8)
     frames[:, 192:SIDE, 134:140] = GRAY  # the bar, standing on the floor
-    heights = [120, 120 + G / 2, 120 + 2 * G, 120 + 4.5 * G] + [192 - 4 - 10] * (FRAMES - 4)
-    heights[4 + rest:] = [192 - 10] * (FRAMES - 4 - rest)
-    for t, y in enumerate(heights):
-        disc(frames[t], 137, y, 10, GRAY)
-    return frames
+    return land(frames, 137, 120, 192 - 4 - 10, 192 - 10, rest)
 
 
 def test_resting_above_another_object_briefly_is_not_levitation():

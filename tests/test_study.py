@@ -466,14 +466,13 @@ def _study_process(overrides: list[str], log: Path) -> subprocess.Popen:
 def _in_training(trials: Path) -> dict[str, int]:
     """Trial directories with a complete checkpoint and no export yet -> its last one's step
     (one Ray is still copying into place is not a checkpoint to resume from)."""
-    from phyray.train.trainer import checkpoint_step
+    from phyray.train.trainer import checkpoint_step, latest_checkpoint
 
     steps = {}
     for directory in trials.glob("*"):
-        checkpoints = [checkpoint_step(path.parent) for path in directory.glob("ray/**/state.json")]
-        checkpoints = [step for step in checkpoints if step is not None]
-        if checkpoints and not (directory / "export").exists():
-            steps[directory.name] = max(checkpoints)
+        latest = latest_checkpoint(directory / "ray")
+        if latest is not None and not (directory / "export").exists():
+            steps[directory.name] = checkpoint_step(latest)
     return steps
 
 

@@ -356,6 +356,8 @@ class _Judge:
         self.scale = self.side / REFERENCE_SIDE
         self.area_floor = config.area_tolerance_px * self.scale**2
         self.contact = max(config.contact_px * self.scale, config.contact_video_px)  # px: touching
+        self.gravity = np.array([0.0, config.gravity * self.side])  # (x, y) px per frame²; y points down
+        self.acceleration_tolerance = config.acceleration_tolerance * self.gravity[1]  # px per frame²
         self.clipped = np.zeros(len(blobs), dtype=bool)  # blobs partly hidden beyond the frame's edge
         self.explained: set[int] = set()  # blobs whose area change a colour change explains
         self.area_off = np.zeros(len(blobs), dtype=bool)  # blobs the area rules judged (`areas`)
@@ -698,7 +700,7 @@ class _Judge:
             parent = self.links.single_parent(index)
             if parent is None:
                 return False
-            if self.blobs.centroid[index, 1] - self.blobs.centroid[parent, 1] >= self.config.gravity * self.side:
+            if self.blobs.centroid[index, 1] - self.blobs.centroid[parent, 1] >= self.gravity[1]:
                 return True
             index = parent
         return False
@@ -843,8 +845,7 @@ class _Judge:
         # Where the parent would be in the child's frame, moved on by its last step plus gravity:
         # a fast-falling ball that joined a pile 45 px further down left its old place empty
         # (dev seeds 500-511: 10024, 10029, the linker paired it with a ball leaving the pile).
-        gravity = np.array([0.0, self.config.gravity * self.side])
-        ahead = _shifted(parent_mask, links.velocity[parent] + gravity) if links.parents[parent] else None
+        ahead = _shifted(parent_mask, links.velocity[parent] + self.gravity) if links.parents[parent] else None
         places = [(parent, child, parent_mask), (child, parent, ids[blobs.frame[child]] == child + 1)]
         if ahead is not None:
             places.insert(1, (parent, child, ahead))
@@ -875,7 +876,6 @@ class _Judge:
         500-511)."""
         blobs, links = self.blobs, self.links
         limit = self.config.max_step * self.side
-        gravity = np.array([0.0, self.config.gravity * self.side])  # image y points down
         violations = []
         for j in range(len(blobs)):
             parent = links.single_parent(j)
@@ -886,7 +886,7 @@ class _Judge:
                 continue
             before = links.single_parent(parent)
             if before is not None:
-                predicted = blobs.centroid[parent] - blobs.centroid[before] + gravity
+                predicted = blobs.centroid[parent] - blobs.centroid[before] + self.gravity
                 if np.linalg.norm(step - predicted) <= limit:
                     continue
             if self._traded(parent, j) is None:
@@ -896,8 +896,6 @@ class _Judge:
     def levitation(self) -> list[Violation]:
         """levitation: accelerations other than gravity, out of reach of anything that could push."""
         blobs, links, config = self.blobs, self.links, self.config
-        gravity = np.array([0.0, config.gravity * self.side])  # image y points down
-        tolerance = config.acceleration_tolerance * gravity[1]
         violations = []
         for j in range(len(blobs)):
             before = links.single_parent(j)
@@ -910,7 +908,8 @@ class _Judge:
             if links.single_parent(after) != j:
                 continue
             steps = np.diff(blobs.centroid[[before, j, after]], axis=0)  # (2, 2) px per frame
-            if np.linalg.norm(steps[1] - steps[0] - gravity) <= tolerance or self._jitter(before, j, after, tolerance):
+            off = np.linalg.norm(steps[1] - steps[0] - self.gravity)
+            if off <= self.acceleration_tolerance or self._jitter(before, j, after):
                 continue
             reach = self.contact + np.linalg.norm(steps, axis=1).max()
             if self._fell(j) and self._lands(after):
@@ -919,7 +918,7 @@ class _Judge:
                 violations.append(Violation("levitation", int(blobs.frame[j]), j))
         return violations
 
-    def _jitter(self, before: int, now: int, after: int, tolerance: float) -> bool:
+    def _jitter(self, before: int, now: int, after: int) -> bool:
         """Whether an acceleration off gravity at `now` is one frame's centroid drawn off place:
         a thin bar's ends gain or lose a row of pixels as it moves, which puts its centroid up to
         half a pixel of the video off along its length (dev seeds 500-511 at 128²: 0.6 px, a
@@ -929,7 +928,6 @@ class _Judge:
         by twice itself there. Jitter, then, if either sum stays within the tolerance of twice
         gravity (frames after PHYRE's first step only)."""
         blobs, links = self.blobs, self.links
-        gravity = np.array([0.0, self.config.gravity * self.side])
         earlier = links.single_parent(before)
         later = links.children[after]
         later = later[0] if len(later) == 1 and links.single_parent(later[0]) == after else None
@@ -937,7 +935,7 @@ class _Judge:
             if chain[0] is None or chain[-1] is None or blobs.frame[chain[0]] == 0:
                 continue
             c = blobs.centroid[list(chain)]  # (4, 2)
-            if np.linalg.norm(c[3] - c[2] - c[1] + c[0] - 2 * gravity) <= tolerance:
+            if np.linalg.norm(c[3] - c[2] - c[1] + c[0] - 2 * self.gravity) <= self.acceleration_tolerance:
                 return True
         return False
 
