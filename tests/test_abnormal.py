@@ -247,6 +247,57 @@ def test_a_thin_bars_centroid_off_for_one_frame_is_no_levitation():
     assert fired(falling_thin_bar(128, hangs_from=4)) == {"levitation": 4}
 
 
+def pushed_out_at_start(hidden: bool) -> np.ndarray:
+    """A gray ball (radius 12) resting on a static platform. In frame 0 its lower half lies
+    inside the platform, drawn under it (`hidden`: PHYRE's generator leaves such overlaps) or
+    missing (a half ball in the open, 12 px above the platform: a morph); from frame 1 on the
+    whole ball rests on the platform, pushed out by PHYRE's first step."""
+    frames = np.zeros((FRAMES, SIDE, SIDE), dtype=np.uint8)
+    for t in range(FRAMES):
+        if t == 0 and not hidden:
+            disc(frames[t], 128, 188, 12, GRAY)
+            frames[t, 188:200] = WHITE  # the lower half is missing
+        else:
+            disc(frames[t], 128, 200 if t == 0 else 188, 12, GRAY)
+        frames[t, 200:216, 60:200] = BLACK  # drawn over the ball in frame 0
+    return frames
+
+
+def test_an_overlap_left_in_frame_0_may_resolve_in_the_first_step():
+    """What frame 0 hid under another colour shows in frame 1: the ball doubles its area and
+    changes its shape, explained by a shift of it into the platform's pixels. The same half
+    ball in the open, doubling in the first step, is not rigid."""
+    assert fired(pushed_out_at_start(hidden=True)) == {}
+    assert fired(pushed_out_at_start(hidden=False)) == {"not_rigid": 1}
+
+
+def ball_left_by_a_sliding_bar(bar: bool) -> np.ndarray:
+    """A red ball falls onto the end of a gray bar lying on a static shelf and comes to rest
+    5 px above it (as PHYRE's balls do after a fast fall: dev 10031 seed 600, where the bar
+    tipped away under the ball); the bar then slides away along the shelf, 30 px a frame, and
+    the ball, still for a frame, falls on past the shelf's end. Without the bar (`bar` False)
+    the ball stops in the air."""
+    frames = np.zeros((FRAMES, SIDE, SIDE), dtype=np.uint8)
+    rest = 100.0  # the ball's centre at rest; its bottom row is 107, the bar's top 113
+    heights = [rest - 2 - 4.5 * G, rest - 2 - 4 * G, rest - 2 - 2.5 * G, rest - 2, rest, rest, rest + G, rest + 3 * G]
+    frames[:, 119:125, 90:200] = BLACK  # the shelf, its left end 22 px right of the ball
+    for t, y in enumerate(heights):
+        disc(frames[t], 60, y, 8, RED)
+        if bar:
+            shift = 30 * max(0, t - 4)
+            frames[t, 113:119, 50 + shift : 130 + shift] = GRAY
+    return frames
+
+
+def test_a_ball_left_by_the_object_it_landed_on_is_not_levitating():
+    """Held from below within the floor's slack in the frame it stops, the ball landed: its
+    stop (frame 4, judged over frames 3-5: 5 px from the bar, farther than the 2 px its motion
+    adds to the contact reach), its frame at rest and its fall after the bar left are no
+    levitation. Stopping where nothing holds it is."""
+    assert fired(ball_left_by_a_sliding_bar(bar=True)) == {}
+    assert fired(ball_left_by_a_sliding_bar(bar=False)) == {"levitation": 3}
+
+
 def thrown_down(jump_at: int | None = None) -> np.ndarray:
     """A gray ball thrown down at 40 px per frame falls under gravity: steps 43, 50, 56, 63 px,
     the last two beyond the teleport limit (51 px at 256²) but each its predecessor plus g; with
@@ -478,6 +529,10 @@ HARD_CASES = [
     ((10029, 503, 990), 256, "teleport: a ball that fell fast into a pile paired with one leaving it"),
     ((10009, 511, 990), 256, "levitation: a ball 4 px above a standing bar for three frames after a fall"),
     ((10047, 505, 990), 128, "levitation: a thin bar's centroid 0.6 px off for a frame, at 128²"),
+    ((10057, 604, 990), 256, "not_rigid: a static ball a gray bar lay across in frame 0, freed in the first step"),
+    ((10031, 600, 990), 256, "levitation: a ball 5 px above a bar's end that tipped away under it"),
+    ((10039, 602, 990), 256, "vanish: a ball joined a jar as a bar left it (a birth the cluster explains)"),
+    ((10040, 602, 990), 128, "not_rigid: a static bar's end blended with a ball resting on it, at 128²"),
 ]
 
 

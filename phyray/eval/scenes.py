@@ -69,8 +69,10 @@ from phyray.eval.video import frozen_video, pixel_metrics
 # Bump when the rules of phyray/eval/abnormal.py change (its thresholds enter scores' identity
 # on their own): cached scores and trial reports made by other rules are then not reused.
 # 2: the calibration of 2026-12-02; 3: same-colour trades, 2026-12-05; 4: landing on objects,
-# one frame's centroid jitter, a fast object's place ahead changing hands (docs/abnormal.md)
-JUDGE_VERSION = 4
+# one frame's centroid jitter, a fast object's place ahead changing hands; 5: overlaps resolved
+# in PHYRE's first step, a support leaving a landed object, births and deaths a cluster
+# explains, static objects' blends (docs/abnormal.md)
+JUDGE_VERSION = 5
 SCENE_COLUMNS = ["video_id", "scenario", "split", "template_id", "frames", "frames_encoding", "frame_shape"]
 ALL_TEMPLATES = "all"
 VAE_FLOOR_PREFIX = "vae_floor_"
