@@ -533,6 +533,7 @@ HARD_CASES = [
     ((10031, 600, 990), 256, "levitation: a ball 5 px above a bar's end that tipped away under it"),
     ((10039, 602, 990), 256, "vanish: a ball joined a jar as a bar left it (a birth the cluster explains)"),
     ((10040, 602, 990), 128, "not_rigid: a static bar's end blended with a ball resting on it, at 128²"),
+    ((10042, 609, 990), 256, "not_rigid: sticks trading places in a pile beside a bar sunk in the floor"),
 ]
 
 
@@ -567,6 +568,33 @@ def test_every_corruption_is_caught(phyre_videos, kind):
         verdict = find_violations(corrupted.frames)
         assert verdict.abnormal, (kind, index, corrupted.details)
     assert made >= 3
+
+
+# Corruptions of the dev split (bench/abnormal.py's seeding: corruption seed 0) that first
+# drafts of later rules let through: (template, task seed, kind, side, what let it through).
+HARD_CORRUPTIONS = [
+    (10018, 200, "morph", 128, "a frame-1 shrink of an object touching another colour in frame 0"),
+    (10022, 200, "teleport", 256, "pasted 91 px away within the pile's chained cluster"),
+    (10020, 202, "morph", 256, "a stretched small static ball, below static_moves' 5 % of all static pixels"),
+    (10028, 202, "morph", 256, "a bar stretched into the floor: the edge hides as much as it lost"),
+]
+
+
+@pytest.fixture(scope="module")
+def hard_corruption_videos(phyre_env):
+    from phyray.sim.phyre import PhyreSidecar
+
+    with PhyreSidecar() as sidecar:
+        return sidecar.simulate_batch([(template, seed, 990) for template, seed, *_ in HARD_CORRUPTIONS])
+
+
+def test_corruptions_that_fooled_first_drafts_are_caught(hard_corruption_videos):
+    for video, (template, seed, kind, side, was) in zip(hard_corruption_videos, HARD_CORRUPTIONS):
+        rng = np.random.default_rng([0, template, seed, CORRUPTIONS.index(kind)])
+        labels = corrupt(video["frames"], kind, rng).frames
+        if side != labels.shape[1]:
+            labels = palette_labels(area_downsample(index_to_rgb(labels), side))
+        assert find_violations(labels).abnormal, (template, seed, kind, side, was)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,7 +115,7 @@ CHECKS = (
 )
 STATIC_COLOUR = 6  # black in PHYRE_PALETTE: static objects
 # The lowest side at which the judge is used without a warning. On all 70 templates (test seeds
-# 0-7, bench/abnormal.py, docs/abnormal.md, 2026-12-05, JUDGE_VERSION 5) it flags 1.2 % of ground
+# 0-7, bench/abnormal.py, docs/abnormal.md, 2026-12-05, JUDGE_VERSION 5) it flags 0.9 % of ground
 # truth at 256², 0.4 % at 128² and 61.8 % at 64², and catches >= 98.6 % of every corruption at
 # 256² and >= 94.2 % at 128² (interpenetration; every other kind >= 95 %). 64² and 32² are not
 # usable.
@@ -162,8 +162,9 @@ class AbnormalConfig:
     was heading for changing hands (`_handed_over`). A sixth (seeds 600-615, real videos only)
     added overlaps PHYRE's first step resolves in any direction (`first_step_px`), a landed
     object whose support left under it (`_lands`), births and deaths a cluster explains
-    counted in its neighbours' clusters (`rejoined`), and static objects' blends with objects
-    resting on them. bench/abnormal.py's test split gives the figures to quote.
+    counted in its neighbours' clusters (`rejoined`), static objects' blends with objects
+    resting on them, and a cluster member the frame's edge hides counted as it shows
+    (`_swapped`). bench/abnormal.py's test split gives the figures to quote.
     """
 
     objects: ObjectConfig = field(default_factory=ObjectConfig)
@@ -610,9 +611,18 @@ class _Judge:
             return None
         seeds = [*parents, child]
         before, after = self._cluster(seeds, int(self.blobs.frame[child]), reach)
-        if len(before) + len(after) <= len(seeds) or not self._kept_total(before, after, reference[before].sum(), most):
+        if len(before) + len(after) <= len(seeds):
             return None
-        return after
+        # The total is kept against the references, or with a neighbour the frame's edge hides
+        # part of counted as it shows where the edge explains its distance from its reference
+        # (a bar lying sunk in the floor beside a pile showed 394 px of a 462 px reference: dev
+        # 10042 seed 609); the blob judged always counts by its reference (a bar stretched into
+        # the floor by a morph shows as little: 10028 seed 202).
+        area = self.blobs.area[before]
+        hidden = np.where(np.isin(before, seeds), 0.0, self._hidden(before, reference[before]))
+        shown = np.where(np.abs(area - reference[before]) <= hidden, area, reference[before]).sum()
+        kept = any(self._kept_total(before, after, expected, most) for expected in (reference[before].sum(), shown))
+        return after if kept else None
 
     def _cluster(
         self, seeds: list[int], t: int, reach: float, linked_only: bool = False

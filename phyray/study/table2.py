@@ -162,7 +162,7 @@ def protocol_line(params: dict[str, str], fvd_protocols: dict[str, str]) -> str:
         return default if value in (None, "None", "") else value
 
     resolution = int(param("data.resolution", "0") or 0)
-    warning = (f" **The abnormal-rate judge flags 0.4-1.2% of real videos at {TRUSTED_RESOLUTION}² and above, far more below "
+    warning = (f" **The abnormal-rate judge flags 0.4-0.9% of real videos at {TRUSTED_RESOLUTION}² and above, far more below "
                f"(docs/abnormal.md); at {resolution}² read its rates beside their ground-truth floor.**"
                if resolution and resolution < TRUSTED_RESOLUTION else "")
     fvd = "; ".join(f"FVD {group}: {protocol}" for group, protocol in sorted(fvd_protocols.items())) or "FVD not computed"
