@@ -749,28 +749,32 @@ class _Judge:
         pixel along its outline (`edge_px`) or `area_tolerance_px`. A morph changes the object
         where nothing of another colour was (corrupt.py keeps it clear of others).
         """
+        if index not in self.first_step:
+            self.first_step[index] = self._explained_by_overlap(index)
+        return self.first_step[index]
+
+    def _explained_by_overlap(self, index: int) -> bool:
+        """`_overlapped_at_start`, computed: the search for a shift."""
         blobs = self.blobs
         parent = self.links.single_parent(index) if blobs.frame[index] == 1 else None
         if parent is None or not self._touches_other_colour(parent):
             return False
-        if index not in self.first_step:
-            reach = int(np.ceil(self.config.first_step_px * self.scale))
-            box = np.concatenate([np.minimum(blobs.bbox[parent, :2], blobs.bbox[index, :2]) - reach,
-                                  np.maximum(blobs.bbox[parent, 2:], blobs.bbox[index, 2:]) + reach])
-            box = np.clip(box, 0, np.tile(blobs.shape[1:], 2))
-            window = np.s_[box[0] : box[2], box[1] : box[3]]
-            colour = int(blobs.colour[index])
-            was, now = blobs.ids[0][window] == parent + 1, blobs.ids[1][window] == index + 1
-            hidden_then = was | self._near_other_colour(0, colour)[window]
-            hidden_now = now | self._near_other_colour(1, colour)[window]
-            slack = max(self.config.edge_px * float(self._outline(np.array([index]))[0]), self.area_floor)
-            shifts = sorted(itertools.product(range(-reach, reach + 1), repeat=2), key=lambda d: d[0] ** 2 + d[1] ** 2)
-            self.first_step[index] = any(
-                np.count_nonzero(_shifted(was, (dx, dy)) & ~hidden_now)
-                + np.count_nonzero(_shifted(now, (-dx, -dy)) & ~hidden_then) <= slack
-                for dx, dy in shifts  # nearest first: most resolve within a pixel or two
-            )
-        return self.first_step[index]
+        reach = int(np.ceil(self.config.first_step_px * self.scale))
+        box = np.concatenate([np.minimum(blobs.bbox[parent, :2], blobs.bbox[index, :2]) - reach,
+                              np.maximum(blobs.bbox[parent, 2:], blobs.bbox[index, 2:]) + reach])
+        box = np.clip(box, 0, np.tile(blobs.shape[1:], 2))
+        window = np.s_[box[0] : box[2], box[1] : box[3]]
+        colour = int(blobs.colour[index])
+        was, now = blobs.ids[0][window] == parent + 1, blobs.ids[1][window] == index + 1
+        hidden_then = was | self._near_other_colour(0, colour)[window]
+        hidden_now = now | self._near_other_colour(1, colour)[window]
+        slack = max(self.config.edge_px * float(self._outline(np.array([index]))[0]), self.area_floor)
+        shifts = sorted(itertools.product(range(-reach, reach + 1), repeat=2), key=lambda d: d[0] ** 2 + d[1] ** 2)
+        return any(
+            np.count_nonzero(_shifted(was, (dx, dy)) & ~hidden_now)
+            + np.count_nonzero(_shifted(now, (-dx, -dy)) & ~hidden_then) <= slack
+            for dx, dy in shifts  # nearest first: most resolve within a pixel or two
+        )
 
     def _near_other_colour(self, t: int, colour: int) -> np.ndarray:
         """(H, W) bool: pixels of frame t within reach (`contact`) of a blob of another colour."""
@@ -806,12 +810,13 @@ class _Judge:
         for _ in range(self.config.floor_frames + 1):
             if self.blobs.bbox[index, 2] >= self.side - self.contact or self._held(index, self.contact):
                 return True
-            resting = resting or self._held(index, slack)
+            held = self._held(index, slack)
+            resting = resting or held
             after = self.links.children[index]
             if len(after) != 1:
                 return False
             if self.links.single_parent(after[0]) != index:
-                return self._held(index, slack)  # merged with one of its colour: held if under it
+                return held  # merged with one of its colour: held if under it
             if resting and self.blobs.centroid[after[0], 1] - self.blobs.centroid[index, 1] >= 0.5 * self.gravity[1]:
                 return True
             index = after[0]
@@ -869,6 +874,11 @@ class _Judge:
         blobs, links, config = self.blobs, self.links, self.config
         axes = blobs.axes  # (M, 2)
         start = links.track.copy()  # a track is named by its first blob
+
+        def limit(reference: np.ndarray) -> np.ndarray:
+            """How far spreads may move from those of `reference` blobs, px."""
+            return np.maximum(config.shape_tolerance * axes[reference, 0], config.shape_tolerance_px * self.scale)
+
         # PHYRE's first step resolves frame 0's overlaps (see `areas`): a track whose area grew
         # beyond tolerance then, or whose change of shape then a shift explains by what another
         # colour hid, is measured from frame 1.
@@ -880,9 +890,7 @@ class _Judge:
             grew = max(config.grow_tolerance * blobs.area[first], self.area_floor) < growth <= (
                 config.first_step_growth * blobs.area[first]
             )
-            reshaped = np.abs(axes[j] - axes[first]).max() > max(
-                config.shape_tolerance * axes[first, 0], config.shape_tolerance_px * self.scale
-            )
+            reshaped = np.abs(axes[j] - axes[first]).max() > limit(first)
             if grew or (reshaped and self._overlapped_at_start(j)):
                 start[(start == first) & (blobs.frame >= 1)] = j
         # A bar that came out of a wall, or a blob whose identity restarted with its same-colour
@@ -904,8 +912,7 @@ class _Judge:
             of a blob beyond the frame's edge can shrink its spreads, never grow them."""
             change = axes - axes[start]
             drift = np.where(self.clipped, np.maximum(change, 0.0).max(axis=1), np.abs(change).max(axis=1))
-            limit = np.maximum(config.shape_tolerance * axes[start, 0], config.shape_tolerance_px * self.scale)
-            return single & solid[start] & (drift > limit)
+            return single & solid[start] & (drift > limit(start))
 
         # A drift that same-colour neighbours explain (a swap of identities, `_traded`) restarts
         # the tracks of its cluster there; blobs are in frame order, so
@@ -913,7 +920,9 @@ class _Judge:
         violations, candidates = [], list(np.flatnonzero(drifting(start)))
         while candidates:
             j = candidates.pop(0)
-            if blobs.colour[j] == STATIC_COLOUR and self._within_reach(j, np.sqrt(2), True, False):
+            if blobs.colour[j] == STATIC_COLOUR and self._within_reach(
+                j, np.sqrt(2), other_colours_only=True, walls=False
+            ):
                 # Below 256² an object resting on a static one blends the pixels they share,
                 # which then read as either, leaving their pixels adjacent (a gray ball on a
                 # static bar's end lengthened it by 16 % at 128², dev 10040 seed 602), as
