@@ -426,6 +426,37 @@ def test_static_blends_next_to_another_object_do_not_count():
     assert fired(video(slice(1, 17))).get("static_moves") == 1  # 12 px of them beyond it
 
 
+
+def crossed_for_a_frame(parted: bool, stretched_from: int | None = None) -> np.ndarray:
+    """(8, 256, 256): a resting gray ball (an ellipse from `stretched_from`) that a thin black
+    line crosses in frame 4, cutting a sliver off it; or (`parted`) two touching gray balls that
+    part by 3 px in frame 4 and touch again."""
+    frames = np.zeros((FRAMES, SIDE, SIDE), dtype=np.uint8)
+    for t in range(FRAMES):
+        if parted:
+            gap = 3 if t == 4 else 0
+            disc(frames[t], 100, SIDE - 20, 20, GRAY)
+            disc(frames[t], 140 + gap, SIDE - 20, 20, GRAY)
+        elif stretched_from is not None and t >= stretched_from:
+            ellipse(frames[t], 128, SIDE - 12, 30, 12, GRAY)
+        else:
+            disc(frames[t], 128, SIDE - 20, 20, GRAY)
+    if not parted:
+        frames[4, :, 141:144] = BLACK
+    return frames
+
+
+def test_an_object_another_colour_crosses_for_a_frame_stays_one_object():
+    # The cut-off sliver rejoins the ball with only the black line between them: one object,
+    # so the ball's track keeps its shape check; two balls that part show background between.
+    blobs = find_blobs(crossed_for_a_frame(parted=False))
+    links = link_blobs(blobs)
+    assert len(blobs.in_frame(4)) == 3  # ball, sliver, line
+    assert links.object_count(blobs).tolist() == [1, 1, 1, 1, 2, 1, 1, 1]
+    blobs = find_blobs(crossed_for_a_frame(parted=True))
+    assert link_blobs(blobs).object_count(blobs).tolist() == [2] * FRAMES
+    # A ball stretched into an ellipse (same area) before the crossing is still not rigid.
+    assert fired(crossed_for_a_frame(parted=False, stretched_from=2)).get("not_rigid") == 2
 def test_segmentation_reads_blends_and_noise():
     palette = PHYRE_PALETTE.astype(float)
     white, gray, red = palette[WHITE], palette[GRAY], palette[RED]
@@ -577,6 +608,7 @@ HARD_CORRUPTIONS = [
     (10022, 200, "teleport", 256, "pasted 91 px away within the pile's chained cluster"),
     (10020, 202, "morph", 256, "a stretched small static ball, below static_moves' 5 % of all static pixels"),
     (10028, 202, "morph", 256, "a bar stretched into the floor: the edge hides as much as it lost"),
+    (10012, 201, "morph", 128, "a stretched ball a stick cuts for a frame: counted as two objects, never shape-checked"),
 ]
 
 

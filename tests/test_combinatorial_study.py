@@ -238,7 +238,7 @@ def test_table2_checks_state_the_papers_claims_at_the_intervals():
     assert checks["fvd"]["fewest_best_in_template"] == "–"  # no in-template FVD logged
     table = table2_markdown(grid_cells(records), {"name": "t", "run_id": "r", "id": "i"}, [], {"data.resolution": "64"}, {})
     assert "| DiT-XL | 6 (594,000) | – / 22.1 | – / – | 33.0 / 25.5 | – / – | – / – |" in table
-    assert "flags 0.4-0.9% of real videos at 128² and above" in table and "at 64² read its rates" in table
+    assert "meets its calibration targets at 256² only" in table and "at 64² read its rates" in table
     # Nothing moving: one row per template set, and each cell's paired gain read at its interval.
     assert "| #Templates | PSNR ↑ |" in table and "| 6 | – / 24.0 |" in table  # only what was scored
     assert "| DiT-XL | 6 | – | +1.50 [-0.20, +3.10] | – / undecided |" in table

@@ -114,12 +114,12 @@ CHECKS = (
     "colour_change",
 )
 STATIC_COLOUR = 6  # black in PHYRE_PALETTE: static objects
-# The lowest side at which the judge is used without a warning. On all 70 templates (test seeds
-# 0-7, bench/abnormal.py, docs/abnormal.md, 2026-12-05, JUDGE_VERSION 5) it flags 0.9 % of ground
-# truth at 256², 0.4 % at 128² and 61.8 % at 64², and catches >= 98.6 % of every corruption at
-# 256² and >= 94.2 % at 128² (interpenetration; every other kind >= 95 %). 64² and 32² are not
-# usable.
-TRUSTED_RESOLUTION = 128
+# The lowest side at which the judge meets every calibration target. On all 70 templates (test
+# seeds 0-39, bench/abnormal.py, docs/abnormal.md, 2026-12-05, JUDGE_VERSION 6) it flags 0.6 % of
+# ground truth at 256², 0.8 % at 128² and 62.4 % at 64², and catches >= 97.5 % of every
+# corruption at 256²; at 128² every kind but interpenetration (93.7 %) >= 95 %. 64² and 32² are
+# not usable.
+TRUSTED_RESOLUTION = 256
 ALL_TEMPLATES = "all"
 ROW_FIELDS = ("split", "template_id", "resolution", "metric", "value", "ci_low", "ci_high", "n")
 RECORD_FIELDS = ("video_id", "split", "template_id", "resolution", "abnormal", *CHECKS,
@@ -164,7 +164,9 @@ class AbnormalConfig:
     object whose support left under it (`_lands`), births and deaths a cluster explains
     counted in its neighbours' clusters (`rejoined`), static objects' blends with objects
     resting on them, and a cluster member the frame's edge hides counted as it shows
-    (`_swapped`). bench/abnormal.py's test split gives the figures to quote.
+    (`_swapped`). Morphs the 200-203 corruptions hid at 128² then showed that an object another
+    colour lies across for a while stays one object (phyray/eval/objects.py, `_drawn_across`).
+    bench/abnormal.py's test split gives the figures to quote.
     """
 
     objects: ObjectConfig = field(default_factory=ObjectConfig)

@@ -71,8 +71,9 @@ from phyray.eval.video import frozen_video, pixel_metrics
 # 2: the calibration of 2026-12-02; 3: same-colour trades, 2026-12-05; 4: landing on objects,
 # one frame's centroid jitter, a fast object's place ahead changing hands; 5: overlaps resolved
 # in PHYRE's first step, a support leaving a landed object, births and deaths a cluster
-# explains, static objects' blends, cluster members the frame's edge hides (docs/abnormal.md)
-JUDGE_VERSION = 5
+# explains, static objects' blends, cluster members the frame's edge hides; 6: an object another
+# colour lies across for a while stays one object (phyray/eval/objects.py, docs/abnormal.md)
+JUDGE_VERSION = 6
 SCENE_COLUMNS = ["video_id", "scenario", "split", "template_id", "frames", "frames_encoding", "frame_shape"]
 ALL_TEMPLATES = "all"
 VAE_FLOOR_PREFIX = "vae_floor_"
