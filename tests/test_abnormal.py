@@ -426,7 +426,6 @@ def test_static_blends_next_to_another_object_do_not_count():
     assert fired(video(slice(1, 17))).get("static_moves") == 1  # 12 px of them beyond it
 
 
-
 def crossed_for_a_frame(parted: bool, stretched_from: int | None = None) -> np.ndarray:
     """(8, 256, 256): a resting gray ball (an ellipse from `stretched_from`) that a thin black
     line crosses in frame 4, cutting a sliver off it; or (`parted`) two touching gray balls that
@@ -457,6 +456,8 @@ def test_an_object_another_colour_crosses_for_a_frame_stays_one_object():
     assert link_blobs(blobs).object_count(blobs).tolist() == [2] * FRAMES
     # A ball stretched into an ellipse (same area) before the crossing is still not rigid.
     assert fired(crossed_for_a_frame(parted=False, stretched_from=2)).get("not_rigid") == 2
+
+
 def test_segmentation_reads_blends_and_noise():
     palette = PHYRE_PALETTE.astype(float)
     white, gray, red = palette[WHITE], palette[GRAY], palette[RED]
