@@ -31,7 +31,7 @@ the reference rolled by one pixel to the right (deterministic, so no metric is t
 cond_frames = 1, i.e. 15 scored frames per video. Printed per resolution (`--metric-resolutions`,
 default 64 and 256), as videos/s per core:
 
-- psnr+ssim: `pixel_metrics` (torchmetrics PSNR and SSIM);
+- psnr+ssim: `pixel_metrics` (PSNR and SSIM, torchmetrics' values);
 - lpips: `lpips_videos` with a seeded random AlexNet backbone (no ImageNet weights are available
   here; the speed does not depend on the weight values) and the real heads at
   `.weights/lpips-v0.1-alex.pth` when present, else random heads;

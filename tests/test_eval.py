@@ -32,7 +32,7 @@ from phyray.eval import (
 )
 from phyray.eval.physics import collision_frames, in_view
 from phyray.eval.report import POOLED_LEVEL, ROW_FIELDS
-from phyray.eval.video import PSNR_CAP_DB
+from phyray.eval.video import PSNR_CAP_DB, frame_psnr, frame_ssim, frames_to_tensor, pixel_metrics
 from phyray.render import ball_colors, render_videos
 
 RESOLUTION = 64
@@ -130,6 +130,32 @@ def test_missing_balls_fall_back_to_the_border_and_keep_y_and_r():
     never, never_r = fill_missing(single)
     np.testing.assert_array_equal(never[0, :, 0], [[10.0, 5.0], [10.0, 5.0]])  # never found
     np.testing.assert_array_equal(never_r, 0.0)
+
+
+def test_psnr_and_ssim_are_torchmetrics_values_bit_for_bit(datasets):
+    """phyray's own PSNR and SSIM (written out to spare every scoring process torchmetrics'
+    import) against torchmetrics itself: rendered videos, noisy and shifted copies, odd sizes."""
+    import torch
+    from torchmetrics.functional.image import (
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
+
+    rng = np.random.default_rng(0)
+    truth = np.stack([decode_frames(row) for row in iter_rows(datasets["collision"])][:3])  # (3, T, H, W, 3)
+    noisy = np.clip(truth + rng.normal(0, 20, truth.shape), 0, 255).astype(np.uint8)
+    odd = rng.integers(0, 256, (2, 5, 37, 23, 3), dtype=np.uint8)
+    pairs = [(truth, noisy), (truth, np.roll(truth, 2, axis=3)), (odd, odd[::-1]), (truth, truth)]
+    for rollouts, references in pairs:
+        for rollout, reference in zip(rollouts, references):
+            x, y = frames_to_tensor(rollout), frames_to_tensor(reference)  # (T, 3, H, W) each
+            expected_psnr = peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            assert torch.equal(frame_psnr(x, y), expected_psnr)
+            expected_ssim = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
+            assert torch.equal(frame_ssim(x, y), expected_ssim)
+    scores = pixel_metrics(truth, noisy, cond_frames=1)
+    assert np.all((scores["ssim"] > 0) & (scores["ssim"] < 1)) and np.all(scores["psnr"] < PSNR_CAP_DB)
+    assert np.all(pixel_metrics(truth, truth, cond_frames=1)["psnr"] == PSNR_CAP_DB)
 
 
 def test_collision_frame_is_the_first_velocity_jump_else_the_impact_frame():

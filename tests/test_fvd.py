@@ -94,6 +94,23 @@ def test_unpickler_refuses_code(tmp_path):
     np.testing.assert_array_equal(load_arrays(safe)["params"]["x"], np.arange(3.0))
 
 
+@pytest.mark.parametrize("kernel", [(3, 3, 3), (2, 3, 1)])
+@pytest.mark.parametrize("shape", [(2, 8, 5, 28, 28), (1, 3, 2, 7, 6)])
+def test_stride_one_max_pool_is_torchs_max_pool_exactly(kernel, shape):
+    """TFMaxPool3d's running max (stride 1) against max_pool3d over the same SAME padding,
+    symmetric (3) and asymmetric (2) windows, NaN included."""
+    import torch.nn.functional as F
+
+    from phyray.eval.fvd import TFMaxPool3d, _pad_same
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 1, 1] = float("nan")
+    padded, padding = _pad_same(x, kernel, (1, 1, 1), float("-inf"))
+    expected = F.max_pool3d(padded, kernel, (1, 1, 1), padding)
+    assert torch.equal(TFMaxPool3d(kernel, (1, 1, 1))(x).isnan(), expected.isnan())
+    torch.testing.assert_close(TFMaxPool3d(kernel, (1, 1, 1))(x), expected, rtol=0, atol=0, equal_nan=True)
+
+
 def test_i3d_shape_and_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     model = I3D().eval()

@@ -131,16 +131,25 @@ def test_dit_recovers_from_a_worker_failure_with_the_right_step_count(dit_run):
     assert MlflowClient(dit_run.tracking_uri).get_run(dit_run.run_id).info.status == "FINISHED"
 
 
-def test_dit_resumed_after_a_failure_ends_as_if_never_interrupted(data, latents, vae_run, dit_run):
+def straight_dit_config(data: Path, latents: Path, vae_run, name: str) -> TrainConfig:
+    """dit_run's config without its injected failure."""
+    config = base_config(
+        data, vae_run.run_dir.parent, task="dit", name=name, steps=6, checkpoint_every=3, max_failures=1,
+    )
+    config["data"]["train"] = str(latents)
+    return validate(TrainConfig, config)
+
+
+@pytest.fixture(scope="module")
+def dit_straight(data, latents, vae_run):
+    return train(straight_dit_config(data, latents, vae_run, "dit-straight"))
+
+
+def test_dit_resumed_after_a_failure_ends_as_if_never_interrupted(dit_run, dit_straight):
     # dit_run failed at step 4 and Ray resumed it from its step-3 checkpoint. Its twin without
     # the failure must end bit-identical: the same batches and noise after the restart. (Runs
     # before test_resume_continues_from_the_checkpoint_step, which moves dit_run's export on.)
-    config = base_config(
-        data, vae_run.run_dir.parent, task="dit", name="dit-straight", steps=6, checkpoint_every=3,
-        max_failures=1,
-    )
-    config["data"]["train"] = str(latents)
-    straight = train(validate(TrainConfig, config))
+    straight = dit_straight
     assert not (straight.run_dir / "injected-failure").exists()
     assert_same_weights(load_dit(dit_run.export)[0], load_dit(straight.export)[0])
     # Each step's loss logged once and equal: a restart from step 0 would log step 3 twice.
@@ -179,15 +188,12 @@ def test_resume_continues_from_the_checkpoint_step(dit_run):
     assert run.info.status == "FINISHED" and "phyray.resumed_from" in run.data.tags
 
 
-def test_same_config_gives_the_same_weights(data, latents, vae_run):
+def test_same_config_gives_the_same_weights(data, latents, vae_run, dit_straight):
     # Two workers, two shards: without order-preserving ingest the shards' read order (and so
-    # every batch) depends on which read task finishes first.
-    weights = []
-    for name in ("twin-a", "twin-b"):
-        config = base_config(data, vae_run.run_dir.parent, task="dit", name=name, steps=3, checkpoint_every=3)
-        config["data"]["train"] = str(latents)
-        run = train(validate(TrainConfig, config))
-        weights.append(load_dit(run.export)[0].state_dict())
+    # every batch) depends on which read task finishes first. The twin is dit_straight's config
+    # under another name (the name is not in the training identity).
+    twin = train(straight_dit_config(data, latents, vae_run, "dit-twin"))
+    weights = [load_dit(run.export)[0].state_dict() for run in (dit_straight, twin)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
