@@ -149,11 +149,10 @@ def test_dit_resumed_after_a_failure_ends_as_if_never_interrupted(dit_run, dit_s
     # dit_run failed at step 4 and Ray resumed it from its step-3 checkpoint. Its twin without
     # the failure must end bit-identical: the same batches and noise after the restart. (Runs
     # before test_resume_continues_from_the_checkpoint_step, which moves dit_run's export on.)
-    straight = dit_straight
-    assert not (straight.run_dir / "injected-failure").exists()
-    assert_same_weights(load_dit(dit_run.export)[0], load_dit(straight.export)[0])
+    assert not (dit_straight.run_dir / "injected-failure").exists()
+    assert_same_weights(load_dit(dit_run.export)[0], load_dit(dit_straight.export)[0])
     # Each step's loss logged once and equal: a restart from step 0 would log step 3 twice.
-    assert metric_history(dit_run, "train/loss") == metric_history(straight, "train/loss")
+    assert metric_history(dit_run, "train/loss") == metric_history(dit_straight, "train/loss")
 
 
 def test_vae_killed_and_resumed_ends_as_if_never_interrupted(data, vae_run):

@@ -544,8 +544,11 @@ def _drawn_across(blobs: Blobs, before: list[int], after: list[int], parents, ch
         while len(children[piece]) == 1 and parents[children[piece][0]] == [piece]:
             piece = children[piece][0]
         ends.append(piece)
-    rejoined = {tuple(children[k]) for k in ends}
-    if len(rejoined) != 1 or len(merged := next(iter(rejoined))) != 1 or sorted(parents[merged[0]]) != sorted(ends):
+    rejoined = {tuple(children[k]) for k in ends}  # what each chain runs into
+    if len(rejoined) != 1:
+        return False
+    (merged,) = rejoined
+    if len(merged) != 1 or sorted(parents[merged[0]]) != sorted(ends):  # one blob, of these pieces only
         return False
     box = blobs.bbox[after]  # (pieces, 4) row0, col0, row1, col1
     window = blobs.ids[blobs.frame[after[0]], box[:, 0].min() : box[:, 2].max(), box[:, 1].min() : box[:, 3].max()]
