@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Callable
 
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
+RAY_CONNECT_TIMEOUT_S = 10.0  # how long a RAY_ADDRESS may take to accept a connection (check_reachable)
 EXECUTOR_POLL_S = 0.02  # how often Ray Data's executor looks for finished tasks (configure_ray_data)
 
 
@@ -30,6 +33,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
+        check_reachable(os.environ["RAY_ADDRESS"])
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
     # Ray Train's controller polls its workers this often (default 2 s) and so notices a finished
@@ -47,6 +51,29 @@ def init_ray(num_cpus: int | None = None) -> None:
         logging_level=logging.WARNING,  # not Ray's INFO lines ("Started a local Ray instance", Tune's)
         _temp_dir=os.environ.get("RAY_TMPDIR"),
     )
+
+
+def check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail in one line if nothing listens at a `HOST:PORT` Ray address.
+
+    `ray.init(address=...)` with no Ray there does not fail: it retries for minutes, logging a
+    warning every few seconds (five minutes and 25 lines in a test on Ray 2.60). Other forms
+    (`auto`, `ray://...`) are left to Ray.
+    """
+    import socket
+
+    from phyray.config import ConfigError
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(
+            f"RAY_ADDRESS={address}: no Ray answers there ({err.strerror or err}); start one (`ray start --head`) "
+            "or unset RAY_ADDRESS to run on a local Ray"
+        ) from None
 
 
 def configure_ray_data() -> None:
@@ -133,3 +160,94 @@ class ResourceWatch:
                         f"{self.stage}: waiting {now - since:.0f} s for resources: {needs} "
                         f"(placement group {group.get('name') or group_id}); free now: {free}"
                     )
+
+
+class RayChatter:
+    """While a study runs, what Ray tells its driver that phyray cannot act on goes to a log file.
+
+    A study's terminal shows phyray's own stages; Ray writes there by three routes no Ray setting
+    turns off alone (docs/performance.md, "Ray's own start-up lines"):
+    - the raylet's warnings, pushed to every driver (e.g. "8 PYTHON worker processes have been
+      started ... 4x the maximum expected startup concurrency") and printed by the driver's
+      `ray_listen_error_messages` thread through `ray._private.worker.print_to_stdstream`;
+    - the C++ core worker inside the driver, which logs errors on file descriptor 2 (Ray Data's
+      "Actor with class name: 'MapWorker(...)' has constructor arguments in the object store",
+      once per actor pool);
+    - Python warnings (deprecations of Ray's own calls into the libraries it loads).
+    Inside the block the first goes to the log, descriptor 2 is the log while Python's
+    `sys.stderr` keeps writing to the terminal through a copy of the old descriptor, and
+    warnings are written to the log. `verbose` leaves everything where Ray puts it.
+
+        with RayChatter(study_dir / "ray.log", verbose=args.verbose) as chatter:
+            ...
+        chatter.lines  # how many lines went to the log
+    """
+
+    def __init__(self, path: Path, verbose: bool = False):
+        self.path, self.verbose = path, verbose
+        self._start = 0
+        self._restore: list[Callable[[], None]] = []
+
+    @property
+    def lines(self) -> int:
+        """Lines written to the log inside the block (0 with `verbose`)."""
+        if self.verbose or not self.path.exists():
+            return 0
+        with open(self.path, "rb") as log:
+            log.seek(self._start)
+            return log.read().count(b"\n")
+
+    def __enter__(self) -> RayChatter:
+        if self.verbose:
+            return self
+        import ray._private.worker as ray_worker
+
+        log = open(self.path, "a", buffering=1)
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n")
+        self._start = log.tell()
+        self._restore.append(log.close)
+
+        def raylet_to_log(data: dict, ignore_prefix: bool = False) -> None:  # print_to_stdstream's signature
+            log.writelines(f"({data.get('pid')}) {line}\n" for line in data.get("lines", []))
+
+        if hasattr(ray_worker, "print_to_stdstream"):  # a Ray without it is left as it is
+            printer = ray_worker.print_to_stdstream
+            ray_worker.print_to_stdstream = raylet_to_log
+            self._restore.append(lambda: setattr(ray_worker, "print_to_stdstream", printer))
+
+        def warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+            log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        showwarning = warnings.showwarning
+        warnings.showwarning = warning_to_log
+        self._restore.append(lambda: setattr(warnings, "showwarning", showwarning))
+
+        # Descriptor 2 -> the log. Python's stderr, when it writes to that descriptor, moves to a
+        # copy of the terminal's (a stream of pytest's, say, is left alone: it never used fd 2).
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        stderr = sys.stderr
+        if _writes_to_fd(stderr, 2):
+            sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1, encoding=stderr.encoding, errors=stderr.errors)
+            self._restore.append(sys.stderr.close)
+            self._restore.append(lambda: setattr(sys, "stderr", stderr))
+
+        def back_to_terminal() -> None:
+            sys.stderr.flush()
+            os.dup2(terminal, 2)
+            os.close(terminal)
+
+        self._restore.append(back_to_terminal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        while self._restore:
+            self._restore.pop()()
+
+
+def _writes_to_fd(stream, fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, OSError, ValueError):
+        return False

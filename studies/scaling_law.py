@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print the grid with tokens, FLOPs and GPU-hours per trial, and run nothing")
     parser.add_argument("--gpu", help="--plan: GPU for the GPU-hours (default: the config's plan.gpu)")
     parser.add_argument("--mfu", type=float, help="--plan: assumed MFU (default: the config's plan.mfu)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print Ray's own messages here too (by default they go to <study dir>/ray.log)")
     return parser.parse_args(argv)
 
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from phyray.study.grid import run_study
 
-        result = run_study(cfg)
+        result = run_study(cfg, verbose=args.verbose)
     except ConfigError as err:
         print(f"scaling_law: error: {err}", file=sys.stderr)
         return 2

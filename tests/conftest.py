@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import phyray  # noqa: F401  (first: its environment, MLflow's telemetry off, before a test module imports mlflow)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

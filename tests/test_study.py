@@ -192,6 +192,22 @@ def test_a_postgresql_store_that_refuses_fails_before_anything_is_written(tmp_pa
     assert list(tmp_path.iterdir()) == [] and ray.is_initialized() == ray_before
 
 
+def test_a_ray_address_with_no_ray_there_fails_in_one_line(tmp_path):
+    """Ray itself would retry for minutes, logging a warning every few seconds."""
+    port = free_port()  # bound and released: nothing listens there
+    overrides = [f"--set=output_dir={tmp_path / 'studies'}", f"--set=data_dir={tmp_path / 'data'}"]
+    study = subprocess.run(
+        [sys.executable, str(REPO / "studies" / "scaling_law.py"), "--config", str(SMOKE), *overrides],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+    )
+    assert study.returncode == 2 and study.stdout == ""
+    assert study.stderr.splitlines() == [
+        f"scaling_law: error: RAY_ADDRESS=127.0.0.1:{port}: no Ray answers there (Connection refused); "
+        "start one (`ray start --head`) or unset RAY_ADDRESS to run on a local Ray"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_printed_mlflow_ui_command_runs_as_printed(monkeypatch, tmp_path):
     import shlex
 
@@ -476,10 +492,13 @@ def _in_training(trials: Path) -> dict[str, int]:
     return steps
 
 
-def test_a_changed_setting_trains_new_trials_and_a_killed_one_resumes(http_study, mlflow_server, study_cwd, kill_session):
+def test_a_changed_setting_trains_new_trials_and_a_killed_one_resumes(
+    http_study, mlflow_server, study_cwd, kill_session, capfd
+):
     """Rerun with another dit.steps: new trials under a new parent run, the old ones untouched.
     Killed mid-training (the whole process group, as a kill -9 of the job would), the rerun
-    resumes each trial from its checkpoint in the study directory."""
+    resumes each trial from its checkpoint in the study directory. The entrypoint's output is
+    phyray's lines; the trial table says when each trial starts and ends."""
     from phyray.study.grid import run_study
 
     cfg, first = http_study
@@ -501,15 +520,23 @@ def test_a_changed_setting_trains_new_trials_and_a_killed_one_resumes(http_study
         kill_session(process)  # Ray's workers included: none may write after the snapshot
     interrupted = _in_training(trials)
     assert interrupted
+    printed = (study_cwd / "killed.log").read_text().splitlines()
+    assert any(re.fullmatch(r"\[phyray study\]   uniform_motion-DiT-T-16-s0-\w+  started", line) for line in printed)
+    assert all(line.startswith(("[phyray study]", "uniform_motion/")) for line in printed), printed  # no Ray lines
 
+    capfd.readouterr()
     result = run_study(load_study_config(SMOKE, changed))
     assert result.failed == {} and result.parent_run_id != first.parent_run_id
+    ended = [line for line in capfd.readouterr().err.splitlines() if re.search(r"uniform_motion-DiT-T-16-s0-\w+  done", line)]
+    assert len(ended) == 1 and re.search(r"  done 1/1 in \dm\d\ds  vel_err_mean_velocity: id ", ended[0])
     runs = trial_runs(client, cfg.experiment_name)
     for run in runs:
         if run.info.run_id in old:
             assert run.info.end_time == old[run.info.run_id]  # the first config's trials: untouched
     new = [r for r in runs if r.info.run_id not in old]
     assert [r.data.tags["phyray.trial"] for r in new] == ["uniform_motion-DiT-T-16-s0"]
+    scores = {split: new[0].data.metrics[f"eval/{split}/vel_err_mean_velocity"] for split in ("id", "ood")}
+    assert f"vel_err_mean_velocity: id {scores['id']:.4g}, ood {scores['ood']:.4g}, " in ended[0]  # the trial table's
     assert all(r.data.params["steps"] == "300" and r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in new)
     for run in new:
         name = run.data.params["name"]
@@ -633,3 +660,56 @@ def test_a_stage_waiting_for_resources_says_what_it_waits_for(ray_local):
         ray_local.util.remove_placement_group(group)
     assert lines and all(line.startswith("VAE training: waiting") for line in lines)
     assert "{'CPU': 64.0}" in lines[0] and "free now: {'CPU'" in lines[0]
+
+
+# A driver as a study's: Ray's three routes to its terminal, each taken inside RayChatter, with
+# phyray's own lines on stderr before, inside and after the block.
+CHATTY_DRIVER = """
+import os, sys, time, warnings
+from pathlib import Path
+import ray
+from ray._private.utils import publish_error_to_driver
+from phyray.runtime import RayChatter, init_ray
+
+class Same:  # a Ray Data actor pool: the driver's core worker logs a line for it (ray-project/ray#57733)
+    def __call__(self, batch):
+        return batch
+
+init_ray()
+log = Path(sys.argv[1])
+print("[phyray study] before", file=sys.stderr, flush=True)
+with RayChatter(log) as chatter:
+    print("[phyray study] inside", file=sys.stderr, flush=True)
+    publish_error_to_driver("phyray_test", "a raylet message", ray._private.worker.global_worker.gcs_client)
+    ray.data.range(1).map_batches(Same, concurrency=1).take_all()
+    warnings.warn("a library's deprecation", FutureWarning)
+    deadline = time.monotonic() + 30
+    while "a raylet message" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print(f"[phyray study] {chatter.lines} lines logged", file=sys.stderr, flush=True)
+print("[phyray study] after", file=sys.stderr, flush=True)
+os.write(2, b"descriptor 2 is the terminal again\\n")
+"""
+
+
+def test_rays_own_messages_go_to_the_study_log_and_phyrays_lines_to_the_terminal(ray_local, tmp_path):
+    """RayChatter in a driver whose stderr is its descriptor 2 (a study run from a terminal):
+    the raylet's message, the core worker's actor-pool line and a library warning go to the log;
+    phyray's lines stay on stderr, and after the block descriptor 2 is stderr again."""
+    log = tmp_path / "ray.log"
+    address = ray_local.get_runtime_context().gcs_address
+    driver = subprocess.run(
+        [sys.executable, "-c", CHATTY_DRIVER, str(log)], capture_output=True, text=True, timeout=180,
+        env={**os.environ, "RAY_ADDRESS": address},
+    )
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    logged = log.read_text()
+    assert "(raylet) a raylet message" in logged
+    assert "core_worker.cc" in logged and "MapWorker(MapBatches(Same))" in logged
+    assert "FutureWarning: a library's deprecation" in logged
+    terminal = driver.stderr.splitlines()
+    phyrays = [line for line in terminal if line.startswith("[phyray study]")]
+    assert phyrays[:2] == ["[phyray study] before", "[phyray study] inside"] and phyrays[3:] == ["[phyray study] after"]
+    assert int(re.fullmatch(r"\[phyray study\] (\d+) lines logged", phyrays[2])[1]) >= 3
+    assert terminal[-1] == "descriptor 2 is the terminal again"
+    assert not any(word in driver.stderr + driver.stdout for word in ("raylet message", "core_worker", "deprecation"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ TRIAL_DRIVER_CPU = 0.01
 # Study-config fields that change no result: where things are stored and logged, how the
 # cluster is used, the cost-plan assumptions.
 NON_RESULT_STUDY_FIELDS = ("experiment", "output_dir", "data_dir", "tracking_uri", "resources", "plan")
+RAY_LOG = "ray.log"  # in the study directory: Ray's messages phyray cannot act on (RayChatter)
 
 
 @dataclass
@@ -104,6 +106,46 @@ def pending_trials(cfg: StudyConfig, specs: list[TrialSpec], uri: str) -> tuple[
     return pending, done
 
 
+def trial_lines(names: dict[str, str], metrics: tuple[str, ...]):
+    """A Tune callback that logs the grid as a compact table, one line per trial as it starts
+    and as it ends: its time and, per evaluation split, the first of `metrics` it logged
+    (`names`: Tune trial key -> trial name). Tune's own reporter is off."""
+    from ray.tune import Callback
+
+    width = max(map(len, names.values()))
+
+    def scores(result: dict[str, Any]) -> str:
+        for metric in metrics:
+            found = {k.split("/")[1]: v for k, v in sorted(result.items())
+                     if k.startswith("eval/") and k.endswith(f"/{metric}") and k.count("/") == 2}
+            if found:
+                return f"  {metric}: " + ", ".join(f"{split} {value:.4g}" for split, value in found.items())
+        return ""
+
+    class TrialLines(Callback):
+        def __init__(self):
+            self.started: dict[str, float] = {}
+            self.ended = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.monotonic()
+            log(f"  {names[trial.config['trial']]:<{width}}  started")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._ended(trial, "done", scores(trial.last_result or {}))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._ended(trial, "FAILED", "")
+
+        def _ended(self, trial, status: str, detail: str) -> None:
+            self.ended += 1
+            minutes, seconds = divmod(round(time.monotonic() - self.started.get(trial.trial_id, time.monotonic())), 60)
+            log(f"  {names[trial.config['trial']]:<{width}}  {status} {self.ended}/{len(names)} "
+                f"in {minutes}m{seconds:02d}s{detail}")
+
+    return TrialLines()
+
+
 def run_grid(
     cfg: StudyConfig, specs: list[TrialSpec], inputs: dict[str, ScenarioInputs], uri: str, parent: str
 ) -> dict[str, str]:
@@ -122,8 +164,10 @@ def run_grid(
         {"CPU": TRIAL_DRIVER_CPU},
     )
 
+    names = {key: spec.run_cfg.name for key, spec in by_key.items()}
+
     def trial_name(trial) -> str:
-        return by_key[trial.config["trial"]].run_cfg.name
+        return names[trial.config["trial"]]
 
     # Ray 2.60's new console output prints its experiment banner and result paths whatever the
     # verbosity; the classic reporter honours verbose=0 (phyray reports the grid itself).
@@ -134,7 +178,11 @@ def run_grid(
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrent, trial_name_creator=trial_name, trial_dirname_creator=trial_name
         ),
-        run_config=tune.RunConfig(name="tune", storage_path=str(cfg.study_dir / "tune"), verbose=0),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=str(cfg.study_dir / "tune"), verbose=0,
+            # PSNR for the combinatorial trials: they score videos, not a physics metric.
+            callbacks=[trial_lines(names, (cfg.eval.headline_metric, "psnr"))],
+        ),
     )
     with ResourceWatch("Tune grid", log):
         results = tuner.fit()
@@ -145,12 +193,13 @@ def run_grid(
     }
 
 
-def run_study(cfg: StudyConfig) -> StudyResult:
-    """Run (or finish) a study end to end; see the module docstring."""
+def run_study(cfg: StudyConfig, verbose: bool = False) -> StudyResult:
+    """Run (or finish) a study end to end; see the module docstring. Ray's messages that phyray
+    cannot act on go to <study dir>/ray.log, or with `verbose` where Ray prints them."""
     import ray
 
     from phyray import tracking
-    from phyray.runtime import configure_ray_data, init_ray
+    from phyray.runtime import RayChatter, configure_ray_data, init_ray
     from phyray.study.report import publish_report
 
     # [1] Paths resolved here, in the driver (Tune trials run in other working directories);
@@ -172,49 +221,52 @@ def run_study(cfg: StudyConfig) -> StudyResult:
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
-    # [2] MLflow: the study's experiment and this config's parent run.
-    uri = tracking.resolve_tracking_uri(cfg.tracking_uri, study_dir)
-    parent = ensure_parent_run(cfg, uri)
-    log(f"study {cfg.name} ({study_identity(cfg).id}): {study_dir}; MLflow {uri} "
-        f"(experiment {cfg.experiment_name}, run {parent})")
-    failed: dict[str, str] = {}
-    try:
-        # [3] Per scenario: datasets (then, for a VAE the scenarios share, their VAE sets mixed
-        # into one), its VAE(s), latents of every training size, the VAE's floor on each
-        # evaluation set (cached, reused).
-        inputs: dict[str, ScenarioInputs] = {}
-        child_tags = {"mlflow.parentRunId": parent, "phyray.study": cfg.name}
-        for scenario in cfg.scenarios:
-            log(f"[3] {scenario}: data in {cfg.data_dir}")
-            inputs[scenario] = generate_inputs(cfg, scenario, log=log)
-        if cfg.vae.scope == "study":
-            mix_vae_sets(cfg, inputs, log=log)
-        for scenario in cfg.scenarios:
-            log(f"[3] {scenario}: VAE, latents and the VAE's floor")
-            prepare_vae(cfg, inputs[scenario], uri, child_tags, log=log)
-            prepare_latents(cfg, inputs[scenario], log=log)
-            prepare_vae_floors(cfg, inputs[scenario], uri, log=log)
+    with RayChatter(study_dir / RAY_LOG, verbose) as chatter:
+        # [2] MLflow: the study's experiment and this config's parent run.
+        uri = tracking.resolve_tracking_uri(cfg.tracking_uri, study_dir)
+        parent = ensure_parent_run(cfg, uri)
+        log(f"study {cfg.name} ({study_identity(cfg).id}): {study_dir}; MLflow {uri} "
+            f"(experiment {cfg.experiment_name}, run {parent})")
+        failed: dict[str, str] = {}
+        try:
+            # [3] Per scenario: datasets (then, for a VAE the scenarios share, their VAE sets mixed
+            # into one), its VAE(s), latents of every training size, the VAE's floor on each
+            # evaluation set (cached, reused).
+            inputs: dict[str, ScenarioInputs] = {}
+            child_tags = {"mlflow.parentRunId": parent, "phyray.study": cfg.name}
+            for scenario in cfg.scenarios:
+                log(f"[3] {scenario}: data in {cfg.data_dir}")
+                inputs[scenario] = generate_inputs(cfg, scenario, log=log)
+            if cfg.vae.scope == "study":
+                mix_vae_sets(cfg, inputs, log=log)
+            for scenario in cfg.scenarios:
+                log(f"[3] {scenario}: VAE, latents and the VAE's floor")
+                prepare_vae(cfg, inputs[scenario], uri, child_tags, log=log)
+                prepare_latents(cfg, inputs[scenario], log=log)
+                prepare_vae_floors(cfg, inputs[scenario], uri, log=log)
 
-        # [4] The grid, every trial named by its identity: those not finished yet, the most
-        # expensive first, so the long trials do not start last and leave the cluster idle.
-        specs = [plan_trial(cfg, trial, inputs[trial.scenario], uri) for trial in expand_grid(cfg)]
-        tracking.set_tags(uri, parent, {"phyray.grid": json.dumps({s.trial.key: s.identity.id for s in specs})})
-        pending, done = pending_trials(cfg, specs, uri)
-        flops = {row["trial"]: row["train_flops"] + row["eval_flops"] for row in cost_plan(cfg)["trials"]}
-        pending.sort(key=lambda spec: -flops[spec.trial.key])
-        if done:
-            log(f"[4] {len(done)} trials already done: {', '.join(s.run_cfg.name for s in done)}")
-        if pending:
-            failed = run_grid(cfg, pending, inputs, uri, parent)
+            # [4] The grid, every trial named by its identity: those not finished yet, the most
+            # expensive first, so the long trials do not start last and leave the cluster idle.
+            specs = [plan_trial(cfg, trial, inputs[trial.scenario], uri) for trial in expand_grid(cfg)]
+            tracking.set_tags(uri, parent, {"phyray.grid": json.dumps({s.trial.key: s.identity.id for s in specs})})
+            pending, done = pending_trials(cfg, specs, uri)
+            flops = {row["trial"]: row["train_flops"] + row["eval_flops"] for row in cost_plan(cfg)["trials"]}
+            pending.sort(key=lambda spec: -flops[spec.trial.key])
+            if done:
+                log(f"[4] {len(done)} trials already done: {', '.join(s.run_cfg.name for s in done)}")
+            if pending:
+                failed = run_grid(cfg, pending, inputs, uri, parent)
 
-        # [5] The report of this config's grid, from MLflow alone, onto the parent run.
-        report_dir = study_dir / "reports" / study_identity(cfg).id
-        report = publish_report(uri, cfg.experiment_name, report_dir, cfg.eval.headline_metric, parent)
-        log(f"[5] report: {report['summary']}")
-    except BaseException:
-        tracking.end_run(uri, parent, "FAILED")
-        raise
-    tracking.end_run(uri, parent, "FAILED" if failed else "FINISHED")
-    for key, error in failed.items():
-        log(f"trial {key} failed: {error}")
+            # [5] The report of this config's grid, from MLflow alone, onto the parent run.
+            report_dir = study_dir / "reports" / study_identity(cfg).id
+            report = publish_report(uri, cfg.experiment_name, report_dir, cfg.eval.headline_metric, parent)
+            log(f"[5] report: {report['summary']}")
+        except BaseException:
+            tracking.end_run(uri, parent, "FAILED")
+            raise
+        tracking.end_run(uri, parent, "FAILED" if failed else "FINISHED")
+        for key, error in failed.items():
+            log(f"trial {key} failed: {error}")
+    if chatter.lines:
+        log(f"{chatter.lines} lines of Ray's own messages: {study_dir / RAY_LOG} (--verbose prints them here)")
     return StudyResult(study_dir, uri, parent, report, failed)

@@ -152,7 +152,7 @@ def build_dataset(cfg: TrainConfig):
     # Decode in blocks of many videos: every block crosses the object store and the split
     # coordinator with a fixed cost, so micro-batch-sized blocks would tax every step;
     # iter_torch_batches re-batches locally. The block stays around 64 MB of decoded frames.
-    read = ray.data.read_parquet(paths, ray_remote_args={"num_cpus": DATA_TASK_CPUS})
+    read = ray.data.read_parquet(paths, num_cpus=DATA_TASK_CPUS)
     if cfg.task == "vae":
         frame_bytes = 3 * 32 * 256 * 256  # upper bound: 32 frames at 256²
         return read.select_columns(frame_columns(paths[0])).map_batches(
