@@ -305,3 +305,27 @@ def test_a_checkpoint_killed_while_being_copied_is_not_resumed_from(tmp_path):
     assert latest_checkpoint(tmp_path / "run") is None
     legacy = checkpoint("checkpoint_000002", 300, world_size=None)  # written before the record
     assert latest_checkpoint(tmp_path / "run") == legacy
+
+
+def test_the_first_batch_is_drawn_before_it_is_asked_for_and_nothing_else_changes():
+    import threading
+
+    from phyray.train.loop import first_in_background
+
+    asked = threading.Event()
+
+    def source():
+        asked.set()
+        yield from range(5)
+
+    data = first_in_background(source())
+    assert asked.wait(10)  # drawing started without a next() from this thread
+    assert list(data) == [0, 1, 2, 3, 4]
+
+    def failing():
+        raise RuntimeError("data.train: this worker's shard has fewer than micro_batch=4 videos")
+        yield
+
+    data = first_in_background(failing())
+    with pytest.raises(RuntimeError, match="fewer than micro_batch"):  # where the batch is asked for
+        next(data)

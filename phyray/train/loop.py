@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -84,6 +85,36 @@ def batches(cfg: TrainConfig, device: torch.device, rank: int = 0) -> Iterator[d
             index = order[start : start + cfg.micro_batch].to(device)
             yield {key: value[index] for key, value in cache.items()}
         epoch += 1
+
+
+def first_in_background(data: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+    """`data`, its first batch already being drawn in a background thread.
+
+    A run's first batch waits for Ray Data to start its pipeline (the split coordinator and the
+    read tasks, fresh processes on a small machine): 2-4 s after the engine was ready
+    (bench/trial_startup.py). Drawn from the start, that wait overlaps building the model and
+    the DeepSpeed engine. The batches and their order are the same; only when the first is
+    drawn changes.
+    """
+    drawn: dict[str, Any] = {}
+
+    def draw() -> None:
+        try:
+            drawn["batch"] = next(data)
+        except BaseException as err:  # re-raised where the batch is asked for
+            drawn["error"] = err
+
+    thread = threading.Thread(target=draw, name="first-batch", daemon=True)
+    thread.start()
+
+    def stream() -> Iterator[dict[str, torch.Tensor]]:
+        thread.join()
+        if "error" in drawn:
+            raise drawn["error"]
+        yield drawn["batch"]
+        yield from data
+
+    return stream()
 
 
 def _marking_first(data: Iterator[dict[str, torch.Tensor]], clock: StartupClock) -> Iterator[dict[str, torch.Tensor]]:
@@ -238,6 +269,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
+    data = first_in_background(batches(cfg, device, rank))
 
     objective = build_objective(cfg)
     ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
@@ -248,7 +280,6 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     step, consumed = maybe_resume(engine, ema, generator, rank, loop.get("resume_from"))
     if step and rank == 0:  # a restart after a failure, or --resume: where this attempt starts
         tracking.log_metrics(loop["tracking_uri"], loop["run_id"], {"train/resumed_at_step": step}, step)
-    data = batches(cfg, device, rank)
     skip(data, consumed)
     data = _marking_first(data, clock)
     last_frames = None
