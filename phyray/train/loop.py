@@ -91,8 +91,8 @@ def first_in_background(data: Iterator[dict[str, torch.Tensor]]) -> Iterator[dic
     """`data`, its first batch already being drawn in a background thread.
 
     A run's first batch waits for Ray Data to start its pipeline (the split coordinator and the
-    read tasks, fresh processes on a small machine): 2-4 s after the engine was ready
-    (bench/trial_startup.py). Drawn from the start, that wait overlaps building the model and
+    read tasks, fresh processes on a small machine): 1.4-4.0 s after the engine was ready
+    (bench/trial_startup.py, 2026-12-06). Drawn from the start, that wait overlaps building the model and
     the DeepSpeed engine. The batches and their order are the same; only when the first is
     drawn changes.
     """
