@@ -75,6 +75,8 @@ def plain_scaling(scenario: str, resolution: int, videos: int, root: Path) -> fl
         start = time.perf_counter()
         pool.map(write_shards, [rows[:half], rows[half:]])
         two = time.perf_counter() - start
+        pool.close()  # let the workers exit: the pool's exit would SIGTERM them, and the Ray
+        pool.join()   # signal handler they inherited prints a stack for each
     shutil.rmtree(out)
     return one / two
 
@@ -88,6 +90,10 @@ def main() -> None:
     args = parser.parse_args()
 
     init_ray(num_cpus=2)
+    with tempfile.TemporaryDirectory(prefix="phyray-bench-warm-") as tmp:
+        # Ray starts worker processes on first use (~1-1.5 s each here); without this the first
+        # cell's 1-worker run paid for one and its 2-worker run for the second.
+        run_once("uniform_motion", 32, 500, 2, Path(tmp))
     baseline = 1 / PAPER_CPU_S_PER_VIDEO_256
     print(f"baseline (paper's generator, 256², this machine): {baseline:.1f} videos/s per core, "
           f"{PAPER_CPU_S_PER_VIDEO_256 * 1e3:.0f} CPU-ms per video, lossy MP4 ~7 KB")
