@@ -1,14 +1,23 @@
 """Benchmark: what Ray Train + Ray Data + DeepSpeed cost per training step, and the GPU path.
 
-Trains the same DiT on the same cached latents twice and prints step time and samples/s:
+Trains the same DiT on the same cached latents three ways and prints step time and samples/s:
 1. a plain single-process PyTorch loop (tensors in memory, torch AdamW), the baseline;
-2. `phyray train` with 1 worker (TorchTrainer, DeepSpeed engine, Ray Data streaming).
-Steady state only: the first logging window (start-up, warm-up) is dropped from both, and the
+2. the step a trial takes (`phyray.train.engine`: DeepSpeed engine, EMA) in this process, no Ray;
+3. `phyray train` with 1 worker (TorchTrainer, DeepSpeed engine, Ray Data streaming).
+Steady state only: the first logging window (start-up, warm-up) is dropped from each, and the
 set is large enough (--videos) that the run stays within its first epoch: restarting a Ray Data
 epoch costs seconds, which a real (30K+ video) epoch amortises but a 16-video one would not.
 Target: Ray Train's overhead per step <= 5%.
 
-    .venv/bin/python bench/train_step.py                      # DiT-M, 32², CPU
+All three run on --threads torch threads, by default 1: what a trial's worker runs with (its
+`cpus_per_worker`, default 1, is its OMP_NUM_THREADS), leaving the machine's other cores to
+Ray's own processes as a GPU host does. With every core (--threads 2 here) the step also pays
+for those processes' CPU: ~8 % of two cores in a system-wide profile (gRPC threads of a dozen
+Ray actors, idle workers, the raylet), and each time one of them wakes it stalls a step whose
+two threads meet at every op (docs/performance.md, 2026-12-06 (3)).
+
+    .venv/bin/python bench/train_step.py                      # DiT-M, 32², CPU, 1 thread
+    .venv/bin/python bench/train_step.py --threads 2          # every core of this machine
 
 With --gpu, per model (--models): the plain loop three ways (torch AdamW, fused AdamW, fused +
 torch.compile) and the DeepSpeed engine step a trial runs (`phyray.train.engine.train_step`, in
@@ -145,7 +154,8 @@ def train_config(args, model: str, root: Path, latents: Path | None, gpu: bool):
         "model": {"vae": args.vae, "dit": model},
         "steps": args.steps, "batch_size": args.micro_batch, "micro_batch": args.micro_batch,
         "log_every": args.window, "checkpoint_every": args.steps, "workers": 1, "use_gpu": gpu,
-        # Ray caps a worker's torch threads at its CPUs; give it the plain loop's threads.
+        # Ray caps a worker's torch threads at its CPUs (OMP_NUM_THREADS); the plain loop runs
+        # with as many (--threads).
         "cpus_per_worker": torch.get_num_threads(),
         "zero_stage": args.zero_stage,
     })
@@ -188,6 +198,7 @@ def cpu_main(args) -> None:
     from phyray.models.info import model_info
 
     device = torch.device("cpu")
+    torch.set_num_threads(args.threads)
     model = args.models.split(",")[0]
     with tempfile.TemporaryDirectory(prefix="phyray-bench-train-") as tmp:
         root = Path(tmp)
@@ -195,22 +206,29 @@ def cpu_main(args) -> None:
         cfg = train_config(args, model, root, latents, gpu=False)
         info = model_info(model, args.resolution, args.frames, vae=args.vae)
         print(f"{model} on {args.vae} latents of {args.frames}x{args.resolution}², micro-batch {args.micro_batch}, "
-              f"{info['tokens_per_video']} tokens/video, device cpu, ZeRO stage {one_rank_stage(cfg)} (one rank)")
+              f"{info['tokens_per_video']} tokens/video, device cpu ({args.threads} of {os.cpu_count()} cores), "
+              f"ZeRO stage {one_rank_stage(cfg)} (one rank)")
         # This machine's step time drifts by several percent within minutes, so the two loops
         # alternate, round by round, and the overhead is the median of the rounds' ratios.
-        overheads = []
+        # The engine's line (the trial's step in this process, no Ray) splits the overhead into
+        # DeepSpeed + EMA and what Ray (worker thread, Ray Data, Ray's processes) adds.
+        overheads, engine_shares = [], []
         for round_index in range(args.rounds):
-            plain = statistics.median(plain_loop(cfg, shard_latents(latents, device), device, args.steps, args.window)[1:])
+            data = shard_latents(latents, device)
+            plain = statistics.median(plain_loop(cfg, data, device, args.steps, args.window)[1:])
+            engine = statistics.median(engine_loop(cfg, data, device, args.steps, args.window)[1:])
             cfg = cfg.model_copy(update={"name": f"bench-{round_index}"})
             ray_step = ray_train_step(cfg)
             time.sleep(args.settle)  # let the run's actors and Ray Data's tasks wind down
             print(f" round {round_index + 1}/{args.rounds}")
-            for name, step_s in (("plain loop", plain), ("phyray train (1 worker)", ray_step)):
+            for name, step_s in (("plain loop", plain), ("DeepSpeed engine + EMA, no Ray", engine),
+                                 ("phyray train (1 worker)", ray_step)):
                 print_line(name, step_s, args.micro_batch, info, None, None)
             overheads.append(ray_step / plain - 1)
+            engine_shares.append(engine / plain - 1)
     rounds = ", ".join(f"{100 * o:+.1f}%" for o in overheads)
     print(f"Ray Train overhead per step: {100 * statistics.median(overheads):+.1f}% (median of {args.rounds} rounds: "
-          f"{rounds}; target <= 5%)")
+          f"{rounds}; target <= 5%); of which the engine alone: {100 * statistics.median(engine_shares):+.1f}%")
 
 
 def gpu_main(args) -> None:
@@ -265,6 +283,7 @@ def main() -> None:
     parser.add_argument("--zero-stage", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="CPU: alternating rounds of the plain loop and `phyray train`")
     parser.add_argument("--settle", type=float, default=10.0, help="CPU: seconds between a round's `phyray train` and the next plain loop")
+    parser.add_argument("--threads", type=int, default=1, help="CPU: torch threads of both loops (a trial's worker: cpus_per_worker, default 1)")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--no-ray", action="store_true", help="--gpu on a machine without Ray: skip `phyray train`")
     parser.add_argument("--variants", default="foreach,fused,compiled,engine", help="--gpu: which plain loops and the engine")

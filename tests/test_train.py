@@ -262,6 +262,15 @@ moved = [k for k in after if not torch.equal(before[k], after[k])]
 assert moved, "no parameter changed"
 k = moved[0]
 assert torch.allclose(ema.state_dict()[k], (before[k] + after[k]) / 2), "EMA at decay 0.5 is the midpoint"
+# One rank skips DeepSpeed's gradient all-reduce: the same update, bit for bit, as an engine
+# that copies the gradients out, all-reduces them over the one rank and copies them back.
+assert not engine.enable_backward_allreduce
+reduced = build_objective(cfg)
+reduced.model.load_state_dict(before)
+reference = setup_engine(cfg, reduced, torch.device("cpu"))
+reference.enable_backward_allreduce = True
+train_step(reference, cfg, batches(), torch.Generator().manual_seed(0), torch.device("cpu"))
+assert all(torch.equal(after[k], v) for k, v in reduced.model.state_dict().items()), "the all-reduce changed the update"
 assert "ray" not in sys.modules, "the step imported Ray"
 """
 
