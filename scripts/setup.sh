@@ -47,12 +47,12 @@ if ! "$VPY" -c "$ds_ready" 2>/dev/null; then
   fi
 fi
 
-# 3. phyray itself (editable) with its runtime and test dependencies. The stamp skips pip's
-#    resolver on reruns unless pyproject.toml changed.
+# 3. phyray itself (editable) with its runtime and test dependencies, at the versions CI passed
+#    with (constraints.txt). The stamp skips pip's resolver on reruns unless either file changed.
 STAMP=.venv/.phyray-installed
-if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-  echo "phyray setup: installing phyray and its dependencies"
-  "${PIP[@]}" -e ".[train,test]"
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt "$STAMP" ]; then
+  echo "phyray setup: installing phyray and its dependencies (constraints.txt)"
+  "${PIP[@]}" -e ".[train,test]" -c constraints.txt
   touch "$STAMP"
 fi
 
