@@ -645,12 +645,13 @@ def write_dataset(out, table: pa.Table) -> None:
 
 @pytest.fixture(scope="module")
 def ground_truth_table(phyre_videos):
-    from phyray.data.combinatorial import PhyreShardWriter
+    from phyray.data.combinatorial import build_shard
+    from phyray.sim.phyre import PhyreSidecar
 
-    writer = PhyreShardWriter()  # its sidecar starts only when asked to simulate
+    sidecar = PhyreSidecar()  # not started: its answers are the videos the fixture simulated
     items = GROUND_TRUTH[:3]
-    writer.sidecar.simulate_batch = lambda _, frames_codec=None: phyre_videos[: len(items)]
-    table, _ = writer.build_shard({"items": [list(i) for i in items], "split": "eval_in_template"})
+    sidecar.simulate_batch = lambda _, frames_codec=None: phyre_videos[: len(items)]
+    table, _ = build_shard(sidecar, {"items": [list(i) for i in items], "split": "eval_in_template"})
     return table
 
 

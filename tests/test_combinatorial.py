@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 
 from phyray.config import ConfigError
 from phyray.data import decode_frames, iter_rows, read_manifest
-from phyray.data.combinatorial import FIRST_EVAL_TRIAL, generate_combinatorial, plan_items
+from phyray.data.combinatorial import (
+    FIRST_EVAL_TRIAL,
+    SharedSidecar,
+    generate_combinatorial,
+    plan_items,
+)
 from phyray.data.shards import area_downsample
-from phyray.sim.phyre import TEMPLATE_SETS, index_to_rgb
+from phyray.sim.phyre import TEMPLATE_SETS, PhyreSidecar, index_to_rgb
 
 pytestmark = pytest.mark.usefixtures("phyre_env")
 
@@ -63,14 +71,30 @@ def test_generation_is_deterministic_across_workers_and_decodes(tmp_path, ray_lo
     assert (rgb[0] == palette[0]).all(axis=-1).mean() > 0.5  # mostly background
     small = decode_frames(row, resolution=64)
     np.testing.assert_array_equal(small, area_downsample(rgb, 64))
-    objects = np.asarray(row["objects"])
-    assert objects.shape[0] == 32 and objects.shape[2] == 15
     assert read_manifest(tmp_path / "one")["counts"] == {"10003": 4, "10005": 4}
+    # The objects column holds the sidecar's (T, N, 15) arrays, whatever N each video has.
+    with PhyreSidecar() as phyre:
+        videos = phyre.simulate_batch([(r["template_id"], r["seed"], r["trial"]) for r in rows])
+    assert len({video["objects"].shape[1] for video in videos}) > 1
+    for row, video in zip(rows, videos):
+        np.testing.assert_array_equal(np.asarray(row["objects"], dtype=np.float32), video["objects"])
+
+
+def test_a_process_keeps_its_sidecar_between_shards_until_it_idles():
+    shared = SharedSidecar(idle_s=0.5)
+    with shared.use() as sidecar:
+        pid = sidecar.pid
+    with shared.use() as sidecar:  # the next shard task in this process
+        assert sidecar.pid == pid
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}"), "an idle sidecar stays running"
+    with shared.use() as sidecar:
+        assert sidecar.pid != pid and sidecar.ping()["ok"]
 
 
 def test_decoded_frames_match_phyres_own_rgb(tmp_path, ray_local):
-    from phyray.sim.phyre import PhyreSidecar
-
     generate_combinatorial([10023], 1, 1, "train", tmp_path / "ds", progress=False)
     row = next(iter_rows(tmp_path / "ds"))
     with PhyreSidecar() as phyre:

@@ -242,7 +242,7 @@ class RayShards:
     Args:
         make_tasks: shard indices -> self-contained task dicts (JSON-able).
         shard_writer: a function (run as Ray tasks) or a class (run as an actor pool, for
-            stateful writers such as the PHYRE sidecar) taking {"task": json} rows and
+            stateful writers such as the latent encoder's VAE) taking {"task": json} rows and
             returning {"entry": json, "timings": json}.
         shard_sizes: videos per shard (for the progress bar).
         num_workers: concurrent tasks or actors (default: the CPUs Ray has).
