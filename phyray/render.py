@@ -110,6 +110,7 @@ def render_videos(
     shapes: np.ndarray | None = None,
     ring_inner: float = 0.6,
     background: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Render videos of balls or, given `shapes`, of discs, squares and rings.
 
@@ -123,17 +124,24 @@ def render_videos(
         shapes: (K,) or (N, K) codes into `SHAPES` (default: all discs); squares do not rotate.
         ring_inner: a ring's inner radius over its outer radius.
         background: (H, W, 3) uint8 frame under the objects (default: white).
+        out: planar (N, T, 3, H, W) uint8 memory to draw into, whatever it holds: a generator
+            hands the same buffer to batch after batch, where a fresh 24 MiB array was mostly
+            page-faulted in again (4.8 ms per batch of four 256² videos; refilling it: 0.9 ms).
 
     Returns:
-        (N, T, H, W, 3) uint8 frames: a view of planar (N, T, 3, H, W) memory.
+        (N, T, H, W, 3) uint8 frames: a view of planar (N, T, 3, H, W) memory (`out` if given).
     """
     n, t, k, _ = positions.shape
     colors = np.broadcast_to(np.asarray(colors, dtype=np.uint8), (n, k, 3))
     radii_px = np.asarray(radii, dtype=np.float64) * (resolution / world_size)  # (N, K)
     window = int(np.ceil(2 * radii_px.max() + edge_px)) + 3
-    planar = np.full((n, t, 3, resolution, resolution), 255, dtype=np.uint8)
+    if out is not None and (out.shape != (n, t, 3, resolution, resolution) or out.dtype != np.uint8):
+        raise ValueError(f"out must be ({n}, {t}, 3, {resolution}, {resolution}) uint8, got {out.shape} {out.dtype}")
+    planar = np.empty((n, t, 3, resolution, resolution), dtype=np.uint8) if out is None else out
     scenery = None  # summed-area table of the background's non-white pixels, (H + 1, W + 1)
-    if background is not None:
+    if background is None:
+        planar.fill(255)
+    else:
         planar[:] = np.asarray(background, dtype=np.uint8).transpose(2, 0, 1)
         scenery = np.pad((planar[0, 0] != 255).any(axis=0).cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
     corners = []  # (row0, col0) of every earlier ball's windows, to detect overlaps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from phyray.render import ball_colors, render_videos, world_to_pixel
 
@@ -68,3 +69,19 @@ def test_batch_rendering_equals_one_by_one():
     for i in range(5):
         single = render_videos(positions[i : i + 1], radii[i : i + 1], ball_colors(2), 64)
         np.testing.assert_array_equal(batch[i], single[0])
+
+
+def test_a_reused_buffer_gives_the_same_frames_whatever_it_held():
+    rng = np.random.default_rng(2)
+    positions = rng.uniform(0, 10, size=(3, 4, 2, 2))
+    radii = rng.uniform(0.3, 2.0, size=(3, 2))
+    background = np.full((64, 64, 3), 255, np.uint8)
+    background[:, 20:24] = (40, 40, 40)  # a wall
+    buffer = rng.integers(0, 256, size=(3, 4, 3, 64, 64), dtype=np.uint8)  # the last batch's frames
+    for wall in (None, background):
+        fresh = render_videos(positions, radii, ball_colors(2), 64, background=wall)
+        drawn = render_videos(positions, radii, ball_colors(2), 64, background=wall, out=buffer)
+        np.testing.assert_array_equal(drawn, fresh)
+        assert np.shares_memory(drawn, buffer)
+    with pytest.raises(ValueError, match=r"out must be \(3, 4, 3, 64, 64\) uint8"):
+        render_videos(positions, radii, ball_colors(2), 64, out=buffer[:2])

@@ -39,9 +39,8 @@ from phyray.sim.balls import (
 )
 from phyray.sim.compose import place_and_simulate
 
-# Frames rendered together: enough videos to amortise numpy's per-call overhead, but a frame
-# buffer under glibc's 32 MiB mmap ceiling, so it is reused from the heap instead of being
-# page-faulted in afresh for every batch (that alone cost ~1 ms per 256² video).
+# Frames rendered together: enough videos to amortise numpy's per-call overhead. One frame buffer
+# of this size serves every batch of a shard (`render_videos(out=...)`).
 RENDER_BATCH_BYTES = 24 * 2**20
 # Ray is imported in `RayShards.__call__`: the shard functions run inside Ray tasks, and
 # planning, identities and finished products need no Ray.
@@ -97,9 +96,12 @@ def compose_colors(compose: ComposeConfig, kind: str) -> np.ndarray:
     return np.array([RED, BLUE], dtype=np.uint8)
 
 
-def _render_batch(cfg: DataConfig, sims: list, colors: list[np.ndarray], shapes: list[list[str]]) -> list[np.ndarray]:
-    """Each video's (T, H, W, 3) frames; videos with the same number of objects render together
-    (a composition batch mixes one-ball and two-object videos)."""
+def _render_batch(
+    cfg: DataConfig, sims: list, colors: list[np.ndarray], shapes: list[list[str]], canvas: np.ndarray
+) -> list[np.ndarray]:
+    """Each video's (T, H, W, 3) frames, drawn into `canvas` ((>= B, T, 3, H, W) uint8, reused by
+    the next batch); videos with the same number of objects render together (a composition
+    batch mixes one-ball and two-object videos)."""
     frames: list[np.ndarray | None] = [None] * len(sims)
     groups: dict[int, list[int]] = {}
     for j, (_, scene, _) in enumerate(sims):
@@ -110,6 +112,7 @@ def _render_batch(cfg: DataConfig, sims: list, colors: list[np.ndarray], shapes:
         background = wall_background([(wall.x, wall.thickness)], wall.color, cfg.render.resolution,
                                      cfg.physics.world_size, cfg.render.edge_px)
     with_shapes = cfg.probe is not None or cfg.compose is not None
+    used = 0  # videos of `canvas` drawn on so far
     for members in groups.values():
         positions = np.stack([sims[j][2].positions for j in members])  # (B, T, K, 2)
         radii = np.stack([sims[j][1].radii for j in members])  # (B, K)
@@ -119,7 +122,9 @@ def _render_batch(cfg: DataConfig, sims: list, colors: list[np.ndarray], shapes:
             shapes=np.array([[SHAPES.index(s) for s in shapes[j]] for j in members]) if with_shapes else None,
             ring_inner=cfg.probe.ring_inner if cfg.probe is not None else 0.6,
             background=background,
+            out=canvas[used : used + len(members)],
         )
+        used += len(members)
         for j, video in zip(members, rendered):
             frames[j] = video
     return frames
@@ -137,6 +142,7 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
     columns: dict[str, list] = {name: [] for name in schema.names}
     side = cfg.render.resolution
     batch_size = max(1, RENDER_BATCH_BYTES // (cfg.physics.num_frames * 3 * side * side))
+    canvas = np.empty((min(batch_size, len(params)), cfg.physics.num_frames, 3, side, side), dtype=np.uint8)
     for start in range(0, len(params), batch_size):
         batch = range(start, min(start + batch_size, len(params)))
         t0 = time.perf_counter()
@@ -158,7 +164,7 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
                 record |= attributes
             sims.append((record, scene, trajectory))
         t1 = time.perf_counter()
-        frames = _render_batch(cfg, sims, colors, shapes)
+        frames = _render_batch(cfg, sims, colors, shapes, canvas)
         t2 = time.perf_counter()
         for j, i in enumerate(batch):
             record, scene, trajectory = sims[j]
