@@ -107,6 +107,49 @@ def _data_resample(args: argparse.Namespace) -> int:
     return 0
 
 
+VERBOSE_HELP = "print Ray's own messages here too (by default they go to ray.log beside --out)"
+
+
+def _ray_logged(handler):
+    """A data command whose Ray messages phyray cannot act on (an actor pool's core-worker line,
+    worker start-up warnings) go to ray.log beside its --out, as a study's go to its directory;
+    with --verbose they stay where Ray prints them. They are collected in a scratch file first,
+    so a command refused for bad input leaves nothing behind."""
+
+    def run(args: argparse.Namespace) -> int:
+        import tempfile
+        from pathlib import Path
+
+        from phyray.runtime import RayChatter
+
+        if args.verbose:
+            return handler(args)
+        with tempfile.NamedTemporaryFile(prefix="phyray-ray-", suffix=".log", delete=False) as scratch:
+            chatter = RayChatter(Path(scratch.name), verbose=False)
+        try:
+            with chatter:
+                return handler(args)
+        finally:
+            _keep_ray_log(chatter, Path(args.out).absolute().parent / "ray.log")
+
+    return run
+
+
+def _keep_ray_log(chatter, log) -> None:
+    """Append what `chatter` collected to `log` (where its directory exists) and say where."""
+    scratch, lines = chatter.path, chatter.lines
+    if lines:
+        if log.parent.is_dir():
+            with open(log, "ab") as kept:
+                kept.write(scratch.read_bytes())
+            scratch.unlink()
+        else:
+            log = scratch
+        print(f"{lines} lines of Ray's own messages: {log} (--verbose prints them here)")
+    else:
+        scratch.unlink()
+
+
 def _add_data_commands(groups) -> None:
     data = _commands(groups.add_parser("data", help="generate and inspect datasets"))
     gen = data.add_parser("generate", help="simulate, render and write a dataset as Parquet shards")
@@ -130,21 +173,24 @@ def _add_data_commands(groups) -> None:
     gen.add_argument("--seeds", type=int, help="combinatorial: task seeds per template")
     gen.add_argument("--trials", type=int, help="combinatorial: red-ball placements per seed")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.set_defaults(handler=_data_generate)
+    gen.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    gen.set_defaults(handler=_ray_logged(_data_generate))
     res = data.add_parser("resample", help="a dataset at another side (area-averaged) and frame count, as planar RGB")
     res.add_argument("--shards", required=True, help="source dataset directory (e.g. PHYRE scenes at 256²)")
     res.add_argument("--resolution", required=True, type=positive_int, help="frame side; must divide the source's")
     res.add_argument("--frames", type=positive_int, default=None, help="keep the first N frames (default: all)")
     res.add_argument("--out", required=True, help="output directory")
     res.add_argument("--num-workers", type=positive_int, default=None, help="concurrent shard tasks (default: all CPUs)")
-    res.set_defaults(handler=_data_resample)
+    res.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    res.set_defaults(handler=_ray_logged(_data_resample))
     enc = data.add_parser("encode", help="cache latents of a dataset with a trained VAE")
     enc.add_argument("--shards", required=True, help="pixel dataset directory")
     enc.add_argument("--vae", required=True, help="trained VAE: its run directory or export/model.pt")
     enc.add_argument("--out", required=True, help="latent dataset directory")
     enc.add_argument("--cond-frames", type=int, default=3, help="conditioning frames c (3; PHYRE: 1)")
     enc.add_argument("--num-workers", type=positive_int, default=None, help="encoder actors (default: GPUs, else CPUs)")
-    enc.set_defaults(handler=_data_encode)
+    enc.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    enc.set_defaults(handler=_ray_logged(_data_encode))
 
 
 # ---- model ---------------------------------------------------------------------------------

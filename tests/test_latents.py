@@ -83,3 +83,21 @@ def test_a_killed_encode_rerun_with_another_config_leaves_it_intact(source, tmp_
     assert done["identity"]["id"] != other["identity"]["id"]
     c1 = {e["file"]: e["sha256"] for e in other["shards"]}
     assert all(c1[e["file"]] != e["sha256"] for e in done["shards"])  # never mixed: every shard differs
+
+
+def test_the_cli_keeps_rays_own_lines_out_of_the_terminal(source, tmp_path, ray_local):
+    """Ray Data's actor pool makes a driver's core worker log an error-level line on fd 2 (once
+    per process, hence a fresh one here, on the tests' Ray); `phyray data encode` sends it, and
+    Ray's other chatter, to ray.log beside --out."""
+    train, vae = source
+    out = tmp_path / "latents" / "c3"
+    command = [sys.executable, "-m", "phyray.cli", "data", "encode", "--shards", str(train), "--vae", str(vae),
+               "--out", str(out), "--num-workers", "1"]
+    env = os.environ | {"RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{out}: latents of 48 videos" in done.stdout
+    assert "core_worker" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+    log = tmp_path / "latents" / "ray.log"
+    assert "MapWorker(MapBatches(ShardEncoder))" in log.read_text()
+    assert f"{log.read_text().count(chr(10)) - 1} lines of Ray's own messages: {log}" in done.stdout
