@@ -2,7 +2,9 @@
 
 The same shard/manifest machinery as the ball scenes (`phyray.artifacts.write_product` driven
 by `RayShards`): one Ray Data task per shard, which simulates its videos through its worker
-process's long-lived PHYRE sidecar (`SharedSidecar`) and writes the whole shard. Splits (docs/paper.md §12 "Data volume and splits"):
+process's long-lived PHYRE sidecar (`SharedSidecar`) and writes the whole shard.
+
+Splits (docs/paper.md §12 "Data volume and splits"):
 
 - train: the chosen training templates, trials 0..M-1 of seeds 0..N-1 (trials < 990);
 - eval_in_template: the same templates, trials 990..990+M-1 (never in train);
@@ -119,11 +121,11 @@ SIDECAR_IDLE_S = 120.0
 class SharedSidecar:
     """One PHYRE sidecar for every shard task this process runs, closed after `idle_s` unused.
 
-    Ray reuses its worker processes across tasks and datasets; a sidecar held here outlives
-    one dataset as an actor pool's (one per actor) did not: the actors waited ~1 s for fresh
-    worker processes, then ~0.4 s for PHYRE to import, before every dataset's first shard
-    (`bench/generate_phyre.py --end-to-end`, docs/performance.md). The sidecar exits with its
-    process too, when its stdin closes.
+    Ray reuses its worker processes across tasks and datasets, so a sidecar held here serves a
+    study's datasets one after another. (An actor pool's died with its dataset: each dataset's
+    actors waited ~1 s for fresh worker processes, then ~0.4 s for PHYRE to import, before its
+    first shard; docs/performance.md, "2026-12-06 (4)".) The sidecar also exits with its
+    process, when its stdin closes.
     """
 
     def __init__(self, idle_s: float = SIDECAR_IDLE_S):
