@@ -41,8 +41,9 @@ from phyray.sim.compose import place_and_simulate
 
 # Frames rendered together: enough videos to amortise numpy's per-call overhead, few enough that
 # a batch's frames stay in cache from being drawn to being compressed (at 256² one video, 6 MiB).
-# Against 24 MiB, in plain processes: 7-25 % more videos/s at 64²-256², and two processes at once
-# scaled 0.95-0.99 at 128²-256² (24 MiB: 0.88-1.02; docs/performance.md, "2026-12-06 (4)").
+# Against 24 MiB, in plain processes: 7-27 % more videos/s at 64²-256², and two processes at once
+# scaled 0.95-1.01 at 128²-256² (24 MiB: 0.86-1.02; bench/render_batch.py, docs/performance.md,
+# "2026-12-06 (4)").
 # One buffer of this size serves every batch of a shard (`render_videos(out=...)`).
 RENDER_BATCH_BYTES = 8 * 2**20
 # Ray is imported in `RayShards.__call__`: the shard functions run inside Ray tasks, and
