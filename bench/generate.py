@@ -52,12 +52,14 @@ def run_once(scenario: str, resolution: int, videos: int, workers: int, root: Pa
     }
 
 
-def write_shards(rows: list[dict]) -> float:
-    """Build and write shards in this process; seconds taken."""
+def write_shards(rows: list[dict]) -> tuple[float, dict[str, float]]:
+    """Build and write shards in this process; (seconds taken, CPU-seconds per stage)."""
+    stages: dict[str, float] = {}
     start = time.perf_counter()
     for row in rows:
-        generate_shard(row)
-    return time.perf_counter() - start
+        for stage, seconds in json.loads(generate_shard(row)["timings"]).items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    return time.perf_counter() - start, stages
 
 
 def plain_scaling(scenario: str, resolution: int, videos: int, root: Path) -> float:
@@ -71,7 +73,7 @@ def plain_scaling(scenario: str, resolution: int, videos: int, root: Path) -> fl
     half = len(rows) // 2
     with multiprocessing.get_context("fork").Pool(2) as pool:
         pool.map(write_shards, [rows[:1], rows[half:half + 1]])
-        one = pool.apply(write_shards, (rows[:half],))
+        one, _ = pool.apply(write_shards, (rows[:half],))
         start = time.perf_counter()
         pool.map(write_shards, [rows[:half], rows[half:]])
         two = time.perf_counter() - start

@@ -20,30 +20,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import phyray.data.generate as generate
+from generate import write_shards  # bench/generate.py, this script's neighbour
+
+import phyray.data.generate as data_generate
 from phyray.config import load_data_config
 
 VIDEOS = 2000
 SHARD_SIZE = 250
 
 
-def write_shards(rows: list[dict]) -> tuple[float, dict[str, float]]:
-    """Write these shards in this process; (seconds, CPU-seconds per stage)."""
-    stages: dict[str, float] = {}
-    start = time.perf_counter()
-    for row in rows:
-        for stage, seconds in json.loads(generate.generate_shard(row)["timings"]).items():
-            stages[stage] = stages.get(stage, 0.0) + seconds
-    return time.perf_counter() - start, stages
-
-
 def measure(scenario: str, resolution: int, mib: int, root: Path) -> tuple[float, float, dict, dict]:
     """(videos/s of one process, videos/s per process of two, stages of one, stages of two)."""
-    generate.RENDER_BATCH_BYTES = mib * 2**20  # before the pool forks: its processes inherit it
+    data_generate.RENDER_BATCH_BYTES = mib * 2**20  # before the pool forks: its processes inherit it
     cfg = load_data_config(scenario, [f"render.resolution={resolution}", f"shard_size={SHARD_SIZE}"])
-    plan = generate.plan_dataset(cfg, "train", str(VIDEOS), 0)
+    plan = data_generate.plan_dataset(cfg, "train", str(VIDEOS), 0)
     out = Path(tempfile.mkdtemp(dir=root))
-    rows = [{"task": json.dumps(task)} for task in generate.shard_tasks(cfg, plan, out, list(range(plan.num_shards)))]
+    rows = [{"task": json.dumps(task)} for task in data_generate.shard_tasks(cfg, plan, out, list(range(plan.num_shards)))]
     with multiprocessing.get_context("fork").Pool(2) as pool:
         pool.map(write_shards, [rows[:1], rows[1:2]])  # warm both processes
         one, stages_one = pool.apply(write_shards, (rows,))
@@ -68,7 +60,7 @@ def main() -> None:
         return " ".join(f"{stage} {1e3 * seconds / VIDEOS:.2f}" for stage, seconds in stages.items())
 
     print(f"{args.scenario} at {args.resolution}², {VIDEOS} videos in shards of {SHARD_SIZE}; "
-          f"the library's batch: {generate.RENDER_BATCH_BYTES // 2**20} MiB; CPU-ms per video per stage")
+          f"the library's batch: {data_generate.RENDER_BATCH_BYTES // 2**20} MiB; CPU-ms per video per stage")
     with tempfile.TemporaryDirectory(prefix="phyray-bench-batch-") as tmp:
         for _ in range(args.repeats):
             for mib in args.mib:
