@@ -136,18 +136,16 @@ def _ray_logged(handler):
 
 
 def _keep_ray_log(chatter, log) -> None:
-    """Append what `chatter` collected to `log` (where its directory exists) and say where."""
+    """Append what `chatter` collected to `log` and say where; where its directory does not exist
+    (a command refused early), print it on stderr as Ray would have, leaving no file behind."""
     scratch, lines = chatter.path, chatter.lines
-    if lines:
-        if log.parent.is_dir():
-            with open(log, "ab") as kept:
-                kept.write(scratch.read_bytes())
-            scratch.unlink()
-        else:
-            log = scratch
+    if lines and log.parent.is_dir():
+        with open(log, "ab") as kept:
+            kept.write(scratch.read_bytes())
         print(f"{lines} lines of Ray's own messages: {log} (--verbose prints them here)")
-    else:
-        scratch.unlink()
+    elif lines:
+        sys.stderr.write(scratch.read_text())
+    scratch.unlink()
 
 
 def _add_data_commands(groups) -> None:
