@@ -114,7 +114,8 @@ def _ray_logged(handler):
     """A data command whose Ray messages phyray cannot act on (an actor pool's core-worker line,
     worker start-up warnings) go to ray.log beside its --out, as a study's go to its directory;
     with --verbose they stay where Ray prints them. They are collected in a scratch file first,
-    so a command refused for bad input leaves nothing behind."""
+    so a command refused for bad input leaves nothing behind. The scratch file lives in the
+    nearest existing directory on --out's path, so even a killed command's stays there."""
 
     def run(args: argparse.Namespace) -> int:
         import tempfile
@@ -124,8 +125,12 @@ def _ray_logged(handler):
 
         if args.verbose:
             return handler(args)
-        with tempfile.NamedTemporaryFile(prefix="phyray-ray-", suffix=".log", delete=False) as scratch:
-            chatter = RayChatter(Path(scratch.name), verbose=False)
+        nearest = next(directory for directory in Path(args.out).absolute().parents if directory.is_dir())
+        try:
+            with tempfile.NamedTemporaryFile(dir=nearest, prefix=".ray-", suffix=".log", delete=False) as scratch:
+                chatter = RayChatter(Path(scratch.name), verbose=False)
+        except OSError:  # nowhere on --out's path to write: the command itself says so
+            return handler(args)
         try:
             with chatter:
                 return handler(args)
