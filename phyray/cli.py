@@ -147,7 +147,7 @@ def _keep_ray_log(chatter, log) -> None:
     if lines and log.parent.is_dir():
         with open(log, "ab") as kept:
             kept.write(scratch.read_bytes())
-        print(f"{lines} lines of Ray's own messages: {log} (--verbose prints them here)")
+        print(chatter.summary(log))
     elif lines:
         sys.stderr.write(scratch.read_text())
     scratch.unlink()

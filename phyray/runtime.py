@@ -197,6 +197,10 @@ class RayChatter:
             log.seek(self._start)
             return log.read().count(b"\n")
 
+    def summary(self, kept: Path) -> str:
+        """The line that tells the user how many of Ray's lines are kept in `kept`, and how to see them."""
+        return f"{self.lines} lines of Ray's own messages: {kept} (--verbose prints them here)"
+
     def __enter__(self) -> RayChatter:
         if self.verbose:
             return self

@@ -268,5 +268,5 @@ def run_study(cfg: StudyConfig, verbose: bool = False) -> StudyResult:
         for key, error in failed.items():
             log(f"trial {key} failed: {error}")
     if chatter.lines:
-        log(f"{chatter.lines} lines of Ray's own messages: {study_dir / RAY_LOG} (--verbose prints them here)")
+        log(chatter.summary(study_dir / RAY_LOG))
     return StudyResult(study_dir, uri, parent, report, failed)
