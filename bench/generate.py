@@ -1,7 +1,9 @@
 """Benchmark: dataset generation throughput, per-stage CPU cost and bytes per video.
 
 Generates the same dataset with 1 and 2 workers at 128² and 256² (a fresh directory each time,
-Ray already started, so start-up is not timed) and prints:
+Ray already started, so start-up is not timed), alternating 1 and 2 workers `--repeats` times
+after a warm-up that runs each cell's scenario and resolution on both worker processes, and
+prints the medians:
 - videos/s per core (wall) and CPU-s per video split into simulate / render / encode+write,
 - bytes per video on disk (Parquet shard, all columns),
 - scaling efficiency from 1 to 2 workers,
@@ -11,6 +13,17 @@ against the paper's generator measured on this machine (Box2D + numpy render + M
     .venv/bin/python bench/generate.py                      # uniform_motion and collision
     .venv/bin/python bench/generate.py --videos 4000 --scenarios collision
     .venv/bin/python bench/generate.py --plain              # + the machine's own 1 -> 2 scaling
+    .venv/bin/python bench/generate.py --shard-size 250     # 8 shards of 250 instead of 2 of 1000
+
+Shards hold the config's `shard_size` (1000) unless `--shard-size` says otherwise. A 2,000-video
+set then has 2 shards: one worker writes both, two write one each, so the scaling shows what two
+processes lose to each other and to Ray's own processes. Smaller shards add Ray's dispatch gap
+between one shard and the next on the same worker, which a full-size set (30 shards and more)
+pays once per 1,000 videos.
+
+A worker process's first shard of a scenario and resolution is slower than its later ones (1.8
+against 1.25 s for 1,000 uniform-motion videos at 128²), and a process's first task also pays
+its imports (~0.6 s): measured once per setting, whichever run met them first looked slower.
 
 `--plain` also builds the same shards in one and in two plain processes (no Ray; each process
 writes half of the shards, so two do twice the work of one): the scaling this machine allows
@@ -36,8 +49,9 @@ PAPER_CPU_S_PER_VIDEO_256 = 0.25
 TARGETS = {"speedup_per_core": 20.0, "kb_per_video": {128: 15.0, 256: 40.0}, "scaling": 0.90}
 
 
-def run_once(scenario: str, resolution: int, videos: int, workers: int, root: Path) -> dict:
-    cfg = load_data_config(scenario, [f"render.resolution={resolution}", "shard_size=250"])
+def run_once(scenario: str, resolution: int, videos: int, workers: int, root: Path, shard_size: int | None) -> dict:
+    overrides = [f"render.resolution={resolution}"] + ([f"shard_size={shard_size}"] if shard_size else [])
+    cfg = load_data_config(scenario, overrides)
     out = root / f"{scenario}-{resolution}-{workers}"
     start = time.perf_counter()
     manifest = generate_dataset(cfg, "train", str(videos), out, seed=0, num_workers=workers, progress=False)
@@ -62,25 +76,34 @@ def write_shards(rows: list[dict]) -> tuple[float, dict[str, float]]:
     return time.perf_counter() - start, stages
 
 
-def plain_scaling(scenario: str, resolution: int, videos: int, root: Path) -> float:
-    """1 -> 2 plain processes (no Ray): one process writes half of the shards, then two write
-    half each at once; both warmed up on a shard first."""
-    cfg = load_data_config(scenario, [f"render.resolution={resolution}", "shard_size=250"])
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (of an odd number; the slower middle one of an even)."""
+    return sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+
+
+def plain_scaling(scenario: str, resolution: int, videos: int, root: Path, shard_size: int | None,
+                  repeats: int) -> list[float]:
+    """1 -> 2 plain processes (no Ray), `repeats` times, sorted: one process writes half of the
+    shards, then two write half each at once; both warmed up on a shard first."""
+    overrides = [f"render.resolution={resolution}"] + ([f"shard_size={shard_size}"] if shard_size else [])
+    cfg = load_data_config(scenario, overrides)
     plan = plan_dataset(cfg, "train", str(videos), 0)
     out = root / f"{scenario}-{resolution}-plain"
     out.mkdir()
     rows = [{"task": json.dumps(task)} for task in shard_tasks(cfg, plan, out, list(range(plan.num_shards)))]
     half = len(rows) // 2
+    scalings = []
     with multiprocessing.get_context("fork").Pool(2) as pool:
         pool.map(write_shards, [rows[:1], rows[half:half + 1]])
-        one, _ = pool.apply(write_shards, (rows[:half],))
-        start = time.perf_counter()
-        pool.map(write_shards, [rows[:half], rows[half:]])
-        two = time.perf_counter() - start
+        for _ in range(repeats):
+            one, _ = pool.apply(write_shards, (rows[:half],))
+            start = time.perf_counter()
+            pool.map(write_shards, [rows[:half], rows[half:]])
+            scalings.append(one / (time.perf_counter() - start))
         pool.close()  # let the workers exit: the pool's exit would SIGTERM them, and the Ray
         pool.join()   # signal handler they inherited prints a stack for each
     shutil.rmtree(out)
-    return one / two
+    return sorted(scalings)
 
 
 def main() -> None:
@@ -88,14 +111,12 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=["uniform_motion", "collision"])
     parser.add_argument("--resolutions", nargs="+", type=int, default=[128, 256])
     parser.add_argument("--videos", type=int, default=2000)
+    parser.add_argument("--shard-size", type=int, help="videos per shard (default: the config's, 1000)")
+    parser.add_argument("--repeats", type=int, default=3, help="1- and 2-worker runs per cell, alternating")
     parser.add_argument("--plain", action="store_true", help="also the scaling of plain processes (no Ray)")
     args = parser.parse_args()
 
     init_ray(num_cpus=2)
-    with tempfile.TemporaryDirectory(prefix="phyray-bench-warm-") as tmp:
-        # Ray starts worker processes on first use (~1-1.5 s each here); without this the first
-        # cell's 1-worker run paid for one and its 2-worker run for the second.
-        run_once("uniform_motion", 32, 500, 2, Path(tmp))
     baseline = 1 / PAPER_CPU_S_PER_VIDEO_256
     print(f"baseline (paper's generator, 256², this machine): {baseline:.1f} videos/s per core, "
           f"{PAPER_CPU_S_PER_VIDEO_256 * 1e3:.0f} CPU-ms per video, lossy MP4 ~7 KB")
@@ -104,20 +125,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="phyray-bench-") as tmp:
         for scenario in args.scenarios:
             for resolution in args.resolutions:
-                single = None
+                # Both worker processes start (imports) and make this cell's videos once: two
+                # shards of 250 on two workers.
+                run_once(scenario, resolution, 500, 2, Path(tmp), 250)
+                runs: dict[int, list[dict]] = {1: [], 2: []}
+                for _ in range(args.repeats):
+                    for workers in (1, 2):
+                        runs[workers].append(run_once(scenario, resolution, args.videos, workers, Path(tmp),
+                                                      args.shard_size))
+                pairs = sorted(one["wall_s"] / two["wall_s"] / 2 for one, two in zip(runs[1], runs[2]))
+                single = median_run(runs[1])
                 for workers in (1, 2):
-                    r = run_once(scenario, resolution, args.videos, workers, Path(tmp))
-                    single = single or r
+                    r = median_run(runs[workers])
                     scaling = r["videos_per_s_per_core"] / single["videos_per_s_per_core"]
+                    spread = f"  (runs: {pairs[0]:.2f}-{pairs[-1]:.2f})" if workers == 2 and len(pairs) > 1 else ""
                     print(
                         f"{scenario:<15} {resolution:>4} {workers:>3} {r['videos_per_s_per_core']:>14.1f} "
                         f"{r['videos_per_s_per_core'] / baseline:>8.1f} {r['cpu_ms']['simulate']:>7.2f} "
                         f"{r['cpu_ms']['render']:>9.2f} {r['cpu_ms']['encode']:>12.2f} "
-                        f"{r['kb_per_video']:>9.2f} {scaling:>8.2f}"
+                        f"{r['kb_per_video']:>9.2f} {scaling:>8.2f}{spread}"
                     )
                 if args.plain:
+                    plain = plain_scaling(scenario, resolution, args.videos, Path(tmp), args.shard_size, args.repeats)
                     print(f"{scenario:<15} {resolution:>4} plain processes, no Ray: scaling "
-                          f"{plain_scaling(scenario, resolution, args.videos, Path(tmp)):.2f}")
+                          f"{plain[len(plain) // 2]:.2f}  (runs: {plain[0]:.2f}-{plain[-1]:.2f})")
+    print(f"medians of {args.repeats} alternating runs per row; scaling from the median runs (the range: "
+          f"each repeat's 1-worker run against its 2-worker run); shards of {args.shard_size or 'the config default'}")
     print(f"targets: >= {TARGETS['speedup_per_core']:.0f}x paper per core at the same resolution "
           f"(paper measured at 256²), <= {TARGETS['kb_per_video'][128]:.0f} KB at 128², "
           f"<= {TARGETS['kb_per_video'][256]:.0f} KB at 256², scaling 1->2 workers >= {TARGETS['scaling']:.0%}; "

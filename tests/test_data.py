@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from phyray.cli import main
-from phyray.config import ConfigError, load_data_config, parse_size
+from phyray.config import ConfigError, load_data_config, load_scenario_config, parse_size
 from phyray.data import (
     ShardError,
     decode_frames,
@@ -20,6 +20,7 @@ from phyray.data import (
     read_manifest,
     verify_dataset,
 )
+from phyray.data.generate import build_shard, compose_colors, shard_tasks, simulate_video
 from phyray.data.plan import plan_dataset
 from phyray.data.shards import MANIFEST, SCHEMA, shard_name
 
@@ -133,6 +134,26 @@ def test_generated_shards_follow_the_schema_and_decode(tmp_path, ray_local):
     assert {"r1", "r2", "v1", "v2", "x0", "y0", "impact_frame"} <= params.keys()
     assert row["split"] == "train" and row["ood_level"] is None and isinstance(row["seed"], int)
     assert open_shards(out).count() == 90
+
+
+def test_track_columns_hold_what_the_simulator_made(tmp_path):
+    """positions, velocities, radii and colors are built from numpy buffers and offsets; each row
+    holds its video's arrays, also in a shard whose videos have different object counts (a
+    temporal composition shard mixes one-ball bounces and two-ball collisions)."""
+    cfg = load_scenario_config("compose-temporal", ["render.resolution=32"])
+    plan = plan_dataset(cfg, "train", "12", 0)
+    task = shard_tasks(cfg, plan, tmp_path, [0])[0]
+    table, _ = build_shard(cfg, task)
+    object_counts = set()
+    for i, row in enumerate(table.to_pylist()):
+        scene, trajectory, placement = simulate_video(cfg, dict(zip(task["names"], task["params"][i])),
+                                                      task["video_seeds"][i])
+        for column, simulated in (("positions", trajectory.positions), ("velocities", trajectory.velocities),
+                                  ("radii", scene.radii)):
+            np.testing.assert_array_equal(np.asarray(row[column], np.float32), simulated.astype(np.float32))
+        np.testing.assert_array_equal(row["colors"], compose_colors(cfg.compose, placement["kind"]))
+        object_counts.add(len(scene.radii))
+    assert object_counts == {1, 2}
 
 
 def test_bytes_do_not_depend_on_worker_count(tmp_path, ray_local):

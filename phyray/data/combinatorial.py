@@ -36,6 +36,7 @@ from phyray.data.shards import (
     FORMAT_VERSION,
     PALETTE8,
     encode_palette_frames,
+    per_frame_column,
     shard_name,
 )
 from phyray.sim.phyre import (
@@ -160,18 +161,6 @@ class SharedSidecar:
 PROCESS_SIDECAR = SharedSidecar()
 
 
-def objects_column(objects: list[np.ndarray]) -> pa.Array:
-    """The `objects` column (list<list<list<float32>>>, [T][N][15] per video) from each video's
-    (T, N, 15) array: offsets over one flat buffer, where Python lists cost ~1-2 ms a video."""
-    values = pa.array(np.concatenate([video.reshape(-1) for video in objects]).astype(np.float32))
-    features = objects[0].shape[2]
-    per_object = pa.ListArray.from_arrays(pa.array(np.arange(0, len(values) + 1, features, dtype=np.int32)), values)
-    objects_per_frame = np.concatenate([np.full(video.shape[0], video.shape[1]) for video in objects])
-    per_frame = pa.ListArray.from_arrays(pa.array(np.cumsum(np.r_[0, objects_per_frame], dtype=np.int32)), per_object)
-    frames_per_video = [video.shape[0] for video in objects]
-    return pa.ListArray.from_arrays(pa.array(np.cumsum(np.r_[0, frames_per_video], dtype=np.int32)), per_frame)
-
-
 def build_shard(sidecar: PhyreSidecar, task: dict[str, Any]) -> tuple[pa.Table, dict[str, float]]:
     """Simulate one shard's videos through `sidecar` and tabulate them; returns the table and
     the seconds spent per stage (simulate: the sidecar's answers; encode: this process)."""
@@ -217,7 +206,8 @@ def build_shard(sidecar: PhyreSidecar, task: dict[str, Any]) -> tuple[pa.Table, 
         timings["simulate"] += tock - tick
         timings["encode"] += time.perf_counter() - tock
     tick = time.perf_counter()
-    table = pa.Table.from_pydict(columns | {"objects": objects_column(objects)}, schema=COMBINATORIAL_SCHEMA)
+    table = pa.Table.from_pydict(columns | {"objects": per_frame_column(objects, fixed=False)},
+                                 schema=COMBINATORIAL_SCHEMA)
     timings["encode"] += time.perf_counter() - tick
     return table, timings
 

@@ -26,6 +26,8 @@ from phyray.data.shards import (
     PROBE_SCHEMA,
     SCHEMA,
     encode_frames,
+    per_frame_column,
+    ragged,
     shard_name,
     write_shard,
 )
@@ -144,6 +146,10 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
     # Probes and composition scenes record each object's shape; ball datasets keep SCHEMA.
     schema = SCHEMA if cfg.probe is None and cfg.compose is None else PROBE_SCHEMA
     columns: dict[str, list] = {name: [] for name in schema.names}
+    # Columns of arrays, built from numpy at the end (`per_frame_column`, `ragged`).
+    tracks: dict[str, list[np.ndarray]] = {"positions": [], "velocities": []}  # (T, K, 2) per video
+    radii: list[np.ndarray] = []  # (K,) per video
+    video_colors: list[np.ndarray] = []  # (K, 3) uint8 per video
     side = cfg.render.resolution
     batch_size = max(1, RENDER_BATCH_BYTES // (cfg.physics.num_frames * 3 * side * side))
     canvas = np.empty((min(batch_size, len(params)), cfg.physics.num_frames, 3, side, side), dtype=np.uint8)
@@ -181,17 +187,26 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
             columns["frames"].append(encode_frames(frames[j]))
             columns["frames_encoding"].append(PLANAR_RGB)
             columns["frame_shape"].append(list(frames[j].shape))
-            columns["positions"].append(trajectory.positions.astype(np.float32).tolist())
-            columns["velocities"].append(trajectory.velocities.astype(np.float32).tolist())
-            columns["radii"].append(scene.radii.astype(np.float32).tolist())
-            columns["colors"].append(colors[j].tolist())
+            tracks["positions"].append(trajectory.positions)
+            tracks["velocities"].append(trajectory.velocities)
+            radii.append(scene.radii)
+            video_colors.append(colors[j])
             if "shapes" in columns:
                 columns["shapes"].append(shapes[j])
         t3 = time.perf_counter()
         timings["simulate"] += t1 - t0
         timings["render"] += t2 - t1
         timings["encode"] += t3 - t2
-    return pa.Table.from_pydict(columns, schema=schema), timings
+    tick = time.perf_counter()
+    columns |= {name: per_frame_column(videos, fixed=True) for name, videos in tracks.items()}
+    columns["radii"] = ragged(pa.array(np.concatenate(radii).astype(np.float32)), [len(r) for r in radii])
+    columns["colors"] = ragged(
+        pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(video_colors).astype(np.uint8).reshape(-1)), 3),
+        [len(c) for c in video_colors],
+    )
+    table = pa.Table.from_pydict(columns, schema=schema)
+    timings["encode"] += time.perf_counter() - tick
+    return table, timings
 
 
 def write_built_shard(task: dict[str, Any], table: pa.Table, timings: dict[str, float]) -> dict[str, Any]:
