@@ -145,7 +145,7 @@ def build_shard(cfg: DataConfig, task: dict[str, Any]) -> tuple[pa.Table, dict[s
     timings = {"simulate": 0.0, "render": 0.0, "encode": 0.0}
     # Probes and composition scenes record each object's shape; ball datasets keep SCHEMA.
     schema = SCHEMA if cfg.probe is None and cfg.compose is None else PROBE_SCHEMA
-    columns: dict[str, list] = {name: [] for name in schema.names}
+    columns: dict[str, list | pa.Array] = {name: [] for name in schema.names}
     # Columns of arrays, built from numpy at the end (`per_frame_column`, `ragged`).
     tracks: dict[str, list[np.ndarray]] = {"positions": [], "velocities": []}  # (T, K, 2) per video
     radii: list[np.ndarray] = []  # (K,) per video
