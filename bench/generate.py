@@ -49,9 +49,13 @@ PAPER_CPU_S_PER_VIDEO_256 = 0.25
 TARGETS = {"speedup_per_core": 20.0, "kb_per_video": {128: 15.0, 256: 40.0}, "scaling": 0.90}
 
 
+def cell_config(scenario: str, resolution: int, shard_size: int | None):
+    """The scenario's data config at `resolution`, with `shard_size` videos per shard (None: the config's)."""
+    return load_data_config(scenario, [f"render.resolution={resolution}"] + ([f"shard_size={shard_size}"] if shard_size else []))
+
+
 def run_once(scenario: str, resolution: int, videos: int, workers: int, root: Path, shard_size: int | None) -> dict:
-    overrides = [f"render.resolution={resolution}"] + ([f"shard_size={shard_size}"] if shard_size else [])
-    cfg = load_data_config(scenario, overrides)
+    cfg = cell_config(scenario, resolution, shard_size)
     out = root / f"{scenario}-{resolution}-{workers}"
     start = time.perf_counter()
     manifest = generate_dataset(cfg, "train", str(videos), out, seed=0, num_workers=workers, progress=False)
@@ -85,8 +89,7 @@ def plain_scaling(scenario: str, resolution: int, videos: int, root: Path, shard
                   repeats: int) -> list[float]:
     """1 -> 2 plain processes (no Ray), `repeats` times, sorted: one process writes half of the
     shards, then two write half each at once; both warmed up on a shard first."""
-    overrides = [f"render.resolution={resolution}"] + ([f"shard_size={shard_size}"] if shard_size else [])
-    cfg = load_data_config(scenario, overrides)
+    cfg = cell_config(scenario, resolution, shard_size)
     plan = plan_dataset(cfg, "train", str(videos), 0)
     out = root / f"{scenario}-{resolution}-plain"
     out.mkdir()
@@ -115,6 +118,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="1- and 2-worker runs per cell, alternating")
     parser.add_argument("--plain", action="store_true", help="also the scaling of plain processes (no Ray)")
     args = parser.parse_args()
+    for scenario in args.scenarios:
+        shard_size = cell_config(scenario, args.resolutions[0], args.shard_size).shard_size
+        if args.videos < 2 * shard_size:  # one shard: a second worker (or plain process) has none
+            parser.error(f"--videos {args.videos} makes fewer than 2 shards of {shard_size} ({scenario}); "
+                         f"give --videos >= {2 * shard_size} or a smaller --shard-size")
 
     init_ray(num_cpus=2)
     baseline = 1 / PAPER_CPU_S_PER_VIDEO_256

@@ -150,4 +150,4 @@ def test_stepping_chipmunk_directly_changes_nothing(scenario, monkeypatch):
         np.testing.assert_array_equal(ours.positions, theirs.positions)
         np.testing.assert_array_equal(ours.velocities, theirs.velocities)
         assert ours.events == theirs.events
-    assert any(trajectory.events for trajectory in direct) == (scenario != "uniform_motion" and scenario != "parabola")
+    assert any(trajectory.events for trajectory in direct) == (scenario not in ("uniform_motion", "parabola"))
