@@ -11,9 +11,12 @@
 # Its Ray (2.60.0, Python 3.11) matches the pin in pyproject.toml, so pip keeps it as is.
 FROM rayproject/ray:2.60.0-py311-gpu AS phyray
 
+# MIMALLOC_ARENA_EAGER_COMMIT=0: Arrow's allocator commits its arenas as they are used, not its
+# first 1 GiB at once (each Ray worker's first large table paid for it; phyray/runtime.py).
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MIMALLOC_ARENA_EAGER_COMMIT=0
 
 # 1. torch first, pinned as scripts/setup.sh pins it. On linux x86_64 the default PyPI index
 #    serves the CUDA build of torch (CUDA runtime, cuDNN and NCCL come as nvidia-* wheels), so no

@@ -11,10 +11,12 @@ Target: Ray Train's overhead per step <= 5%.
 
 All three run on --threads torch threads, by default 1: what a trial's worker runs with (its
 `cpus_per_worker`, default 1, is its OMP_NUM_THREADS), leaving the machine's other cores to
-Ray's own processes as a GPU host does. With every core (--threads 2 here) the step also pays
-for those processes' CPU: ~8 % of two cores in a system-wide profile (gRPC threads of a dozen
-Ray actors, idle workers, the raylet), and each time one of them wakes it stalls a step whose
-two threads meet at every op (docs/performance.md, 2026-12-06 (3)).
+Ray's own processes as a GPU host does. With every core (--threads 2 here) the step also waits
+for those processes: ~3,000 wake-ups a second on this machine (every Ray process's task loop
+ticks each 10 ms; gRPC's poll threads; gloo's transport loop), each preempting one thread of a
+step whose two threads meet at every op (docs/performance.md, 2026-12-06 (6)). Ray runs only
+for `phyray train`: the latents' local Ray and each round's are stopped after, so the plain
+loop and the engine never share the machine with an idle Ray.
 
     .venv/bin/python bench/train_step.py                      # DiT-M, 32², CPU, 1 thread
     .venv/bin/python bench/train_step.py --threads 2          # every core of this machine
@@ -46,7 +48,10 @@ import torch
 
 
 def make_latents(root: Path, resolution: int, frames: int, videos: int, vae: str) -> Path:
-    """Tiny pixel set -> a randomly initialised VAE export -> cached latents (what the DiT reads)."""
+    """Tiny pixel set -> a randomly initialised VAE export -> cached latents (what the DiT reads).
+    The local Ray that made them is stopped, so that the loops after run on a machine without it."""
+    import ray
+
     from phyray.config import load_data_config
     from phyray.data.generate import generate_dataset
     from phyray.data.latents import encode_dataset
@@ -57,6 +62,7 @@ def make_latents(root: Path, resolution: int, frames: int, videos: int, vae: str
     generate_dataset(cfg, "train", str(videos), root / "pixels", progress=False)
     export = save_export(root / "vae", "vae", {"preset": vae}, build_vae(vae).state_dict())
     encode_dataset(root / "pixels", export, root / "latents", cond_frames=3, num_workers=1)
+    ray.shutdown()
     return root / "latents"
 
 
@@ -121,28 +127,37 @@ def plain_loop(cfg, data, device: torch.device, steps: int, window: int, fused: 
 
 def engine_loop(cfg, data, device: torch.device, steps: int, window: int) -> list[float]:
     """The step a trial's worker takes (`phyray.train.engine`: DeepSpeed engine, EMA), in this
-    process over a one-rank process group instead of Ray's."""
+    process over a one-rank process group instead of Ray's. The group is destroyed after: gloo's
+    two transport threads wake every 10 ms, and the next loops should not run beside them."""
+    import deepspeed.comm
     import torch.distributed as dist
 
     from phyray.train.engine import build_objective, setup_engine, train_step, update_ema
 
-    if not dist.is_initialized():
-        with socket.socket() as probe:  # a free port for the one-rank rendezvous
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
-    objective = build_objective(cfg)
-    ema = copy.deepcopy(objective.model).requires_grad_(False).to(device)
-    engine = setup_engine(cfg, objective, device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    batches = micro_batches(data, cfg.micro_batch, device)
+    with socket.socket() as probe:  # a free port for the one-rank rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+    try:
+        objective = build_objective(cfg)
+        ema = copy.deepcopy(objective.model).requires_grad_(False).to(device)
+        engine = setup_engine(cfg, objective, device)
+        generator = torch.Generator(device=device).manual_seed(0)
+        batches = micro_batches(data, cfg.micro_batch, device)
 
-    def step() -> None:
-        train_step(engine, cfg, batches, generator, device)
-        update_ema(ema, objective.model, cfg.ema_decay)
+        def step() -> None:
+            train_step(engine, cfg, batches, generator, device)
+            update_ema(ema, objective.model, cfg.ema_decay)
 
-    return windows(step, steps, window, device)
+        return windows(step, steps, window, device)
+    finally:
+        # DeepSpeed's teardown also forgets the groups it cached, which the next round's engine
+        # would otherwise look up in the destroyed group.
+        if deepspeed.comm.is_initialized():
+            deepspeed.comm.destroy_process_group()
+        else:
+            dist.destroy_process_group()
 
 
 def train_config(args, model: str, root: Path, latents: Path | None, gpu: bool):
@@ -169,14 +184,21 @@ def one_rank_stage(cfg) -> int:
 
 
 def ray_train_step(cfg) -> float:
-    """Median seconds per step of `phyray train` (1 worker), first logging window dropped."""
+    """Median seconds per step of `phyray train` (1 worker), first logging window dropped.
+
+    Starts a local Ray for the run and stops it after: an idle Ray's dozen processes take 3-5 %
+    of this machine's two cores, and the plain loop is the step of a machine without Ray."""
+    import ray
     from mlflow.tracking import MlflowClient
 
     from phyray.runtime import init_ray
     from phyray.train.trainer import train
 
     init_ray()
-    run = train(cfg)
+    try:
+        run = train(cfg)
+    finally:
+        ray.shutdown()
     history = MlflowClient(run.tracking_uri).get_metric_history(run.run_id, "train/samples_per_s")
     return statistics.median(cfg.micro_batch / m.value for m in sorted(history, key=lambda m: m.step)[1:])
 
@@ -219,7 +241,7 @@ def cpu_main(args) -> None:
             engine = statistics.median(engine_loop(cfg, data, device, args.steps, args.window)[1:])
             cfg = cfg.model_copy(update={"name": f"bench-{round_index}"})
             ray_step = ray_train_step(cfg)
-            time.sleep(args.settle)  # let the run's actors and Ray Data's tasks wind down
+            time.sleep(args.settle)  # let Ray's processes exit
             print(f" round {round_index + 1}/{args.rounds}")
             for name, step_s in (("plain loop", plain), ("DeepSpeed engine + EMA, no Ray", engine),
                                  ("phyray train (1 worker)", ray_step)):
@@ -282,7 +304,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=512, help="videos in the latent set")
     parser.add_argument("--zero-stage", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="CPU: alternating rounds of the plain loop and `phyray train`")
-    parser.add_argument("--settle", type=float, default=10.0, help="CPU: seconds between a round's `phyray train` and the next plain loop")
+    parser.add_argument("--settle", type=float, default=10.0, help="CPU: seconds between a round's `phyray train` (Ray stopped) and the next plain loop")
     parser.add_argument("--threads", type=int, default=1, help="CPU: torch threads of both loops (a trial's worker: cpus_per_worker, default 1)")
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--no-ray", action="store_true", help="--gpu on a machine without Ray: skip `phyray train`")
