@@ -40,11 +40,12 @@ def init_ray(num_cpus: int | None = None) -> None:
     # run up to that late: ~2.5 s of every short local run. The local Ray's processes inherit
     # this environment; a cluster keeps Ray's default (its runs are hours, not seconds).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    # Arrow's allocator (mimalloc) commits its first 1 GiB arena eagerly by default, and a
-    # process's first large table paid for it: a fresh worker's first 1,000-video shard at 256²
-    # took 370k page faults and ~1 s more than its next shards (this VM), against 89k faults
-    # and no extra second with the arena committed as it is used. Read at a process's first
-    # Arrow allocation, so set for the local Ray's workers here; the Dockerfile sets it on a cluster.
+    # Arrow's allocator (mimalloc) commits its 1 GiB arena eagerly by default. Where page faults
+    # are slow (this VM), that made encoding and writing a collision video at 256² cost 2.3-2.6
+    # ms instead of 1.4 (one worker: 210-225 against 274-291 videos/s), and a fresh worker's
+    # first shard took 370k page faults against 89k (docs/performance.md, 2026-12-06 (6)).
+    # mimalloc reads the option at a process's first Arrow allocation, so it goes into the
+    # environment the local Ray's processes inherit; the Dockerfile sets it on a cluster.
     os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
     # Ray 2.60 turns token authentication on for a new local Ray and warns that it did, on every
     # start. (Setting RAY_AUTH_MODE here instead would be too late: `import ray` has read it.)

@@ -167,9 +167,9 @@ def test_bytes_do_not_depend_on_worker_count(tmp_path, ray_local):
 
 def test_local_ray_workers_commit_arrows_memory_as_used(ray_local):
     """A local Ray's workers start with mimalloc's lazy arena commit (`init_ray`): with its eager
-    default, a fresh worker's first 1,000-video shard at 256² faulted in ~1.4 GB and took ~1 s
-    longer. The setting is read at a process's first Arrow allocation, so only the environment
-    a worker starts with can carry it."""
+    default, generating collision shards at 256² was 18-28 % slower on this VM. The setting is read
+    at a process's first Arrow allocation, so only the environment a worker starts with can
+    carry it."""
 
     @ray_local.remote
     def arena_eager_commit() -> str | None:
