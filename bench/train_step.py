@@ -186,7 +186,7 @@ def one_rank_stage(cfg) -> int:
 def ray_train_step(cfg) -> float:
     """Median seconds per step of `phyray train` (1 worker), first logging window dropped.
 
-    Starts a local Ray for the run and stops it after: an idle Ray's dozen processes take 3-5 %
+    Starts a local Ray for the run and stops it after: an idle Ray's dozen processes take 3-6 %
     of this machine's two cores, and the plain loop is the step of a machine without Ray."""
     import ray
     from mlflow.tracking import MlflowClient
