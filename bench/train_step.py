@@ -11,10 +11,10 @@ Target: Ray Train's overhead per step <= 5%.
 
 All three run on --threads torch threads, by default 1: what a trial's worker runs with (its
 `cpus_per_worker`, default 1, is its OMP_NUM_THREADS), leaving the machine's other cores to
-Ray's own processes as a GPU host does. With every core (--threads 2 here) the step also waits
-for those processes: ~3,000 wake-ups a second on this machine (every Ray process's task loop
-ticks each 10 ms; gRPC's poll threads; gloo's transport loop), each preempting one thread of a
-step whose two threads meet at every op (docs/performance.md, 2026-12-06 (6)). Ray runs only
+Ray's own processes as a GPU host does. With every core (--threads 2 here) the step shares them
+with Ray's processes and runs 15-17 % slower, for a cause not yet found: neither the count of
+preemptions nor Ray's other processes at idle priority explains it (docs/performance.md,
+2026-12-06 (6) and (7); `bench/step_beside_wakeups.py`, `bench/ray_idle_priority.sh`). Ray runs only
 for `phyray train`: the latents' local Ray and each round's are stopped after, so the plain
 loop and the engine never share the machine with an idle Ray.
 
