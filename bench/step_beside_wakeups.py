@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import plain_loop, random_latents, train_config  # noqa: E402
+from train_step import add_step_arguments, plain_loop, random_latents, train_config  # noqa: E402
 
 # One sleeper: its policy first (lowering one's own priority needs no privilege), then the loop.
 SLEEPER = """
@@ -67,14 +67,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="DiT-M")
-    parser.add_argument("--vae", default="vae-f4t2c4-tiny")
-    parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--micro-batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--window", type=int, default=10)
-    parser.add_argument("--videos", type=int, default=512)
-    parser.add_argument("--zero-stage", type=int, default=1)
+    add_step_arguments(parser)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the step (every core here)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sleepers", type=int, default=17, help="processes beside the step")

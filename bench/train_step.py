@@ -292,9 +292,9 @@ def gpu_main(args) -> None:
                            args.micro_batch, info, peak, None)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="DiT-M", help="DiT presets, comma-separated (CPU: the first)")
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The step's shape and the loops' length, shared with `bench/step_beside_wakeups.py` so that
+    its control runs the same step as this bench."""
     parser.add_argument("--vae", default="vae-f4t2c4-tiny")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--frames", type=int, default=32)
@@ -303,6 +303,12 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--videos", type=int, default=512, help="videos in the latent set")
     parser.add_argument("--zero-stage", type=int, default=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="DiT-M", help="DiT presets, comma-separated (CPU: the first)")
+    add_step_arguments(parser)
     parser.add_argument("--rounds", type=int, default=3, help="CPU: alternating rounds of the plain loop and `phyray train`")
     parser.add_argument("--settle", type=float, default=10.0, help="CPU: seconds between a round's `phyray train` (Ray stopped) and the next plain loop")
     parser.add_argument("--threads", type=int, default=1, help="CPU: torch threads of both loops (a trial's worker: cpus_per_worker, default 1)")
