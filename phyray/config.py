@@ -827,6 +827,12 @@ class TrainConfig(Strict):
     eval_every: int = Field(0, ge=0)  # 0: only at the end (if data.eval is set)
     zero_stage: int = Field(1, ge=0, le=2)  # with one worker, 0 (engine.deepspeed_config)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    # torch.compile the trained network (the DiT; the VAE's encoder and decoder) for the training
+    # step; the EMA and its rollouts stay eager. Off by default: compiled kernels round in another
+    # order, so weights differ from eager ones in the last bits (a run's identity includes this
+    # field), and the first step pays the compile (DiT-W at the mini shape on one CPU thread:
+    # ~25 s cold, then 143 -> 119 ms/step, bench/compile_step.py; docs/performance.md (8)).
+    compile: bool = False
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)

@@ -197,6 +197,51 @@ def test_same_config_gives_the_same_weights(data, latents, vae_run, dit_straight
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+def test_compile_reaches_the_modules_each_objective_calls():
+    from phyray.train.engine import build_objective, compile_network
+
+    base = {"name": "c", "output_dir": ".", "data": {"train": "."}, "steps": 1, "batch_size": 2, "micro_batch": 2,
+            "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-T"}}
+    dit, vae = (build_objective(validate(TrainConfig, {**base, "task": task})) for task in ("dit", "vae"))
+    for objective, called in ((dit, [dit.model]), (vae, [vae.model.encoder, vae.model.decoder])):
+        compile_network(objective)
+        assert all(module._compiled_call_impl is not None for module in called)
+        assert all(not key.startswith("_orig_mod") for key in objective.state_dict())
+
+
+def test_a_compiled_dit_resumes_exactly_and_trains_as_the_eager_one(data, latents, vae_run, dit_straight):
+    """`compile: true` on 2 workers at ZeRO stage 1: a run that fails at step 4 and resumes from
+    its step-3 checkpoint ends bit-identical to its compiled twin, and both train as the eager
+    run does, to rounding. Compiled kernels round differently, so `compile` is in the identity."""
+    from phyray.train.trainer import result_fields, training_identity
+
+    def compiled(name: str, **fields) -> TrainConfig:
+        config = base_config(data, vae_run.run_dir.parent, task="dit", name=name, steps=6, checkpoint_every=3,
+                             max_failures=1, compile=True, **fields)
+        config["data"]["train"] = str(latents)
+        return validate(TrainConfig, config)
+
+    resumed = train(compiled("dit-compiled-failed", fail_once_at_step=4))
+    straight = train(compiled("dit-compiled"))
+    assert (resumed.run_dir / "injected-failure").read_text() == "4"
+    assert_same_weights(load_dit(resumed.export)[0], load_dit(straight.export)[0])
+    assert metric_history(resumed, "train/loss") == metric_history(straight, "train/loss")
+
+    eager_losses, compiled_losses = metric_history(dit_straight, "train/loss"), metric_history(straight, "train/loss")
+    assert [step for step, _ in compiled_losses] == [step for step, _ in eager_losses]
+    for (_, eager_loss), (_, compiled_loss) in zip(eager_losses, compiled_losses):
+        assert compiled_loss == pytest.approx(eager_loss, rel=1e-3)
+    eager, compiled_weights = (load_dit(run.export)[0].state_dict() for run in (dit_straight, straight))
+    assert eager.keys() == compiled_weights.keys()  # compiled in place: the eager module's keys
+    drift = sum((compiled_weights[k] - eager[k]).norm() ** 2 for k in eager) ** 0.5
+    assert drift <= 1e-3 * sum(eager[k].norm() ** 2 for k in eager) ** 0.5
+
+    manifest = read_manifest(latents)
+    eager_cfg = straight_dit_config(data, latents, vae_run, "dit-compiled")
+    assert "compile" not in result_fields(eager_cfg)  # added later: eager runs keep their names
+    assert training_identity(eager_cfg, manifest).id != training_identity(compiled("dit-compiled"), manifest).id
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [

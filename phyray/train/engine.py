@@ -90,6 +90,16 @@ def build_objective(cfg: TrainConfig) -> nn.Module:
     return DiTObjective(dit, cfg, vae_preset["temporal_compression"])
 
 
+def compile_network(objective: nn.Module) -> None:
+    """`torch.compile` the network `objective` trains, in place (`nn.Module.compile`), before the
+    engine wraps it. In place, the state-dict keys stay those of the eager module, so checkpoints,
+    exports and the EMA copy (taken before this) load and run eager. The VAE objective calls its
+    encoder and decoder, not the VAE itself, so those two are compiled."""
+    model = objective.model
+    for module in (model.encoder, model.decoder) if isinstance(objective, VAEObjective) else (model,):
+        module.compile()
+
+
 # ---------------------------------------------------------------------------------------------
 # Engine, schedule, EMA
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,13 @@ from phyray import tracking
 from phyray.config import TrainConfig
 from phyray.models.info import estimate_mfu, peak_flops
 from phyray.models.vae import frames_to_tensor
-from phyray.train.engine import build_objective, setup_engine, train_step, update_ema
+from phyray.train.engine import (
+    build_objective,
+    compile_network,
+    setup_engine,
+    train_step,
+    update_ema,
+)
 from phyray.train.evaluate import evaluate_rollouts
 from phyray.train.trainer import files_record
 
@@ -273,6 +279,8 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
 
     objective = build_objective(cfg)
     ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
+    if cfg.compile:  # after the EMA's copy: rollouts run the eager EMA
+        compile_network(objective)
     clock.mark("model_built")
     engine = setup_engine(cfg, objective, device)
     ema.to(device)

@@ -81,7 +81,7 @@ NON_RESULT_FIELDS = (
 
 # Fields added after runs were first named by identity: at these values (the behaviour from before
 # they existed) they are left out, so adding them renamed no cached run.
-LATER_FIELD_DEFAULTS = {"vae_recon": "l1", "vae_foreground_weight": 0.0, "vae_logvar_init": None}
+LATER_FIELD_DEFAULTS = {"vae_recon": "l1", "vae_foreground_weight": 0.0, "vae_logvar_init": None, "compile": False}
 
 
 def result_fields(cfg: TrainConfig) -> dict[str, Any]:
