@@ -97,6 +97,15 @@ def test_bad_study_configs_fail_at_load_naming_the_field(override, message):
         load_study_config(SMOKE, [override])
 
 
+def test_a_study_that_would_compile_without_a_cpp_compiler_fails_at_load():
+    from torch._inductor import config as inductor_config
+
+    with inductor_config.patch({"cpp.cxx": (None, "no-such-c++")}):  # the compilers inductor tries
+        with pytest.raises(ConfigError, match=r"dit.compile: torch.compile on CPU needs a C\+\+ compiler"):
+            load_study_config(SMOKE, ["dit.compile=true"])
+        load_study_config(SMOKE, ["dit.compile=false"])
+
+
 def test_set_keeps_a_text_fields_value_as_typed():
     cfg = load_study_config(SMOKE, [
         "name=256", "experiment=1.50", "data_sizes=[16, 32]", "vae.train_size=32", "tracking_uri=null",

@@ -264,6 +264,18 @@ def test_missing_shard_dir_fails_before_any_worker_starts(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_compile_without_a_cpp_compiler_fails_before_any_worker_starts(tmp_path):
+    from torch._inductor import config as inductor_config
+
+    with inductor_config.patch({"cpp.cxx": (None, "no-such-c++")}):  # the compilers inductor tries
+        with pytest.raises(ConfigError, match=r"^compile: torch.compile on CPU needs a C\+\+ compiler"):
+            train(validate(TrainConfig, base_config(tmp_path, tmp_path / "runs", compile=True)))
+        assert not (tmp_path / "runs").exists()
+        # Eager, the same config gets as far as its (missing) data.
+        with pytest.raises(ConfigError, match="^data: "):
+            train(validate(TrainConfig, base_config(tmp_path, tmp_path / "runs")))
+
+
 def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
     from phyray.cli import main
 

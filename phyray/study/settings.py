@@ -66,6 +66,10 @@ def check_study(study: StudyConfig) -> None:
     for section, build in (("vae.train", vae_settings), ("dit", dit_settings)):
         try:
             runs[section] = build(study)
+            if runs[section] is not None and runs[section].compile:
+                from phyray.train.engine import check_compile  # torch: configs load without it
+
+                check_compile(runs[section])
         except ConfigError as err:
             raise ConfigError(f"{section}." + str(err).removeprefix("config: ")) from None
     dit, vae = runs["dit"], runs["vae.train"]

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from phyray.config import TrainConfig
+from phyray.config import ConfigError, TrainConfig
 from phyray.models.diffusion import NoiseSchedule, condition_latent_frames, diffusion_loss
 from phyray.models.dit import build_dit
 from phyray.models.vae import build_vae, frames_to_tensor, vae_loss
@@ -98,6 +98,24 @@ def compile_network(objective: nn.Module) -> None:
     model = objective.model
     for module in (model.encoder, model.decoder) if isinstance(objective, VAEObjective) else (model,):
         module.compile()
+
+
+def check_compile(cfg: TrainConfig) -> None:
+    """ConfigError before any worker starts if `compile` cannot work here: on CPU, inductor
+    builds its kernels with a C++ compiler (g++, or $CXX), which a slim image may lack; without
+    one every worker would fail at its first step."""
+    if not cfg.compile or cfg.use_gpu:
+        return
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        raise ConfigError(
+            "compile: torch.compile on CPU needs a C++ compiler (g++, or one named by $CXX) and none was found; "
+            "install one (apt-get install g++) or set compile=false"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------

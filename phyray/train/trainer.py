@@ -255,9 +255,11 @@ def train(
     from phyray import tracking
     from phyray.models.export import save_export
     from phyray.runtime import ResourceWatch, configure_ray_data, init_ray
+    from phyray.train.engine import check_compile
 
     started_at = time.time()  # the origin of the workers' startup/* metrics
     cfg = resolve_paths(cfg)
+    check_compile(cfg)
     manifest = check_data(cfg)
     identity = training_identity(cfg, manifest)
     run_dir = run_dir_of(cfg)
