@@ -14,6 +14,6 @@ log="${OUT:-.}/gpu.log"
   cd bench
   common=(--gpu --no-ray --models DiT-S,DiT-B --resolution 128 --frames 32 --vae vae-f8t4c4 --steps 60 --window 10)
   timeout 240 python3 train_step.py "${common[@]}" --micro-batch 32
-  timeout 120 python3 train_step.py "${common[@]}" --micro-batch 128 --variants fused,engine --steps 30 --window 5
+  timeout 150 python3 train_step.py "${common[@]}" --micro-batch 128 --variants engine,engine-compiled --steps 30 --window 5
   timeout 180 python3 rollout.py --presets mini,paper --gpu
 } 2>&1 | grep -v -e "UserWarning" -e "warnings.warn" | tee "$log"

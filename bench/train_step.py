@@ -132,7 +132,13 @@ def engine_loop(cfg, data, device: torch.device, steps: int, window: int) -> lis
     import deepspeed.comm
     import torch.distributed as dist
 
-    from phyray.train.engine import build_objective, setup_engine, train_step, update_ema
+    from phyray.train.engine import (
+        build_objective,
+        compile_network,
+        setup_engine,
+        train_step,
+        update_ema,
+    )
 
     with socket.socket() as probe:  # a free port for the one-rank rendezvous
         probe.bind(("127.0.0.1", 0))
@@ -142,6 +148,8 @@ def engine_loop(cfg, data, device: torch.device, steps: int, window: int) -> lis
     try:
         objective = build_objective(cfg)
         ema = copy.deepcopy(objective.model).requires_grad_(False).to(device)
+        if cfg.compile:  # as the trial's worker does: after the EMA's copy
+            compile_network(objective)
         engine = setup_engine(cfg, objective, device)
         generator = torch.Generator(device=device).manual_seed(0)
         batches = micro_batches(data, cfg.micro_batch, device)
@@ -275,8 +283,11 @@ def gpu_main(args) -> None:
                     cfg, data, device, args.steps, args.window, fused=True, compiled=True)),
                 "engine": (f"DeepSpeed engine, ZeRO {one_rank_stage(cfg)} + EMA (trial step)", lambda: engine_loop(
                     cfg, data, device, args.steps, args.window)),
+                "engine-compiled": (f"DeepSpeed engine, ZeRO {one_rank_stage(cfg)} + EMA, compile: true", lambda: engine_loop(
+                    cfg.model_copy(update={"compile": True}), data, device, args.steps, args.window)),
             }
             for name, run in (variants[key] for key in args.variants.split(",")):
+                torch._dynamo.utils.counters.clear()  # graph breaks per variant, not summed over them
                 torch.cuda.reset_peak_memory_stats()
                 times = run()
                 memory = torch.cuda.max_memory_allocated() / 2**30
