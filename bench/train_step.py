@@ -34,7 +34,6 @@ bf16 peak (FLOPs of `phyray model info`) and peak memory; plus `phyray train` un
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import os
 import socket
@@ -132,13 +131,7 @@ def engine_loop(cfg, data, device: torch.device, steps: int, window: int) -> lis
     import deepspeed.comm
     import torch.distributed as dist
 
-    from phyray.train.engine import (
-        build_objective,
-        compile_network,
-        setup_engine,
-        train_step,
-        update_ema,
-    )
+    from phyray.train.engine import build_objective_and_ema, setup_engine, train_step, update_ema
 
     with socket.socket() as probe:  # a free port for the one-rank rendezvous
         probe.bind(("127.0.0.1", 0))
@@ -146,11 +139,9 @@ def engine_loop(cfg, data, device: torch.device, steps: int, window: int) -> lis
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
     try:
-        objective = build_objective(cfg)
-        ema = copy.deepcopy(objective.model).requires_grad_(False).to(device)
-        if cfg.compile:  # as the trial's worker does: after the EMA's copy
-            compile_network(objective)
+        objective, ema = build_objective_and_ema(cfg)
         engine = setup_engine(cfg, objective, device)
+        ema.to(device)
         generator = torch.Generator(device=device).manual_seed(0)
         batches = micro_batches(data, cfg.micro_batch, device)
 

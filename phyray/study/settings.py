@@ -27,6 +27,7 @@ from phyray.config import (
     validate,
 )
 from phyray.presets import VAE_PRESETS, is_trainable, latent_frames
+from phyray.train.trainer import check_compile
 
 
 def train_config(
@@ -66,9 +67,7 @@ def check_study(study: StudyConfig) -> None:
     for section, build in (("vae.train", vae_settings), ("dit", dit_settings)):
         try:
             runs[section] = build(study)
-            if runs[section] is not None and runs[section].compile:
-                from phyray.train.engine import check_compile  # torch: configs load without it
-
+            if runs[section] is not None:
                 check_compile(runs[section])
         except ConfigError as err:
             raise ConfigError(f"{section}." + str(err).removeprefix("config: ")) from None

@@ -12,13 +12,14 @@ diffusion arithmetic in fp32, which is what the models are written for.)
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from phyray.config import ConfigError, TrainConfig
+from phyray.config import TrainConfig
 from phyray.models.diffusion import NoiseSchedule, condition_latent_frames, diffusion_loss
 from phyray.models.dit import build_dit
 from phyray.models.vae import build_vae, frames_to_tensor, vae_loss
@@ -92,30 +93,22 @@ def build_objective(cfg: TrainConfig) -> nn.Module:
 
 def compile_network(objective: nn.Module) -> None:
     """`torch.compile` the network `objective` trains, in place (`nn.Module.compile`), before the
-    engine wraps it. In place, the state-dict keys stay those of the eager module, so checkpoints,
-    exports and the EMA copy (taken before this) load and run eager. The VAE objective calls its
-    encoder and decoder, not the VAE itself, so those two are compiled."""
+    engine wraps it. In place, the state-dict keys stay those of the eager module, so checkpoints
+    and exports load into eager modules. The VAE objective calls its encoder and decoder, not the
+    VAE itself, so those two are compiled."""
     model = objective.model
     for module in (model.encoder, model.decoder) if isinstance(objective, VAEObjective) else (model,):
         module.compile()
 
 
-def check_compile(cfg: TrainConfig) -> None:
-    """ConfigError before any worker starts if `compile` cannot work here: on CPU, inductor
-    builds its kernels with a C++ compiler (g++, or $CXX), which a slim image may lack; without
-    one every worker would fail at its first step."""
-    if not cfg.compile or cfg.use_gpu:
-        return
-    from torch._inductor.cpp_builder import get_cpp_compiler
-    from torch._inductor.exc import InvalidCxxCompiler
-
-    try:
-        get_cpp_compiler()
-    except InvalidCxxCompiler:
-        raise ConfigError(
-            "compile: torch.compile on CPU needs a C++ compiler (g++, or one named by $CXX) and none was found; "
-            "install one (apt-get install g++) or set compile=false"
-        ) from None
+def build_objective_and_ema(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """The objective to train and its network's EMA copy (frozen, eval mode). The copy is taken
+    before `compile: true` compiles the network, so the EMA, its rollouts and the export stay eager."""
+    objective = build_objective(cfg)
+    ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
+    if cfg.compile:
+        compile_network(objective)
+    return objective, ema
 
 
 # ---------------------------------------------------------------------------------------------

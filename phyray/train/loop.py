@@ -9,7 +9,6 @@ step itself (objectives, engine, EMA, precision) is `phyray.train.engine`, which
 
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 import threading
@@ -28,13 +27,7 @@ from phyray import tracking
 from phyray.config import TrainConfig
 from phyray.models.info import estimate_mfu, peak_flops
 from phyray.models.vae import frames_to_tensor
-from phyray.train.engine import (
-    build_objective,
-    compile_network,
-    setup_engine,
-    train_step,
-    update_ema,
-)
+from phyray.train.engine import build_objective_and_ema, setup_engine, train_step, update_ema
 from phyray.train.evaluate import evaluate_rollouts
 from phyray.train.trainer import files_record
 
@@ -277,10 +270,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
     data = first_in_background(batches(cfg, device, rank))
 
-    objective = build_objective(cfg)
-    ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
-    if cfg.compile:  # after the EMA's copy: rollouts run the eager EMA
-        compile_network(objective)
+    objective, ema = build_objective_and_ema(cfg)
     clock.mark("model_built")
     engine = setup_engine(cfg, objective, device)
     ema.to(device)

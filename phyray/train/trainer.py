@@ -104,6 +104,24 @@ def training_identity(cfg: TrainConfig, manifest: dict[str, Any]) -> Identity:
     return Identity(cfg.task, result_fields(cfg), {"data": identity_of(manifest, cfg.data.train)["id"]})
 
 
+def check_compile(cfg: TrainConfig) -> None:
+    """ConfigError before any worker starts if `compile` cannot work here: on CPU, inductor
+    builds its kernels with a C++ compiler (g++, or $CXX), which a slim image may lack; without
+    one every worker would fail at its first step."""
+    if not cfg.compile or cfg.use_gpu:
+        return
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        raise ConfigError(
+            "compile: torch.compile on CPU needs a C++ compiler (g++, or one named by $CXX) and none was found; "
+            "install one (apt-get install g++) or set compile=false"
+        ) from None
+
+
 def check_data(cfg: TrainConfig) -> dict[str, Any]:
     """Fail early, naming the path, if the data a run needs is missing, corrupt or of the wrong
     kind; every shard is checked against its manifest checksum here, once."""
@@ -255,7 +273,6 @@ def train(
     from phyray import tracking
     from phyray.models.export import save_export
     from phyray.runtime import ResourceWatch, configure_ray_data, init_ray
-    from phyray.train.engine import check_compile
 
     started_at = time.time()  # the origin of the workers' startup/* metrics
     cfg = resolve_paths(cfg)
