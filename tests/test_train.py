@@ -224,6 +224,7 @@ def test_a_compiled_dit_resumes_exactly_and_trains_as_the_eager_one(data, latent
     resumed = train(compiled("dit-compiled-failed", fail_once_at_step=4))
     straight = train(compiled("dit-compiled"))
     assert (resumed.run_dir / "injected-failure").read_text() == "4"
+    assert any((straight.run_dir.parent / "inductor-cache").rglob("*.py"))  # kernels under output_dir, not /tmp
     assert_same_weights(load_dit(resumed.export)[0], load_dit(straight.export)[0])
     assert metric_history(resumed, "train/loss") == metric_history(straight, "train/loss")
 

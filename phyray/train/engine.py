@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -103,10 +105,15 @@ def compile_network(objective: nn.Module) -> None:
 
 def build_objective_and_ema(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """The objective to train and its network's EMA copy (frozen, eval mode). The copy is taken
-    before `compile: true` compiles the network, so the EMA, its rollouts and the export stay eager."""
+    before `compile: true` compiles the network, so the EMA, its rollouts and the export stay eager.
+    The compiled kernels are cached under the run's `output_dir` (a study's trials share it and
+    reuse each other's), not in torch's default under /tmp. Set, not defaulted: torch writes its
+    default into TORCHINDUCTOR_CACHE_DIR the first time any module is compiled in a process, and
+    Ray's workers may inherit that from their driver."""
     objective = build_objective(cfg)
     ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
     if cfg.compile:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cfg.output_dir).resolve() / "inductor-cache")
         compile_network(objective)
     return objective, ema
 
