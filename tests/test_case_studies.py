@@ -41,7 +41,7 @@ def gap_study(tmp_path_factory, ray_local):
     return cfg, run_study(cfg)
 
 
-def test_every_gap_trial_logs_inside_and_outside_errors_beside_the_vae_floor(gap_study):
+def test_every_gap_trial_logs_inside_and_outside_errors_beside_the_vae_floor(gap_study, tmp_path):
     cfg, result = gap_study
     assert result.failed == {}
     client = MlflowClient(result.tracking_uri)
@@ -55,15 +55,15 @@ def test_every_gap_trial_logs_inside_and_outside_errors_beside_the_vae_floor(gap
             assert metrics[f"gap/{name}_ci_low"] <= metrics[f"gap/{name}"] <= metrics[f"gap/{name}_ci_high"]
         # Lossless: the floor is the parser's on the ground truth, well under 0.05 world units/s.
         assert metrics["gap_floor/inside"] < 0.05 and metrics["gap_floor/outside"] < 0.05
-        local = client.download_artifacts(run.info.run_id, "report/gaps.json")
-        records = json.loads(open(local).read())["eval_id"]["rollouts"]["records"]
+        local = client.download_artifacts(run.info.run_id, "report/gaps.json", str(tmp_path / run.info.run_id))
+        records = json.loads(Path(local).read_text())["eval_id"]["rollouts"]["records"]
         assert len(records) == 12 and any(r["in_gap"] for r in records)
     # One VAE for both layouts, learnt from uniform motion (vae.train_on), none of their own.
     data = Path(cfg.data_dir)
     assert len(list((data / "uniform_motion" / "vae").iterdir())) == 1
     assert not (data / "gap-wide" / "vae").exists() and not (data / "gap-3bands" / "vae").exists()
     # The same 12 evaluation videos for both layouts; only which are in a gap differs.
-    speeds = [sorted(json.loads(open(client.download_artifacts(r.info.run_id, "report/gaps.json")).read())
+    speeds = [sorted(json.loads((tmp_path / r.info.run_id / "gaps.json").read_text())
                      ["eval_id"]["rollouts"]["records"], key=lambda v: v["true_velocity"]) for r in runs]
     assert [v["true_velocity"] for v in speeds[0]] == [v["true_velocity"] for v in speeds[1]]
 
@@ -136,8 +136,8 @@ def test_the_hull_study_places_every_video_on_the_plane_and_reports_per_region(h
     runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
     assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["hull-lshape", "hull-square"]
     for run in runs:
-        local = client.download_artifacts(run.info.run_id, "report/hulls.json")
-        scored = json.loads(open(local).read())
+        local = client.download_artifacts(run.info.run_id, "report/hulls.json", str(tmp_path / run.info.run_id))
+        scored = json.loads(Path(local).read_text())
         assert sorted(scored) == ["eval_id", "eval_ood"]
         regions = {r["region"] for split in scored.values() for r in split["rollouts"]["records"]}
         assert "trained" in regions and "outside" in regions
@@ -183,8 +183,8 @@ def test_the_composition_study_scores_each_object_after_each_event_and_rebuilds_
             assert metrics[f"compose_floor/ood/{role}/survival"] == 1
             assert metrics[f"compose_gt/ood/{role}/moving_error"] < 0.05
             assert 0 <= metrics[f"compose/ood/{role}/survival"] <= 1
-        local = client.download_artifacts(run.info.run_id, "report/composition.json")
-        scored = json.loads(open(local).read())
+        local = client.download_artifacts(run.info.run_id, "report/composition.json", str(tmp_path / run.info.run_id))
+        scored = json.loads(Path(local).read_text())
         assert sorted(scored) == ["eval_id", "eval_ood"] and sorted(scored["eval_ood"]) == [
             "ground_truth", "metrics", "rollouts", "vae_floor"]
         assert len(scored["eval_ood"]["rollouts"]["records"]) == 8

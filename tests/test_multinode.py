@@ -151,10 +151,13 @@ def cluster(ray_local, tmp_path_factory, kill_session):
     """Head (0 CPUs) + worker nodes node-a and node-b, one after another; token auth on all."""
     ray_local.shutdown()  # the session's embedded Ray; given back below
     logs = tmp_path_factory.mktemp("multinode-logs")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
     temp = Path(tempfile.mkdtemp(prefix="ray-mn-", dir="/tmp"))
+    # TMPDIR: what the nodes' processes put in the temp dir (the dashboard's forkserver socket
+    # directory, pymp-*, which a SIGKILL leaves behind) goes under `temp`, removed below.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+           "TMPDIR": str(temp)}
+    env.pop("RAY_ADDRESS", None)
     local = LocalCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}", env, logs, temp, kill_session)
     try:
         local.start("head", "--head", f"--port={port}", "--num-cpus=0", "--object-store-memory=100000000",

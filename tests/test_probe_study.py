@@ -37,7 +37,7 @@ def probe_study(tmp_path_factory, ray_local):
     return cfg, run_study(cfg)
 
 
-def test_every_probe_trial_logs_its_outcomes_and_the_vae_floor(probe_study):
+def test_every_probe_trial_logs_its_outcomes_and_the_vae_floor(probe_study, tmp_path):
     cfg, result = probe_study
     assert result.failed == {}
     client = MlflowClient(result.tracking_uri)
@@ -52,8 +52,8 @@ def test_every_probe_trial_logs_its_outcomes_and_the_vae_floor(probe_study):
         assert metrics["probe_floor/ood/composed"] == 1.0 and metrics["probe_floor/id/composed"] == 1.0
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
         assert "report/probe.json" in artifacts
-        local = client.download_artifacts(run.info.run_id, "report/probe.json")
-        scored = json.loads(open(local).read())
+        local = client.download_artifacts(run.info.run_id, "report/probe.json", str(tmp_path / run.info.run_id))
+        scored = json.loads(Path(local).read_text())
         records = scored["eval_ood"]["rollouts"]["records"]
         assert len(records) == 6 and all(not r["trained"] for r in records)
         assert all(r["outcome"] == "composed" for r in scored["eval_ood"]["vae_floor"]["records"])
