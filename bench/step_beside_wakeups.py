@@ -13,7 +13,16 @@ It tells whether the two-thread overhead of `phyray train` is Ray's wake-ups: if
 a plain step as much and idle priority removes it, but idle priority for Ray's own threads does
 not (docs/performance.md, 2026-12-06 (7)), the overhead lies elsewhere.
 
+With --actors, Ray's own idle processes instead of synthetic ones: a local Ray is started first
+(so "alone" is the step beside an idle Ray), and each round adds the step beside that many idle
+actors (`num_cpus=0`; each actor's task loop wakes every 10 ms to check for signals), then
+--in-actor the step in a thread of a Ray actor, as Ray Train's worker runs it. A one-worker
+trial has ~11 actors beside its worker (controller, placement-group cleaner, synchronization,
+preemption watcher, dataset manager, Ray Data's split coordinator, stats, autoscaling
+coordinator and location tracker) and Ray's idle workers (docs/performance.md, 2026-12-07).
+
     .venv/bin/python bench/step_beside_wakeups.py --threads 2 --rounds 3
+    .venv/bin/python bench/step_beside_wakeups.py --threads 2 --rounds 3 --policies '' --actors 5,10,15 --in-actor
 """
 from __future__ import annotations
 
@@ -62,6 +71,71 @@ def beside_sleepers(args, cfg, data, policy: str) -> float:
             sleeper.wait()
 
 
+def start_ray() -> None:
+    """A local Ray whose workers can import this directory's modules, with no idle workers kept
+    (Ray keeps up to its CPU count of them, each waking as an actor does, and a new actor takes
+    one: the count beside the step would change with each condition)."""
+    import ray
+
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             _system_config={"num_workers_soft_limit": 0})
+
+
+def beside_actors(args, cfg, data, count: int) -> float:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Idle:
+        def ready(self) -> bool:
+            return True
+
+    actors = [Idle.remote() for _ in range(count)]
+    ray.get([actor.ready.remote() for actor in actors])
+    time.sleep(2.0)  # the other idle workers Ray started meanwhile are culled after 1 s
+    try:
+        return step_ms(args, cfg, data)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        time.sleep(2.0)
+
+
+def in_actor(args) -> float:
+    """The step in a thread of a Ray actor whose own main thread stays in Ray's task loop."""
+    import threading
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Stepper:
+        def start(self) -> None:
+            def run() -> None:
+                torch.set_num_threads(args.threads)
+                from phyray.models.info import model_info
+
+                info = model_info(args.model, args.resolution, args.frames, vae=args.vae)
+                with tempfile.TemporaryDirectory(prefix="phyray-bench-wakeups-") as tmp:
+                    cfg = train_config(args, args.model, Path(tmp), None, gpu=False)
+                    self.ms = step_ms(args, cfg, random_latents(info["latent_shape"], args.videos, torch.device("cpu")))
+
+            self.ms = None
+            threading.Thread(target=run, name="TrainingThread", daemon=True).start()
+
+        def result(self) -> float | None:
+            return self.ms
+
+    stepper = Stepper.remote()
+    ray.get(stepper.start.remote())
+    try:
+        while (ms := ray.get(stepper.result.remote())) is None:
+            time.sleep(1.0)
+        return ms
+    finally:
+        ray.kill(stepper)
+        time.sleep(2.0)
+
+
 def main() -> None:
     from phyray.models.info import model_info
 
@@ -73,32 +147,43 @@ def main() -> None:
     parser.add_argument("--sleepers", type=int, default=17, help="processes beside the step")
     parser.add_argument("--tick-ms", type=float, default=10.0, help="each sleeper wakes this often")
     parser.add_argument("--busy-us", type=float, default=50.0, help="CPU each wake-up uses")
-    parser.add_argument("--policies", default="normal,batch,idle")
+    parser.add_argument("--policies", default="normal,batch,idle", help="the sleepers' policies ('' for none)")
+    parser.add_argument("--actors", default="", help="idle Ray actors beside the step, comma-separated counts")
+    parser.add_argument("--in-actor", action="store_true", help="also the step in a Ray actor's thread")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     info = model_info(args.model, args.resolution, args.frames, vae=args.vae)
-    policies = args.policies.split(",")
+    policies = [policy for policy in args.policies.split(",") if policy]
+    counts = [int(count) for count in args.actors.split(",") if count]
+    if counts or args.in_actor:
+        start_ray()
     with tempfile.TemporaryDirectory(prefix="phyray-bench-wakeups-") as tmp:
         cfg = train_config(args, args.model, Path(tmp), None, gpu=False)
         data = random_latents(info["latent_shape"], args.videos, torch.device("cpu"))
         share = args.sleepers * args.busy_us / (args.tick_ms * 1e3) / (os.cpu_count() or 1)
+        sleepers = (f"; {args.sleepers} sleepers waking every {args.tick_ms:g} ms for {args.busy_us:g} us "
+                    f"({100 * share:.1f} % of the cores)") if policies else ""
         print(f"{args.model}, {args.frames}x{args.resolution}², micro-batch {args.micro_batch}, {args.threads} threads "
-              f"of {os.cpu_count()} cores; {args.sleepers} sleepers waking every {args.tick_ms:g} ms for "
-              f"{args.busy_us:g} us ({100 * share:.1f} % of the cores)", flush=True)
-        results: dict[str, list[float]] = {"alone": [], **{policy: [] for policy in policies}}
+              f"of {os.cpu_count()} cores{sleepers}", flush=True)
+        conditions = {f"beside sleepers, {policy}": (beside_sleepers, (args, cfg, data, policy)) for policy in policies}
+        conditions |= {f"beside {count} idle actors": (beside_actors, (args, cfg, data, count)) for count in counts}
+        if args.in_actor:
+            conditions["in a Ray actor's thread"] = (in_actor, (args,))
+        alone_label = "alone, beside an idle Ray" if counts or args.in_actor else "alone"
+        results: dict[str, list[float]] = {"alone": [], **{name: [] for name in conditions}}
         for round_index in range(args.rounds):
             results["alone"].append(step_ms(args, cfg, data))
-            for policy in policies:
-                results[policy].append(beside_sleepers(args, cfg, data, policy))
+            for name, (measure, measure_args) in conditions.items():
+                results[name].append(measure(*measure_args))
             print(f" round {round_index + 1}/{args.rounds}: " + ", ".join(
                 f"{name} {times[-1]:.1f}" for name, times in results.items()) + " ms/step", flush=True)
     results_alone = results.pop("alone")
     alone = statistics.median(results_alone)
-    print(f"  alone                    {alone:6.1f} ms/step")
-    for policy, times in results.items():
+    print(f"  {alone_label:<26} {alone:6.1f} ms/step")
+    for name, times in results.items():
         costs = ", ".join(f"{100 * (t / a - 1):+.1f}%" for t, a in zip(times, results_alone))
-        print(f"  beside sleepers, {policy:<7} {statistics.median(times):6.1f} ms/step   "
+        print(f"  {name:<26} {statistics.median(times):6.1f} ms/step   "
               f"{100 * (statistics.median(times) / alone - 1):+.1f}% (rounds {costs})")
 
 
