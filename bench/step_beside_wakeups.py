@@ -1,4 +1,4 @@
-"""Benchmark (a control, no Ray): what other processes' wake-ups cost a step on every core.
+"""Benchmark (a control): what other processes' wake-ups cost a step on every core.
 
 Runs the plain loop of `bench/train_step.py` (same DiT, random latents of the same shape) alone
 and beside --sleepers processes that each do what an idle Ray process does on this machine:
