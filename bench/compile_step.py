@@ -21,12 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import add_step_arguments, plain_loop, random_latents, train_config  # noqa: E402
+from train_step import add_step_arguments, plain_loop, random_step_inputs  # noqa: E402
 
 
 def main() -> None:
-    from phyray.models.info import model_info
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="DiT-W")
     add_step_arguments(parser)
@@ -36,11 +34,9 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    info = model_info(args.model, args.resolution, args.frames, vae=args.vae)
     with tempfile.TemporaryDirectory(prefix="phyray-bench-compile-") as tmp:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")  # cold, as on a fresh machine
-        cfg = train_config(args, args.model, Path(tmp), None, gpu=False)
-        data = random_latents(info["latent_shape"], args.videos, torch.device("cpu"))
+        cfg, data, info = random_step_inputs(args, args.model, Path(tmp), torch.device("cpu"))
         print(f"{args.model} on {args.vae} latents of {args.frames}x{args.resolution}², micro-batch "
               f"{args.micro_batch}, {info['tokens_per_video']} tokens/video, {args.threads} of {os.cpu_count()} "
               f"cores; {args.steps} steps a loop, first window of {args.window} dropped", flush=True)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import add_step_arguments, plain_loop, random_latents, train_config  # noqa: E402
+from train_step import add_step_arguments, plain_loop, random_step_inputs  # noqa: E402
 
 # One sleeper: its policy first (lowering one's own priority needs no privilege), then the loop.
 SLEEPER = """
@@ -112,12 +112,9 @@ def in_actor(args) -> float:
         def start(self) -> None:
             def run() -> None:
                 torch.set_num_threads(args.threads)
-                from phyray.models.info import model_info
-
-                info = model_info(args.model, args.resolution, args.frames, vae=args.vae)
                 with tempfile.TemporaryDirectory(prefix="phyray-bench-wakeups-") as tmp:
-                    cfg = train_config(args, args.model, Path(tmp), None, gpu=False)
-                    self.ms = step_ms(args, cfg, random_latents(info["latent_shape"], args.videos, torch.device("cpu")))
+                    cfg, data, _ = random_step_inputs(args, args.model, Path(tmp), torch.device("cpu"))
+                    self.ms = step_ms(args, cfg, data)
 
             self.ms = None
             threading.Thread(target=run, name="TrainingThread", daemon=True).start()
@@ -137,8 +134,6 @@ def in_actor(args) -> float:
 
 
 def main() -> None:
-    from phyray.models.info import model_info
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="DiT-M")
     add_step_arguments(parser)
@@ -153,14 +148,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    info = model_info(args.model, args.resolution, args.frames, vae=args.vae)
     policies = [policy for policy in args.policies.split(",") if policy]
     counts = [int(count) for count in args.actors.split(",") if count]
     if counts or args.in_actor:
         start_ray()
     with tempfile.TemporaryDirectory(prefix="phyray-bench-wakeups-") as tmp:
-        cfg = train_config(args, args.model, Path(tmp), None, gpu=False)
-        data = random_latents(info["latent_shape"], args.videos, torch.device("cpu"))
+        cfg, data, _ = random_step_inputs(args, args.model, Path(tmp), torch.device("cpu"))
         share = args.sleepers * args.busy_us / (args.tick_ms * 1e3) / (os.cpu_count() or 1)
         sleepers = (f"; {args.sleepers} sleepers waking every {args.tick_ms:g} ms for {args.busy_us:g} us "
                     f"({100 * share:.1f} % of the cores)") if policies else ""

@@ -41,7 +41,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -77,6 +77,16 @@ def shard_latents(latents_dir: Path, device: torch.device) -> dict[str, torch.Te
 def random_latents(shape: list[int], videos: int, device: torch.device) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     return {key: torch.randn(videos, *shape, generator=generator).to(device) for key in ("latent", "cond")}
+
+
+def random_step_inputs(args, model: str, root: Path, device: torch.device) -> tuple[Any, dict[str, torch.Tensor], dict]:
+    """The step's config, random latents of its shape and the model's info, for the controls that
+    time the plain loop without a latent set (`step_beside_wakeups.py`, `compile_step.py`)."""
+    from phyray.models.info import model_info
+
+    info = model_info(model, args.resolution, args.frames, vae=args.vae)
+    cfg = train_config(args, model, root, None, gpu=device.type == "cuda")
+    return cfg, random_latents(info["latent_shape"], args.videos, device), info
 
 
 def micro_batches(data: dict[str, torch.Tensor], size: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
