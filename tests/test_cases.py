@@ -12,12 +12,14 @@ import pytest
 
 from phyray.config import (
     GAP_LAYOUTS,
+    REPO_ROOT,
     ConfigError,
     ValueRange,
     load_data_config,
     load_flip_config,
     load_gap_config,
     load_hull_config,
+    to_flat_dict,
 )
 from phyray.data.generate import simulate_video
 from phyray.data.plan import plan_dataset
@@ -35,7 +37,17 @@ from phyray.eval.cases import (
     speed_records,
 )
 from phyray.render import render_videos
-from phyray.study.cases import flip_checks, gap_checks, hull_checks, hulls_markdown
+from phyray.study.cases import (
+    composition_markdown,
+    flip_checks,
+    flips_markdown,
+    gap_checks,
+    gaps_markdown,
+    hull_checks,
+    hulls_markdown,
+)
+from phyray.study.priority import priority_markdown
+from phyray.study.settings import load_study_config
 from phyray.study.verdict import Estimate
 
 RED = np.array([[255, 0, 0]], np.uint8)
@@ -300,6 +312,32 @@ def test_the_hull_report_says_where_the_vae_floor_is_most_of_the_error():
     assert "The VAE's own error is over a third of the model's in square (DiT-T, 3K): inside, outside:" in text
     clean = result | {"inside_floor": estimate(0.05), "outside_floor": estimate(0.1)}
     assert "over a third" not in hulls_markdown([clean], hull_checks([clean]), study, [], {})
+
+
+def _no_results(report):
+    return lambda study, params: report([], [], study, [], params)
+
+
+@pytest.mark.parametrize("study_config, report, reads_positions", [
+    ("interpolation-gaps-smoke", _no_results(gaps_markdown), True),
+    ("direction-flips-smoke", _no_results(flips_markdown), True),
+    ("convex-hull-smoke", _no_results(hulls_markdown), True),
+    ("composition-smoke", _no_results(composition_markdown), True),
+    ("probe-attributes-smoke", lambda study, params: priority_markdown([], study, [], params), False),
+])
+def test_a_probe_report_states_the_split_seeds_and_sampler_its_study_logged(study_config, report, reads_positions):
+    """Config -> the params a study run logs (as MLflow stores them, text) -> the report's protocol."""
+    cfg = load_study_config(REPO_ROOT / "configs" / "studies" / f"{study_config}.yaml", [
+        "eval.split=dev", "seeds=[3, 4]", "data.seed=7", "eval.parser=threshold", "eval.bootstrap_resamples=500",
+    ])
+    params = {name: str(value) for name, value in to_flat_dict(cfg).items()}
+    protocol = report({"name": "s", "id": "i", "run_id": "r"}, params).splitlines()[2]
+    assert protocol.startswith("Protocol: ")
+    for phrase in ("the dev split, data seed 7", f"{cfg.data.resolution}² frames",
+                   f"{cfg.dit['diffusion']['cond_frames']} conditioning frames", f"{cfg.eval.sample_steps} sampling steps",
+                   "training seeds [3, 4]", "(500 resamples)"):
+        assert phrase in protocol
+    assert ("parser `threshold`" in protocol) == reads_positions
 
 
 def test_a_collision_needs_more_frames_than_twice_its_margin():

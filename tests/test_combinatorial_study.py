@@ -211,6 +211,12 @@ def test_table2_protocol_names_the_split_and_its_trials():
     dev = protocol_line({"data.resolution": "64", "eval.split": "dev"}, {})
     assert "test split" in test and "in-template: trial 990 " in test and "out-of-template: trial 0 " in test
     assert "dev split" in dev and "in-template: trial 995 " in dev and "out-of-template: trial 500 " in dev
+    # A study whose `dit` leaves cond_frames unset trains on TrainConfig's default; the protocol says that count.
+    from phyray.study.settings import dit_settings
+
+    study = load_study_config(SMOKE)
+    unset = study.model_copy(update={"dit": {k: v for k, v in study.dit.items() if k != "diffusion"}})
+    assert f", {dit_settings(unset).diffusion.cond_frames} conditioning frame(s);" in test
 
 
 def test_table2_checks_state_the_papers_claims_at_the_intervals():

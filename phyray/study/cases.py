@@ -88,6 +88,7 @@ from phyray.config import (
     load_hull_config,
 )
 from phyray.eval.cases import HULL_REGIONS, hull_plane, hull_polygon, hull_summary
+from phyray.study.report import param, run_settings
 from phyray.study.verdict import Estimate, combine_seeds, combine_trials, falls
 
 GAP_FILES = ("interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png")
@@ -194,12 +195,10 @@ def gaps_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], s
     lines = [
         f"# Interpolation gaps: study {study['name']} ({study['id']}), run {study['run_id']}",
         "",
-        (f"Protocol: ID evaluation videos over the whole speed range [1, 4] (the same videos for every layout), "
-         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, "
-         f"{params.get('dit.diffusion.cond_frames', '?')} conditioning frames, parser {params.get('eval.parser', '?')}; "
-         "error: mean-velocity error (world units/s); inside: true speed in no training band; pull: generated minus "
-         "true speed toward the nearest trained speed (positive: toward the bands); span: videos between the outer "
-         "bands. 95 % bootstrap intervals over videos, combined over seeds."),
+        (f"Protocol: ID evaluation videos over the whole speed range [1, 4] (the same videos for every layout); "
+         f"{run_settings(params)}. Error: mean-velocity error (world units/s); inside: true speed in no training "
+         "band; pull: generated minus true speed toward the nearest trained speed (positive: toward the bands); "
+         "span: videos between the outer bands."),
         "",
         "| layout | training bands | model | data | videos | inside gap | outside gap | inside / outside | pull | "
         "span error | VAE floor inside | VAE floor outside |",
@@ -351,10 +350,8 @@ def flips_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
         f"# Direction flips: study {study['name']} ({study['id']}), run {study['run_id']}",
         "",
         (f"Protocol: right-moving evaluation balls, ID at the trained speeds [2.5, 4], OOD slower [1, 2.5]; "
-         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, "
-         f"{params.get('dit.diffusion.cond_frames', '?')} conditioning frames, parser {params.get('eval.parser', '?')}; "
-         f"reversed: the generated mean x velocity points left faster than {params.get('eval.reversal_speed', '?')} units/s; drift: generated minus "
-         "conditioned x velocity. 95 % bootstrap intervals over videos, combined over seeds."),
+         f"{run_settings(params)}. Reversed: the generated mean x velocity points left faster than "
+         f"{param(params, 'eval.reversal_speed')} units/s; drift: generated minus conditioned x velocity."),
         "",
         "| set | model | data | videos (OOD) | reversed ID | reversed OOD | drift ID | drift OOD | VAE floor reversed OOD | "
         "VAE floor drift ID / OOD |",
@@ -483,9 +480,8 @@ def hulls_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
         "",
         (f"Protocol: every evaluation video (ID over the whole ranges, holes included; OOD beyond them) placed "
          f"on the left-out plane: trained, inside the training set's convex hull but left out, or outside it; "
-         f"{params.get('eval.headline_metric', 'vel_err_mean_velocity')} (post-collision frames), "
-         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, parser "
-         f"{params.get('eval.parser', '?')}. 95 % bootstrap intervals over videos, combined over seeds."),
+         f"{param(params, 'eval.headline_metric', 'vel_err_mean_velocity')} (post-collision frames); "
+         f"{run_settings(params)}."),
         "",
         "| variant | left out | model | data | trained | inside hull | outside hull | VAE trained | VAE inside | VAE outside |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -686,14 +682,12 @@ def composition_markdown(results: list[dict[str, Any]], checks: list[dict[str, s
         f"# Composition: study {study['name']} ({study['id']}), run {study['run_id']}",
         "",
         (f"Protocol: per variant, ID videos of the two trained kinds and OOD videos of the composed kind; "
-         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, "
-         f"{params.get('dit.diffusion.cond_frames', '?')} conditioning frames, parser {params.get('eval.parser', '?')}. "
-         "Each object is found by its colour; error: |generated − true| mean x velocity (world units/s) over the "
-         "intervals of a segment (start, then after each event) where the object is in view and found; trained: "
+         f"{run_settings(params)}. Each object is found by its colour; error: |generated − true| mean x velocity "
+         "(world units/s) over the intervals of a segment (start, then after each event) where the object is in view and found; trained: "
          "the same object's error in the trained kinds (ID), over its moving segments; survival: share of frames "
          "after the conditioning ones in which it is found; vanished: lost for good; bounced: it moved along the "
          "truth before and after its bounce (faster than "
-         f"{params.get('eval.reversal_speed', '?')} units/s). 95 % bootstrap intervals over videos, combined over seeds."),
+         f"{param(params, 'eval.reversal_speed')} units/s)."),
         "",
         "| variant | model | data | object | segment | composed error | trained error | VAE floor | parser floor |",
         "|---|---|---|---|---|---|---|---|---|",

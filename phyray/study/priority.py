@@ -31,6 +31,7 @@ from typing import Any
 from phyray.artifacts import write_files
 from phyray.config import PROBE_PREFIX, load_probe_config
 from phyray.eval.probes import CONTINUOUS, OUTCOMES
+from phyray.study.report import run_settings
 from phyray.study.verdict import Estimate, combine_trials
 
 PAPER_ORDER = ("color", "size", "velocity", "shape")
@@ -130,11 +131,9 @@ def priority_markdown(results: list[dict[str, Any]], study: dict[str, str], miss
     lines = [
         f"# Attribute priority: study {study['name']} ({study['id']}), run {study['run_id']}",
         "",
-        (f"Protocol: swapped combinations of each pair (`eval_ood`; the trained ones are `eval_id`), "
-         f"{params.get('data.resolution', '?')}² frames, {params.get('eval.sample_steps', '?')} sampling steps, "
-         f"{params.get('dit.diffusion.cond_frames', '?')} conditioning frames; attributes read from the "
-         "generated frames after them (phyray/eval/attributes.py); 95 % bootstrap intervals over videos, "
-         "combined over seeds (mean ± t·sd/√k and the videos' intervals)."),
+        (f"Protocol: swapped combinations of each pair (the OOD set; the trained ones are the ID set); "
+         f"{run_settings(params, parser=False)} (mean ± t·sd/√k and the videos' intervals). Attributes are read "
+         "from the generated frames after the conditioning ones (phyray/eval/attributes.py)."),
         "",
         "| pair (A vs B) | trained | swapped | videos | A wins | B wins | composed | neither | unreadable | "
         "margin A − B | winner | paper | VAE floor composed | control kept |",

@@ -40,6 +40,7 @@ from phyray.config import (
     HULL_PREFIX,
     PROBE_PREFIX,
     ConfigError,
+    TrainDiffusion,
 )
 from phyray.eval.physics import PAPER_METRIC
 from phyray.study.plan import nominal_videos
@@ -249,21 +250,42 @@ def _ratio(ood: Estimate | None, id_: Estimate | None) -> str:
     return _ratio_of(ratio(ood, id_))
 
 
+# What a trial conditions on when its study's `dit` overrides leave it unset.
+COND_FRAMES = str(TrainDiffusion.model_fields["cond_frames"].default)
+
+
+def param(params: dict[str, str], name: str, default: str = "?") -> str:
+    """A study run's logged setting as text, `default` where it is unset (MLflow logs None as "None")."""
+    value = params.get(name)
+    return default if value in (None, "None", "") else value
+
+
 def protocol_line(params: dict[str, str]) -> str:
     """What every number below was measured on, from the study run's params."""
-    def param(name: str, default: str = "?") -> str:
-        value = params.get(name)
-        return default if value in (None, "None", "") else value
-
-    split = param("eval.split", "test")
+    split = param(params, "eval.split", "test")
+    prefix = "eval" if split == "test" else "dev"
     return (
-        f"Protocol: the {split} split ({'eval' if split == 'test' else 'dev'}_id: {param('data.eval_id', 'default')} "
-        f"videos, {'eval' if split == 'test' else 'dev'}_ood: {param('data.eval_ood', 'default')} videos, data seed "
-        f"{param('data.seed', '0')}); {param('data.resolution')}² frames (overrides {param('data.overrides', '[]')}); "
-        f"{param('dit.diffusion.cond_frames', 'the default')} conditioning frames; parser `{param('eval.parser', 'subpixel')}`; "
-        f"{param('eval.sample_steps')} sampling steps; training seeds "
-        f"{param('seeds', '[0]')}; paper filter {param('eval.paper_filter', 'False')}; 95% percentile bootstrap over "
-        f"videos, {param('eval.bootstrap_resamples', '1000')} resamples."
+        f"Protocol: the {split} split ({prefix}_id: {param(params, 'data.eval_id', 'default')} videos, {prefix}_ood: "
+        f"{param(params, 'data.eval_ood', 'default')} videos, data seed {param(params, 'data.seed', '0')}); "
+        f"{param(params, 'data.resolution')}² frames (overrides {param(params, 'data.overrides', '[]')}); "
+        f"{param(params, 'dit.diffusion.cond_frames', COND_FRAMES)} conditioning frames; parser "
+        f"`{param(params, 'eval.parser', 'subpixel')}`; {param(params, 'eval.sample_steps')} sampling steps; training seeds "
+        f"{param(params, 'seeds', '[0]')}; paper filter {param(params, 'eval.paper_filter', 'False')}; 95% percentile "
+        f"bootstrap over videos, {param(params, 'eval.bootstrap_resamples', '1000')} resamples."
+    )
+
+
+def run_settings(params: dict[str, str], parser: bool = True) -> str:
+    """The settings a probe report's numbers share, from the study run's params: which split and
+    seeds, the frames and sampler, the parser (`parser=False` where attributes are read without
+    it), and the intervals."""
+    reads = f", parser `{param(params, 'eval.parser', 'subpixel')}`" if parser else ""
+    return (
+        f"the {param(params, 'eval.split', 'test')} split, data seed {param(params, 'data.seed', '0')}; "
+        f"{param(params, 'data.resolution')}² frames, {param(params, 'dit.diffusion.cond_frames', COND_FRAMES)} "
+        f"conditioning frames, {param(params, 'eval.sample_steps')} sampling steps{reads}; training seeds "
+        f"{param(params, 'seeds', '[0]')}; 95 % percentile bootstrap intervals over videos "
+        f"({param(params, 'eval.bootstrap_resamples', '1000')} resamples), combined over seeds"
     )
 
 

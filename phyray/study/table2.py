@@ -31,6 +31,7 @@ import csv
 import io
 import math
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from phyray.data.combinatorial import SPLIT_TRIALS
 from phyray.eval.abnormal import TRUSTED_RESOLUTION
 from phyray.eval.scenes import FROZEN_PREFIX
 from phyray.study.combinatorial import IN_TEMPLATE, OUT_OF_TEMPLATE, data_split, template_ids
-from phyray.study.report import Cell, grid_cells, label_log_xticks
+from phyray.study.report import COND_FRAMES, Cell, grid_cells, label_log_xticks, param
 from phyray.study.verdict import Estimate, falls
 
 # (metric, Table 2 header, lower is better, format)
@@ -157,25 +158,22 @@ def table2_csv(cells: list[Cell]) -> str:
 
 
 def protocol_line(params: dict[str, str], fvd_protocols: dict[str, str]) -> str:
-    def param(name: str, default: str = "?") -> str:
-        value = params.get(name)
-        return default if value in (None, "None", "") else value
-
-    resolution = int(param("data.resolution", "0") or 0)
+    setting = partial(param, params)
+    resolution = int(setting("data.resolution", "0") or 0)
     warning = (f" **The abnormal-rate judge meets its calibration targets at {TRUSTED_RESOLUTION}² only: at 128² it flags "
                f"0.8% of real videos and misses 6% of interpenetrations, at 64² it flags 62% (docs/abnormal.md); at "
                f"{resolution}² read its rates beside their ground-truth floor.**"
                if resolution and resolution < TRUSTED_RESOLUTION else "")
     fvd = "; ".join(f"FVD {group}: {protocol}" for group, protocol in sorted(fvd_protocols.items())) or "FVD not computed"
-    split = param("eval.split", "test")
+    split = setting("eval.split", "test")
     (in_trial, _), (out_trial, _) = (SPLIT_TRIALS[data_split(split, role)] for role in (IN_TEMPLATE, OUT_OF_TEMPLATE))
     return (
-        f"Protocol: {split} split; {param('data.resolution')}² frames, {param('data.phyre.num_frames', '32')} frames per video, "
-        f"{param('dit.diffusion.cond_frames', '1')} conditioning frame(s); in-template: trial {in_trial} of seeds 0..n-1 of each "
-        f"training template (n = {param('data.eval_id', '100')}); out-of-template: trial {out_trial} of seeds 0..n-1 of templates "
-        f"10060-10069 (n = {param('data.eval_ood', '100')}); {param('eval.sample_steps')} sampling steps; training "
-        f"seeds {param('seeds', '[0]')}; PSNR, SSIM and LPIPS per generated frame in [0, 1], averaged; abnormal = the "
-        f"automatic judge, not human raters; 95% percentile bootstrap over videos, {param('eval.bootstrap_resamples', '1000')} "
+        f"Protocol: {split} split; {setting('data.resolution')}² frames, {setting('data.phyre.num_frames', '32')} frames per video, "
+        f"{setting('dit.diffusion.cond_frames', COND_FRAMES)} conditioning frame(s); in-template: trial {in_trial} of seeds 0..n-1 of each "
+        f"training template (n = {setting('data.eval_id', '100')}); out-of-template: trial {out_trial} of seeds 0..n-1 of templates "
+        f"10060-10069 (n = {setting('data.eval_ood', '100')}); {setting('eval.sample_steps')} sampling steps; training "
+        f"seeds {setting('seeds', '[0]')}; PSNR, SSIM and LPIPS per generated frame in [0, 1], averaged; abnormal = the "
+        f"automatic judge, not human raters; 95% percentile bootstrap over videos, {setting('eval.bootstrap_resamples', '1000')} "
         f"resamples (FVD, a set statistic, has none); {fvd}.{warning}"
     )
 
