@@ -88,7 +88,7 @@ from phyray.config import (
     load_hull_config,
 )
 from phyray.eval.cases import HULL_REGIONS, hull_plane, hull_polygon, hull_summary
-from phyray.study.report import param, run_settings
+from phyray.study.report import estimate_cell, param, percent_cell, run_settings
 from phyray.study.verdict import Estimate, combine_seeds, combine_trials, falls
 
 GAP_FILES = ("interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png")
@@ -102,13 +102,18 @@ def _combined(trials: list[dict[str, Any]], name: str) -> Estimate | None:
     return combine_trials(trials, name, signed=name.rsplit("/", 1)[-1] in SIGNED)
 
 
-def _estimate_cells(result: dict[str, Any], names) -> list[Any]:
-    """A CSV row's value, ci_low and ci_high for each named estimate (blank where missing)."""
-    cells: list[Any] = []
-    for name in names:
-        estimate = result[name]
-        cells += ["", "", ""] if estimate is None else [estimate.value, estimate.low, estimate.high]
-    return cells
+def _estimates_csv(results: list[dict[str, Any]], keys: tuple[str, ...], names) -> str:
+    """A probe's CSV, one row per result: its `keys` (a list as JSON), then the value, ci_low and
+    ci_high of each named estimate (blank where missing)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*keys, *[f"{n}{suffix}" for n in names for suffix in ("", "_ci_low", "_ci_high")]])
+    for r in results:
+        row = [json.dumps(r[key]) if isinstance(r[key], list) else r[key] for key in keys]
+        for name in names:
+            row += ["", "", ""] if r[name] is None else [r[name].value, r[name].low, r[name].high]
+        writer.writerow(row)
+    return buffer.getvalue()
 
 
 def _png_bytes(fig) -> bytes:
@@ -183,13 +188,6 @@ def gap_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     return checks
 
 
-def _cell(estimate: Estimate | None, digits: int = 3) -> str:
-    if estimate is None:
-        return "–"
-    text = f"{estimate.value:.{digits}f}"
-    return text if estimate.low == estimate.high else text + f" [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
-
-
 def gaps_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], study: dict[str, str],
                   missing: list[str], params: dict[str, str]) -> str:
     lines = [
@@ -208,9 +206,9 @@ def gaps_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], s
         bands = " ∪ ".join(f"[{lo:g}, {hi:g}]" for lo, hi in r["bands"])
         videos = f"{r['num_videos'].value:.0f} × {r['seeds']} seeds" if r["num_videos"] else "–"
         lines.append(
-            f"| {r['layout']} | {bands} | {r['model']} | {r['data_size']} | {videos} | {_cell(r['inside'])} | "
-            f"{_cell(r['outside'])} | {_cell(r['ratio'], 2)} | {_cell(r['pull'])} | {_cell(r['span'])} | "
-            f"{_cell(r['floor_inside'])} | {_cell(r['floor_outside'])} |"
+            f"| {r['layout']} | {bands} | {r['model']} | {r['data_size']} | {videos} | {estimate_cell(r['inside'])} | "
+            f"{estimate_cell(r['outside'])} | {estimate_cell(r['ratio'], '{:.2f}')} | {estimate_cell(r['pull'])} | {estimate_cell(r['span'])} | "
+            f"{estimate_cell(r['floor_inside'])} | {estimate_cell(r['floor_outside'])} |"
         )
     lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
     lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
@@ -225,15 +223,8 @@ def gaps_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], s
 
 
 def gaps_csv(results: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    names = (*QUANTITIES, "floor_inside", "floor_outside")
-    writer.writerow(["layout", "bands", "model", "data_size", "seeds",
-                     *[f"{n}{suffix}" for n in names for suffix in ("", "_ci_low", "_ci_high")]])
-    for r in results:
-        values = _estimate_cells(r, names)
-        writer.writerow([r["layout"], json.dumps(r["bands"]), r["model"], r["data_size"], r["seeds"], *values])
-    return buffer.getvalue()
+    return _estimates_csv(results, ("layout", "bands", "model", "data_size", "seeds"),
+                          (*QUANTITIES, "floor_inside", "floor_outside"))
 
 
 def gaps_png(per_layout: dict[str, list[dict[str, Any]]]) -> bytes:
@@ -344,8 +335,6 @@ def flip_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def flips_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], study: dict[str, str],
                    missing: list[str], params: dict[str, str]) -> str:
-    percent = lambda e: "–" if e is None else (  # noqa: E731
-        f"{100 * e.value:.0f}%" + ("" if e.low == e.high else f" [{100 * e.low:.0f}, {100 * e.high:.0f}]"))
     lines = [
         f"# Direction flips: study {study['name']} ({study['id']}), run {study['run_id']}",
         "",
@@ -360,9 +349,9 @@ def flips_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
     for r in results:
         videos = f"{r['ood_num_videos'].value:.0f} × {r['seeds']} seeds" if r["ood_num_videos"] else "–"
         lines.append(
-            f"| {r['set']} | {r['model']} | {r['data_size']} | {videos} | {percent(r['id_reversed'])} | "
-            f"{percent(r['ood_reversed'])} | {_cell(r['id_drift'])} | {_cell(r['ood_drift'])} | "
-            f"{percent(r['ood_floor_reversed'])} | {_cell(r['id_floor_drift'])} / {_cell(r['ood_floor_drift'])} |"
+            f"| {r['set']} | {r['model']} | {r['data_size']} | {videos} | {percent_cell(r['id_reversed'])} | "
+            f"{percent_cell(r['ood_reversed'])} | {estimate_cell(r['id_drift'])} | {estimate_cell(r['ood_drift'])} | "
+            f"{percent_cell(r['ood_floor_reversed'])} | {estimate_cell(r['id_floor_drift'])} / {estimate_cell(r['ood_floor_drift'])} |"
         )
     lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
     lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
@@ -372,8 +361,8 @@ def flips_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
               or any(r[f"{g}_floor_drift"] is not None and abs(r[f"{g}_floor_drift"].value) > 0.1 for g in ("id", "ood"))]
     if floors:
         lines += ["", "The VAE's own reconstructions reverse or drift for "
-                  + ", ".join(f"{r['set']} ({r['model']}: reversed {percent(r['ood_floor_reversed'])}, drift "
-                              f"{_cell(r['id_floor_drift'])} ID)" for r in floors)
+                  + ", ".join(f"{r['set']} ({r['model']}: reversed {percent_cell(r['ood_floor_reversed'])}, drift "
+                              f"{estimate_cell(r['id_floor_drift'])} ID)" for r in floors)
                   + ": those numbers are the VAE's, not the model's."]
     if missing:
         lines += ["", f"Missing trials (no finished run): {', '.join(missing)}."]
@@ -381,14 +370,8 @@ def flips_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
 
 
 def flips_csv(results: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    names = [f"{g}_{q}" for g in ("id", "ood") for q in ("reversed", "drift", "floor_reversed", "floor_drift")]
-    writer.writerow(["set", "model", "data_size", "seeds", *[f"{n}{s}" for n in names for s in ("", "_ci_low", "_ci_high")]])
-    for r in results:
-        values = _estimate_cells(r, names)
-        writer.writerow([r["set"], r["model"], r["data_size"], r["seeds"], *values])
-    return buffer.getvalue()
+    return _estimates_csv(results, ("set", "model", "data_size", "seeds"),
+                          [f"{g}_{q}" for g in ("id", "ood") for q in ("reversed", "drift", "floor_reversed", "floor_drift")])
 
 
 def flips_png(per_set: dict[str, dict[str, list[dict[str, Any]]]]) -> bytes:
@@ -488,8 +471,8 @@ def hulls_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
     ]
     for r in results:
         boxes = "; ".join(" × ".join(f"{k} [{v.lo:g}, {v.hi:g}]" for k, v in box.items()) for box in r["boxes"])
-        cells = [f"{_cell(r[key])} (n={r[f'{key}_n']})" for key in HULL_REGIONS]
-        floors = [_cell(r[f"{key}_floor"]) for key in HULL_REGIONS]
+        cells = [f"{estimate_cell(r[key])} (n={r[f'{key}_n']})" for key in HULL_REGIONS]
+        floors = [estimate_cell(r[f"{key}_floor"]) for key in HULL_REGIONS]
         lines.append(f"| {r['variant']} | {boxes} | {r['model']} | {r['data_size']} | " + " | ".join(cells + floors) + " |")
     lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
     lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
@@ -507,14 +490,8 @@ def hulls_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
 
 
 def hulls_csv(results: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    names = (*HULL_REGIONS, *(f"{r}_floor" for r in HULL_REGIONS))
-    writer.writerow(["variant", "model", "data_size", "seeds", *[f"{n}{s}" for n in names for s in ("", "_ci_low", "_ci_high")]])
-    for r in results:
-        values = _estimate_cells(r, names)
-        writer.writerow([r["variant"], r["model"], r["data_size"], r["seeds"], *values])
-    return buffer.getvalue()
+    return _estimates_csv(results, ("variant", "model", "data_size", "seeds"),
+                          (*HULL_REGIONS, *(f"{r}_floor" for r in HULL_REGIONS)))
 
 
 def hulls_png(per_variant: dict[str, list[dict[str, Any]]]) -> bytes:
@@ -669,13 +646,6 @@ def composition_checks(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     return checks
 
 
-def _percent(estimate: Estimate | None) -> str:
-    if estimate is None:
-        return "–"
-    text = f"{100 * estimate.value:.0f}%"
-    return text if estimate.low == estimate.high else text + f" [{100 * estimate.low:.0f}, {100 * estimate.high:.0f}]"
-
-
 def composition_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], study: dict[str, str],
                          missing: list[str], params: dict[str, str]) -> str:
     lines = [
@@ -696,8 +666,8 @@ def composition_markdown(results: list[dict[str, Any]], checks: list[dict[str, s
         for role, segment in composed_segments(r):
             lines.append(
                 f"| {r['variant']} | {r['model']} | {r['data_size']} | {role} | {segment} | "
-                f"{_cell(_get(r, 'model', 'ood', role, segment))} | {_cell(_get(r, 'model', 'id', role, 'moving_error'))} | "
-                f"{_cell(_get(r, 'vae', 'ood', role, segment))} | {_cell(_get(r, 'parser', 'ood', role, segment))} |"
+                f"{estimate_cell(_get(r, 'model', 'ood', role, segment))} | {estimate_cell(_get(r, 'model', 'id', role, 'moving_error'))} | "
+                f"{estimate_cell(_get(r, 'vae', 'ood', role, segment))} | {estimate_cell(_get(r, 'parser', 'ood', role, segment))} |"
             )
     lines += ["", "| variant | model | data | object | survival composed | vanished composed | vanished trained | "
               "bounced composed | VAE survival | VAE vanished |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -705,9 +675,9 @@ def composition_markdown(results: list[dict[str, Any]], checks: list[dict[str, s
         for role in sorted(r["estimates"]["model"]["ood"]):
             lines.append(
                 f"| {r['variant']} | {r['model']} | {r['data_size']} | {role} | "
-                f"{_percent(_get(r, 'model', 'ood', role, 'survival'))} | {_percent(_get(r, 'model', 'ood', role, 'vanished'))} | "
-                f"{_percent(_get(r, 'model', 'id', role, 'vanished'))} | {_percent(_get(r, 'model', 'ood', role, 'bounced'))} | "
-                f"{_percent(_get(r, 'vae', 'ood', role, 'survival'))} | {_percent(_get(r, 'vae', 'ood', role, 'vanished'))} |"
+                f"{percent_cell(_get(r, 'model', 'ood', role, 'survival'))} | {percent_cell(_get(r, 'model', 'ood', role, 'vanished'))} | "
+                f"{percent_cell(_get(r, 'model', 'id', role, 'vanished'))} | {percent_cell(_get(r, 'model', 'ood', role, 'bounced'))} | "
+                f"{percent_cell(_get(r, 'vae', 'ood', role, 'survival'))} | {percent_cell(_get(r, 'vae', 'ood', role, 'vanished'))} |"
             )
     lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
     lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]

@@ -31,7 +31,7 @@ from typing import Any
 from phyray.artifacts import write_files
 from phyray.config import PROBE_PREFIX, load_probe_config
 from phyray.eval.probes import CONTINUOUS, OUTCOMES
-from phyray.study.report import run_settings
+from phyray.study.report import estimate_cell, percent_cell, run_settings
 from phyray.study.verdict import Estimate, combine_trials
 
 PAPER_ORDER = ("color", "size", "velocity", "shape")
@@ -115,17 +115,6 @@ def priority_order(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"order": order, "reason": None, "paper": paper}
 
 
-def _cell(estimate: Estimate | None, percent: bool = True) -> str:
-    if estimate is None:
-        return "–"
-    scale, unit = (100, "%") if percent else (1, "")
-    text = f"{scale * estimate.value:.0f}{unit}" if percent else f"{estimate.value:+.3f}"
-    if estimate.low != estimate.high:
-        low, high = scale * estimate.low, scale * estimate.high
-        text += f" [{low:.0f}, {high:.0f}]" if percent else f" [{low:+.3f}, {high:+.3f}]"
-    return text
-
-
 def priority_markdown(results: list[dict[str, Any]], study: dict[str, str], missing: list[str], params: dict[str, str]) -> str:
     order = priority_order(results)
     lines = [
@@ -144,15 +133,15 @@ def priority_markdown(results: list[dict[str, Any]], study: dict[str, str], miss
         videos = f"{r['num_videos'].value:.0f} × {r['seeds']} seeds" if r["num_videos"] else "–"
         lines.append(
             f"| {r['pair']} ({r['a']} vs {r['b']}) | {', '.join(r['trained'])} | {', '.join(r['swapped'])} | {videos} | "
-            + " | ".join(_cell(o[name]) for name in OUTCOMES)
-            + f" | {_cell(r['margin'])} | **{r['winner']}** | {PAPER_WINNERS.get(r['pair'], '?')} | "
-            f"{_cell(r['floor_composed'])} | {_cell(r['control_composed'])} |"
+            + " | ".join(percent_cell(o[name]) for name in OUTCOMES)
+            + f" | {percent_cell(r['margin'])} | **{r['winner']}** | {PAPER_WINNERS.get(r['pair'], '?')} | "
+            f"{percent_cell(r['floor_composed'])} | {percent_cell(r['control_composed'])} |"
         )
     drifts = [(r["pair"], name, estimate) for r in results for name, estimate in r["drift"].items()]
     if drifts:
         lines += ["", "Drift toward the training pairing (generated minus conditioned value, signed toward the "
                   "value the other attribute was trained with; world units, or units/s):", ""]
-        lines += [f"- {pair}, {name}: {_cell(estimate, percent=False)}" for pair, name, estimate in drifts]
+        lines += [f"- {pair}, {name}: {estimate_cell(estimate, '{:+.3f}')}" for pair, name, estimate in drifts]
     lines += ["", "## Priority", ""]
     if order["order"]:
         lines.append(f"Order from the pairwise winners: **{' > '.join(order['order'])}**.")
@@ -163,7 +152,7 @@ def priority_markdown(results: list[dict[str, Any]], study: dict[str, str], miss
     if floors:
         lines.append("")
         lines.append("The VAE itself flips an attribute in over 5 % of the swapped videos of "
-                     + ", ".join(f"{r['pair']} ({_cell(r['floor_composed'])} kept)" for r in floors)
+                     + ", ".join(f"{r['pair']} ({percent_cell(r['floor_composed'])} kept)" for r in floors)
                      + ": those pairs' outcomes are partly the VAE's.")
     if missing:
         lines += ["", f"Missing trials (no finished run): {', '.join(missing)}."]

@@ -275,6 +275,23 @@ def protocol_line(params: dict[str, str]) -> str:
     )
 
 
+def estimate_cell(estimate: Estimate | None, fmt: str = "{:.3f}", scale: float = 1, unit: str = "") -> str:
+    """A probe report's cell: a mean and its 95 % interval, each number through `fmt`, e.g.
+    "0.123 [0.100, 0.150]"; the value alone where the interval is a point (a product every seed
+    shares), "–" where there is no estimate."""
+    if estimate is None:
+        return "–"
+    text = fmt.format(scale * estimate.value) + unit
+    if estimate.low == estimate.high:
+        return text
+    return text + f" [{fmt.format(scale * estimate.low)}, {fmt.format(scale * estimate.high)}]"
+
+
+def percent_cell(estimate: Estimate | None) -> str:
+    """A fraction's cell in whole per cent: "45% [30, 60]"."""
+    return estimate_cell(estimate, "{:.0f}", 100, "%")
+
+
 def run_settings(params: dict[str, str], parser: bool = True) -> str:
     """The settings a probe report's numbers share, from the study run's params: which split and
     seeds, the frames and sampler, the parser (`parser=False` where attributes are read without
