@@ -57,6 +57,23 @@ def _kill_session(process: subprocess.Popen, timeout: float = 60.0) -> None:
     process.wait()
 
 
+def trial_runs(client, experiment: str, filter_string: str = ""):
+    """The trial runs of a study's MLflow experiment, optionally filtered further."""
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs(
+        [experiment_id], filter_string=" and ".join(["tags.`phyray.role` = 'trial'", *filter(None, [filter_string])])
+    )
+
+
+def rebuilt_report(cfg, result, out: Path) -> Path:
+    """`phyray study report --out OUT` of a finished study's parent run: its report rebuilt from MLflow alone."""
+    from phyray.cli import main
+
+    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
+                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    return out
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (bound and released)."""
     with socket.socket() as probe:

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import rebuilt_report, trial_runs
 from mlflow.tracking import MlflowClient
 
-from phyray.cli import main
 from phyray.config import REPO_ROOT
 from phyray.study.grid import run_study
 from phyray.study.settings import load_study_config
@@ -45,8 +45,7 @@ def test_every_gap_trial_logs_inside_and_outside_errors_beside_the_vae_floor(gap
     cfg, result = gap_study
     assert result.failed == {}
     client = MlflowClient(result.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
-    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    runs = trial_runs(client, cfg.experiment_name)
     assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["gap-3bands", "gap-wide"]
     for run in runs:
         metrics = run.data.metrics
@@ -78,9 +77,7 @@ def test_the_parent_run_gets_the_gap_report_and_it_rebuilds_from_mlflow(gap_stud
     client = MlflowClient(result.tracking_uri)
     logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png"} <= logged
-    out = tmp_path / "rebuilt"
-    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
-                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    out = rebuilt_report(cfg, result, tmp_path / "rebuilt")
     assert (out / "interpolation_gaps.md").read_text() == text
     assert (out / "interpolation_gaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
@@ -98,8 +95,7 @@ def test_both_direction_sets_train_report_reversals_and_rebuild_from_mlflow(flip
     cfg, result = flip_study
     assert result.failed == {}
     client = MlflowClient(result.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
-    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    runs = trial_runs(client, cfg.experiment_name)
     assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["flip-both", "flip-right"]
     for run in runs:
         metrics = run.data.metrics
@@ -113,9 +109,7 @@ def test_both_direction_sets_train_report_reversals_and_rebuild_from_mlflow(flip
     assert "points left faster than 0.2 units/s" in text
     logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"direction_flips.md", "direction_flips.csv", "direction_flips.png"} <= logged
-    out = tmp_path / "rebuilt"
-    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
-                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    out = rebuilt_report(cfg, result, tmp_path / "rebuilt")
     assert (out / "direction_flips.md").read_text() == text
     capsys.readouterr()
 
@@ -132,8 +126,7 @@ def test_the_hull_study_places_every_video_on_the_plane_and_reports_per_region(h
     cfg, result = hull_study
     assert result.failed == {}
     client = MlflowClient(result.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
-    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    runs = trial_runs(client, cfg.experiment_name)
     assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["hull-lshape", "hull-square"]
     for run in runs:
         local = client.download_artifacts(run.info.run_id, "report/hulls.json", str(tmp_path / run.info.run_id))
@@ -150,9 +143,7 @@ def test_the_hull_study_places_every_video_on_the_plane_and_reports_per_region(h
     assert "| square | v1 [2, 3] × v2 [2, 3] | DiT-T | 32 |" in text
     logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"convex_hull.md", "convex_hull.csv", "convex_hull.png"} <= logged
-    out = tmp_path / "rebuilt"
-    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
-                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    out = rebuilt_report(cfg, result, tmp_path / "rebuilt")
     assert (out / "convex_hull.md").read_text() == text
     capsys.readouterr()
 
@@ -169,8 +160,7 @@ def test_the_composition_study_scores_each_object_after_each_event_and_rebuilds_
     cfg, result = compose_study
     assert result.failed == {}
     client = MlflowClient(result.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
-    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    runs = trial_runs(client, cfg.experiment_name)
     assert sorted(r.data.tags["phyray.scenario"] for r in runs) == [
         "compose-spatial", "compose-temporal", "compose-temporal-noredbounce"]
     for run in runs:
@@ -198,9 +188,7 @@ def test_the_composition_study_scores_each_object_after_each_event_and_rebuilds_
     assert "noredbounce: the red ball vanishes more often than in temporal" in text
     logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"composition.md", "composition.csv", "composition.png"} <= logged
-    out = tmp_path / "rebuilt"
-    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
-                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    out = rebuilt_report(cfg, result, tmp_path / "rebuilt")
     assert (out / "composition.md").read_text() == text
     assert (out / "composition.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()

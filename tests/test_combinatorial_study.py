@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import rebuilt_report, trial_runs
 from mlflow.tracking import MlflowClient
 
 from phyray.config import ConfigError
@@ -97,14 +98,11 @@ def combinatorial_study(ray_local, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("phyre_env")
-def test_smoke_study_trains_each_template_cell_and_logs_table2(combinatorial_study, tmp_path, capsys):
-    from phyray.cli import main
-
+def test_smoke_study_trains_each_template_cell_and_logs_table2(combinatorial_study, tmp_path):
     cfg, result = combinatorial_study
     assert not result.failed
     client = MlflowClient(result.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
-    trials = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    trials = trial_runs(client, cfg.experiment_name)
     assert sorted(r.data.tags["phyray.templates"] for r in trials) == ["10003", "10003,10005"]
     for run in trials:
         metrics = run.data.metrics
@@ -120,6 +118,7 @@ def test_smoke_study_trains_each_template_cell_and_logs_table2(combinatorial_stu
         assert int(run.data.params["trial.num_videos"]) == 8 * len(run.data.tags["phyray.templates"].split(","))
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "rollouts")}
         assert "rollouts/eval_out_of_template_worst.gif" in artifacts
+    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
     vae = client.search_runs([experiment], "tags.`phyray.role` = 'vae'")[0]
     assert {"vae_floor/in_template_10003t/psnr", "vae_floor/out_of_template/psnr"} <= vae.data.metrics.keys()
 
@@ -130,10 +129,7 @@ def test_smoke_study_trains_each_template_cell_and_logs_table2(combinatorial_stu
     parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"table2.md", "table2.csv", "template_scaling.png", "gifs"} <= parent_artifacts
 
-    out = tmp_path / "rebuilt"
-    code = main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
-                 "--out", str(out), "--run-id", result.parent_run_id])
-    assert code == 0, capsys.readouterr().err
+    out = rebuilt_report(cfg, result, tmp_path / "rebuilt")
     assert (out / "table2.md").read_text() == table
     assert len(list((out / "gifs").glob("*_out_of_template_*.gif"))) == 4
 

@@ -31,9 +31,9 @@ from typing import Callable
 
 import pytest
 import yaml
-from conftest import free_port
+from conftest import free_port, trial_runs
 from mlflow.tracking import MlflowClient
-from test_study import TINY, trial_runs, wait_for_http
+from test_study import TINY, wait_for_http
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import rebuilt_report, trial_runs
 from mlflow.tracking import MlflowClient
 
-from phyray.cli import main
 from phyray.config import REPO_ROOT
 from phyray.data.shards import iter_rows, read_manifest
 from phyray.eval.probes import OUTCOMES
@@ -41,8 +41,7 @@ def test_every_probe_trial_logs_its_outcomes_and_the_vae_floor(probe_study, tmp_
     cfg, result = probe_study
     assert result.failed == {}
     client = MlflowClient(result.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.experiment_name).experiment_id
-    runs = client.search_runs([experiment], "tags.`phyray.role` = 'trial'")
+    runs = trial_runs(client, cfg.experiment_name)
     assert sorted(r.data.tags["phyray.scenario"] for r in runs) == ["probe-color_shape", "probe-velocity_size"]
     for run in runs:
         metrics = run.data.metrics
@@ -90,9 +89,7 @@ def test_the_parent_run_gets_the_priority_report_and_it_rebuilds_from_mlflow(pro
     client = MlflowClient(result.tracking_uri)
     logged = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"attribute_priority.md", "attribute_priority.csv", "probe_outcomes.png", "probe_heatmaps.png"} <= logged
-    out = tmp_path / "rebuilt"
-    assert main(["study", "report", "--experiment", cfg.experiment_name, "--tracking-uri", result.tracking_uri,
-                 "--run-id", result.parent_run_id, "--out", str(out)]) == 0
+    out = rebuilt_report(cfg, result, tmp_path / "rebuilt")
     assert (out / "attribute_priority.md").read_text() == text
     assert (out / "probe_heatmaps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()

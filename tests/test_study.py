@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, trial_runs
 from mlflow.tracking import MlflowClient
 
 from phyray.config import ConfigError
@@ -294,13 +294,6 @@ def http_study(ray_local, study_data, mlflow_server, study_cwd):
 
     cfg = load_study_config(SMOKE, [*TINY, "output_dir=studies", f"data_dir={study_data}", f"tracking_uri={mlflow_server}"])
     return cfg, run_study(cfg)
-
-
-def trial_runs(client: MlflowClient, experiment: str, filter_string: str = ""):
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    return client.search_runs(
-        [experiment_id], filter_string=" and ".join(["tags.`phyray.role` = 'trial'", *filter(None, [filter_string])])
-    )
 
 
 def trial_dir_of(run) -> Path:
