@@ -338,6 +338,10 @@ def test_a_probe_report_states_the_split_seeds_and_sampler_its_study_logged(stud
                    "training seeds [3, 4]", "(500 resamples)"):
         assert phrase in protocol
     assert ("parser `threshold`" in protocol) == reads_positions
+    # The dev split's checks choose settings; a report on it says so above them, one on test does not.
+    assert "**Dev split**: these checks are for choosing settings" in report({"name": "s", "id": "i", "run_id": "r"}, params)
+    test = {**params, "eval.split": "test"}
+    assert "**Dev split**" not in report({"name": "s", "id": "i", "run_id": "r"}, test)
 
 
 def test_a_collision_needs_more_frames_than_twice_its_margin():

@@ -245,3 +245,8 @@ def test_table2_checks_state_the_papers_claims_at_the_intervals():
     assert "| #Templates | PSNR ↑ |" in table and "| 6 | – / 24.0 |" in table  # only what was scored
     assert "| DiT-XL | 6 | – | +1.50 [-0.20, +3.10] | – / undecided |" in table
     assert "| DiT-XL | 60 | – | +3.30 [+2.40, +4.10] | – / yes |" in table
+    # On the dev split the checks say they choose settings; the test split's are the verdict.
+    assert "**Dev split**" not in table
+    dev = table2_markdown(grid_cells(records), {"name": "t", "run_id": "r", "id": "i"}, [],
+                          {"data.resolution": "64", "eval.split": "dev"}, {})
+    assert dev.index("The paper's claims") < dev.index("**Dev split**: these checks are for choosing settings") < dev.index("| Model | Metric |")

@@ -88,7 +88,7 @@ from phyray.config import (
     load_hull_config,
 )
 from phyray.eval.cases import HULL_REGIONS, hull_plane, hull_polygon, hull_summary
-from phyray.study.report import estimate_cell, param, percent_cell, run_settings
+from phyray.study.report import dev_split_note, estimate_cell, param, percent_cell, run_settings
 from phyray.study.verdict import Estimate, combine_seeds, combine_trials, falls
 
 GAP_FILES = ("interpolation_gaps.md", "interpolation_gaps.csv", "interpolation_gaps.png")
@@ -114,6 +114,12 @@ def _estimates_csv(results: list[dict[str, Any]], keys: tuple[str, ...], names) 
             row += ["", "", ""] if r[name] is None else [r[name].value, r[name].low, r[name].high]
         writer.writerow(row)
     return buffer.getvalue()
+
+
+def _findings(checks: list[dict[str, str]], params: dict[str, str]) -> list[str]:
+    """A report's section of the paper's findings: one row per check and arm."""
+    return ["", "## The paper's findings", "", *dev_split_note(params), "| check | arm | answer |", "|---|---|---|",
+            *(f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks)]
 
 
 def _png_bytes(fig) -> bytes:
@@ -210,8 +216,7 @@ def gaps_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], s
             f"{estimate_cell(r['outside'])} | {estimate_cell(r['ratio'], '{:.2f}')} | {estimate_cell(r['pull'])} | {estimate_cell(r['span'])} | "
             f"{estimate_cell(r['floor_inside'])} | {estimate_cell(r['floor_outside'])} |"
         )
-    lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
-    lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
+    lines += _findings(checks, params)
     floors = [r for r in results if r["floor_inside"] is not None and r["inside"] is not None
               and r["floor_inside"].value > r["inside"].value / 3]
     if floors:
@@ -353,8 +358,7 @@ def flips_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
             f"{percent_cell(r['ood_reversed'])} | {estimate_cell(r['id_drift'])} | {estimate_cell(r['ood_drift'])} | "
             f"{percent_cell(r['ood_floor_reversed'])} | {estimate_cell(r['id_floor_drift'])} / {estimate_cell(r['ood_floor_drift'])} |"
         )
-    lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
-    lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
+    lines += _findings(checks, params)
     # The VAE's own reconstructions reversing balls or changing their speed would be read as the
     # model's doing: say so when they do more than the parser's floor allows.
     floors = [r for r in results if (r["ood_floor_reversed"] is not None and r["ood_floor_reversed"].value > 0.05)
@@ -474,8 +478,7 @@ def hulls_markdown(results: list[dict[str, Any]], checks: list[dict[str, str]], 
         cells = [f"{estimate_cell(r[key])} (n={r[f'{key}_n']})" for key in HULL_REGIONS]
         floors = [estimate_cell(r[f"{key}_floor"]) for key in HULL_REGIONS]
         lines.append(f"| {r['variant']} | {boxes} | {r['model']} | {r['data_size']} | " + " | ".join(cells + floors) + " |")
-    lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
-    lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
+    lines += _findings(checks, params)
     # A region whose VAE floor is over a third of the model's error: the model's error there is
     # largely the VAE's (the gap report's rule), so the checks on it measure the VAE.
     floored = [f"{r['variant']} ({r['model']}, {r['data_size']}): {', '.join(regions)}" for r in results
@@ -679,8 +682,7 @@ def composition_markdown(results: list[dict[str, Any]], checks: list[dict[str, s
                 f"{percent_cell(_get(r, 'model', 'id', role, 'vanished'))} | {percent_cell(_get(r, 'model', 'ood', role, 'bounced'))} | "
                 f"{percent_cell(_get(r, 'vae', 'ood', role, 'survival'))} | {percent_cell(_get(r, 'vae', 'ood', role, 'vanished'))} |"
             )
-    lines += ["", "## The paper's findings", "", "| check | arm | answer |", "|---|---|---|"]
-    lines += [f"| {c['check']} | {c['arm']} | **{c['answer']}** |" for c in checks]
+    lines += _findings(checks, params)
     # Where the VAE's own error is over a third of the model's (the gap and hull reports' rule),
     # the numbers there measure the VAE more than the model.
     floored = [f"{r['variant']} ({r['model']}, {r['data_size']}): " + ", ".join(f"{role} {segment}" for role, segment in pairs)

@@ -31,7 +31,7 @@ from typing import Any
 from phyray.artifacts import write_files
 from phyray.config import PROBE_PREFIX, load_probe_config
 from phyray.eval.probes import CONTINUOUS, OUTCOMES
-from phyray.study.report import estimate_cell, percent_cell, run_settings
+from phyray.study.report import dev_split_note, estimate_cell, percent_cell, run_settings
 from phyray.study.verdict import Estimate, combine_trials
 
 PAPER_ORDER = ("color", "size", "velocity", "shape")
@@ -142,7 +142,7 @@ def priority_markdown(results: list[dict[str, Any]], study: dict[str, str], miss
         lines += ["", "Drift toward the training pairing (generated minus conditioned value, signed toward the "
                   "value the other attribute was trained with; world units, or units/s):", ""]
         lines += [f"- {pair}, {name}: {estimate_cell(estimate, '{:+.3f}')}" for pair, name, estimate in drifts]
-    lines += ["", "## Priority", ""]
+    lines += ["", "## Priority", "", *dev_split_note(params)]
     if order["order"]:
         lines.append(f"Order from the pairwise winners: **{' > '.join(order['order'])}**.")
     else:

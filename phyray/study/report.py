@@ -306,13 +306,20 @@ def run_settings(params: dict[str, str], parser: bool = True) -> str:
     )
 
 
+def dev_split_note(params: dict[str, str]) -> list[str]:
+    """The lines that open a report's checks when its study scored the dev split: settings are
+    chosen there, and only the test split's checks are a verdict."""
+    if param(params, "eval.split", "test") != "dev":
+        return []
+    return ["**Dev split**: these checks are for choosing settings; the verdict is the test split's.", ""]
+
+
 def results_markdown(
     records: list[dict[str, Any]], metric: str, experiment: str, study: dict[str, Any], missing: list[str],
     params: dict[str, str] | None = None,
 ) -> str:
     params = params or {}
     cells = grid_cells(records)
-    dev = params.get("eval.split") == "dev"
     lines = [
         f"# {experiment}",
         "",
@@ -340,7 +347,7 @@ def results_markdown(
             f"| {_minus(id_err, id_vae)} | {_mean(ood_err)} | {_interval(ood_err)} "
             f"| {_mean(c.get(f'eval/ood/gt_floor_{metric}'))} | {_mean(ood_vae)} | {_ratio(ood_err, id_err)} |"
         )
-    lines += _paper_table(cells) + _verdict_tables(cells, metric, dev) + _seed_table(cells, metric)
+    lines += _paper_table(cells) + _verdict_tables(cells, metric, dev_split_note(params)) + _seed_table(cells, metric)
     return "\n".join(lines) + "\n"
 
 
@@ -374,7 +381,7 @@ def _paper_table(cells: list[Cell]) -> list[str]:
     return lines
 
 
-def _verdict_tables(cells: list[Cell], metric: str, dev: bool) -> list[str]:
+def _verdict_tables(cells: list[Cell], metric: str, dev_note: list[str]) -> list[str]:
     checks = grid_checks(cells, metric)
     if not checks["data"] and not checks["model_size"]:
         return []
@@ -382,7 +389,7 @@ def _verdict_tables(cells: list[Cell], metric: str, dev: bool) -> list[str]:
         "",
         "## Verdict (docs/paper.md §10; rules in phyray/study/verdict.py)",
         "",
-        *(["**Dev split**: these checks are for choosing settings; the verdict is the test split's.", ""] if dev else []),
+        *dev_note,
         "Each check is yes or no only where the 95% intervals separate, else undecided. OOD ≥ ~10x ID: "
         f"every cell's OOD / ID interval at or above √10 ≈ {ORDER_OF_MAGNITUDE:.2f}. Scaling does not help "
         f"OOD: OOD's relative gain from the smallest to the largest data size is decidedly below {FAR_BELOW:g} x "

@@ -40,7 +40,14 @@ from phyray.data.combinatorial import SPLIT_TRIALS
 from phyray.eval.abnormal import TRUSTED_RESOLUTION
 from phyray.eval.scenes import FROZEN_PREFIX
 from phyray.study.combinatorial import IN_TEMPLATE, OUT_OF_TEMPLATE, data_split, template_ids
-from phyray.study.report import COND_FRAMES, Cell, grid_cells, label_log_xticks, param
+from phyray.study.report import (
+    COND_FRAMES,
+    Cell,
+    dev_split_note,
+    grid_cells,
+    label_log_xticks,
+    param,
+)
 from phyray.study.verdict import Estimate, falls
 
 # (metric, Table 2 header, lower is better, format)
@@ -210,7 +217,7 @@ def table2_markdown(cells: list[Cell], study: dict[str, str], missing: list[str]
                   "at this side): " + "; ".join(floors) + "."]
     checks = template_checks(cells)
     if checks:
-        lines += ["", "The paper's claims, at the intervals (yes / no / undecided):", "",
+        lines += ["", "The paper's claims, at the intervals (yes / no / undecided):", "", *dev_split_note(params),
                   "| Model | Metric | Templates | Out-of-template better with more templates | Fewest templates best in-template |",
                   "|---|---|---|---|---|"]
         lines += [f"| {c['model']} | {c['metric']} | {c['templates']} | {c['out_of_template_improves']} | "
