@@ -77,7 +77,8 @@ def start_ray() -> None:
     one: the count beside the step would change with each condition)."""
     import ray
 
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")])
+    paths = [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))  # an empty entry would add the cwd
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              _system_config={"num_workers_soft_limit": 0})
 

@@ -656,10 +656,10 @@ def composition_markdown(results: list[dict[str, Any]], checks: list[dict[str, s
         "",
         (f"Protocol: per variant, ID videos of the two trained kinds and OOD videos of the composed kind; "
          f"{run_settings(params)}. Each object is found by its colour; error: |generated − true| mean x velocity "
-         "(world units/s) over the intervals of a segment (start, then after each event) where the object is in view and found; trained: "
-         "the same object's error in the trained kinds (ID), over its moving segments; survival: share of frames "
-         "after the conditioning ones in which it is found; vanished: lost for good; bounced: it moved along the "
-         "truth before and after its bounce (faster than "
+         "(world units/s) over the intervals of a segment (start, then after each event) where the object is in "
+         "view and found; trained: the same object's error in the trained kinds (ID), over its moving segments; "
+         "survival: share of frames after the conditioning ones in which it is found; vanished: lost for good; "
+         "bounced: it moved along the truth before and after its bounce (faster than "
          f"{param(params, 'eval.reversal_speed')} units/s)."),
         "",
         "| variant | model | data | object | segment | composed error | trained error | VAE floor | parser floor |",
