@@ -200,7 +200,7 @@ def test_job_submit_runs_the_smoke_study_on_the_worker_nodes(cluster, cluster_st
     assert all(r.data.tags["phyray.trial_done"] == "true" for r in runs)
     assert all("eval/ood/vel_err_mean_velocity" in r.data.metrics for r in runs)
     assert len(list((cluster_study / "smoke" / "reports").glob("*/scaling_curves.png"))) == 1
-    # Every training worker (the VAE's and the trials') ran on a worker node, none on the head.
+    # Every training worker (the VAE's and the trial's) ran on a worker node, none on the head.
     workers = {cluster.alive()[name] for name in ("node-a", "node-b")}
     ran_on = cluster.train_worker_nodes()
     assert ran_on and set(ran_on) <= workers
