@@ -9,13 +9,13 @@ the same run: the DiT's forward pass alone on the same batch, times the sampling
 floor of any DDIM sampler over this model).
 
     .venv/bin/python bench/rollout.py                      # the mini and paper presets on CPU
+    .venv/bin/python bench/rollout.py --bf16               # also with eval.precision: bf16
     .venv/bin/python bench/rollout.py --presets paper --gpu
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,19 +69,15 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
 
 
 @torch.no_grad()
-def measure(preset: Preset, device: torch.device, bf16: bool = False, compiled: bool = False) -> dict[str, float]:
-    """Seconds of a whole rollout batch and of its parts; on CUDA optionally under bf16 autocast
-    (the training precision) and with the DiT compiled."""
-    precision = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with precision:
-        return _measure(preset, device, compiled)
-
-
-def _measure(preset: Preset, device: torch.device, compiled: bool) -> dict[str, float]:
+def measure(preset: Preset, device: torch.device, precision: str = "fp32", compiled: bool = False) -> dict[str, float]:
+    """Seconds of a whole rollout batch and of its parts, its networks in `precision` (the
+    library's `network_precision`: bf16 autocast around the VAE and DiT, the sampler's state in
+    fp32), optionally with the DiT compiled."""
     from phyray.models.diffusion import (
         NoiseSchedule,
         condition_latent_frames,
         encode_condition,
+        network_precision,
         rollout,
         sample,
     )
@@ -99,17 +95,19 @@ def _measure(preset: Preset, device: torch.device, compiled: bool) -> dict[str, 
     video = torch.randint(0, 256, (batch, frames, preset.resolution, preset.resolution, 3), dtype=torch.uint8).numpy()
     seeds = list(range(batch))
 
-    rollout(vae, dit, schedule, video[:, :c], frames, 1, seeds)  # warm-up: allocator, kernels
-    whole, _ = timed(lambda: rollout(vae, dit, schedule, video[:, :c], frames, steps, seeds), device)
+    rollout(vae, dit, schedule, video[:, :c], frames, 1, seeds, precision=precision)  # warm-up: allocator, kernels
+    whole, _ = timed(lambda: rollout(vae, dit, schedule, video[:, :c], frames, steps, seeds, precision=precision), device)
     # The same work in its three parts, and the DiT's forward alone (the floor).
     pixels = frames_to_tensor(video[:, :c], device=device)
-    encode_s, (cond, mask) = timed(lambda: encode_condition(vae, pixels, vae.latent_frames(frames)), device)
-    _, known = condition_latent_frames(c, vae.temporal_compression)
-    sample_s, z = timed(lambda: sample(dit, schedule, cond, mask, known, steps=steps,
-                                       generator=torch.Generator(device).manual_seed(0)), device)
-    decode_s, _ = timed(lambda: tensor_to_frames(vae.decode(z, num_frames=frames)), device)
-    t = torch.full((batch,), 999, device=device, dtype=torch.long)
-    forward_s, _ = timed(lambda: dit(z, t, cond, mask), device)
+    with network_precision(precision, device):
+        encode_s, (cond, mask) = timed(lambda: encode_condition(vae, pixels, vae.latent_frames(frames)), device)
+        cond, mask = cond.float(), mask.float()
+        _, known = condition_latent_frames(c, vae.temporal_compression)
+        sample_s, z = timed(lambda: sample(dit, schedule, cond, mask, known, steps=steps,
+                                           generator=torch.Generator(device).manual_seed(0)), device)
+        decode_s, _ = timed(lambda: tensor_to_frames(vae.decode(z, num_frames=frames)), device)
+        t = torch.full((batch,), 999, device=device, dtype=torch.long)
+        forward_s, _ = timed(lambda: dit(z, t, cond, mask), device)
     return {"whole": whole, "encode": encode_s, "sample": sample_s,
             "decode": decode_s, "floor": forward_s * steps}
 
@@ -118,7 +116,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="mini,paper", help="study configs in configs/studies/")
     parser.add_argument("--batch", type=int, help="videos per batch (default: the preset's eval batch_size)")
-    parser.add_argument("--gpu", action="store_true", help="also bf16 autocast and a compiled DiT, with MFU and memory")
+    parser.add_argument("--bf16", action="store_true", help="also with the networks in bf16 (eval.precision: bf16)")
+    parser.add_argument("--gpu", action="store_true", help="on CUDA: also bf16 and a compiled DiT, with MFU and memory")
     args = parser.parse_args()
 
     from phyray.models.info import estimate_mfu, model_info, peak_flops
@@ -130,8 +129,10 @@ def main() -> None:
     print(f"rollouts on {torch.cuda.get_device_name() if args.gpu else device} ({units} {unit}{'s' if units > 1 else ''}), "
           "random weights", flush=True)
     variants = {"fp32": {}}
+    if args.bf16 or args.gpu:
+        variants["bf16"] = {"precision": "bf16"}
     if args.gpu:
-        variants |= {"bf16 autocast": {"bf16": True}, "bf16 autocast, compiled DiT": {"bf16": True, "compiled": True}}
+        variants["bf16, compiled DiT"] = {"precision": "bf16", "compiled": True}
     for name in args.presets.split(","):
         preset = load_preset(name)
         preset.batch = args.batch or preset.batch

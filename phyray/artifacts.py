@@ -20,7 +20,7 @@ product it does not affect keeps its identity and is reused. Which fields enter 
 | latents  | cond_frames, the latent format                                 | dataset, VAE      |
 | DiT      | `result_fields` of its TrainConfig                             | its latents       |
 | reconstructions | format (the VAE's posterior mean: no seed)              | VAE, reference    |
-| rollouts | DDIM steps, rollout seed (the trial's), cond_frames            | DiT, reference    |
+| rollouts | DDIM steps, rollout seed (the trial's), cond_frames, precision | DiT, reference    |
 | report   | format, parser, cond_frames, SSIM on/off, paper filter, bootstrap | each split's rollouts |
 | scores   | format, parser, cond_frames, metrics on/off, paper filter (a reference's own floor: its videos' ids and shape too) | scored set, reference |
 | trial    | its grid cell and seed (an MLflow run, tag `phyray.trial_id`)  | DiT, report       |

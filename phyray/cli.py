@@ -20,6 +20,7 @@ from phyray.config import (
     load_config,
     load_scenario_config,
 )
+from phyray.presets import ROLLOUT_PRECISIONS
 
 # Each command imports the rest (torch, Ray, MLflow and the phyray modules built on them) when it
 # runs, so `phyray --help` and a bad argument answer at once.
@@ -318,7 +319,7 @@ def _eval_rollout(args: argparse.Namespace) -> int:
     try:
         manifest = rollout_dataset(
             args.model, args.reference, args.out, args.sample_steps, args.batch_size, args.seed, args.device,
-            resolution=args.resolution,
+            resolution=args.resolution, precision=args.precision,
         )
     except (ConfigError, ProductError, FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
@@ -423,6 +424,9 @@ def _add_eval_commands(groups) -> None:
     roll.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     roll.add_argument("--resolution", type=positive_int, default=None,
                       help="the DiT's side, if the reference is stored larger (area-averaged first; e.g. a bench suite)")
+    roll.add_argument("--precision", choices=ROLLOUT_PRECISIONS, default="fp32",
+                      help="what the VAE and DiT compute in: fp32 (default) or bf16 autocast (faster on a GPU or a "
+                           "CPU with bf16 units; other pixels, so other rollouts)")
     roll.set_defaults(handler=_eval_rollout)
     physics = evaluate.add_parser("physics", help="velocity error, parse failures, PSNR and SSIM of rollouts")
     physics.add_argument("--rollouts", required=True, help="dataset of generated videos, joined to --reference by video_id")

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from phyray.presets import DIT_PRESETS, VAE_PRESETS, is_trainable
+from phyray.presets import DIT_PRESETS, ROLLOUT_PRECISIONS, VAE_PRESETS, is_trainable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -969,6 +969,10 @@ class StudyEval(Strict):
     headline_metric: Literal["vel_err_per_frame", "vel_err_mean_velocity"] = "vel_err_mean_velocity"
     sample_steps: int = Field(50, ge=1)
     batch_size: int = Field(16, ge=1)  # videos per rollout batch
+    # What the VAE and DiT compute in during rollouts (phyray/presets.py ROLLOUT_PRECISIONS):
+    # "fp32", what every reported number used, or "bf16" autocast. Other pixels, so other
+    # rollouts: it enters their identity, and the reports' protocol line says it.
+    precision: Literal[ROLLOUT_PRECISIONS] = "fp32"
     ssim: bool = True
     gifs: bool = True  # side-by-side GIFs of the best and worst rollouts of each split
     # Resamples of the 95% percentile-bootstrap interval of every reported mean (seeded by

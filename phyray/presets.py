@@ -77,6 +77,14 @@ VAE_PRESETS: dict[str, dict] = {
 }
 DEFAULT_VAE = "vae-f8t4c4"
 
+# What the networks of a rollout compute in. "fp32" is what every number phyray has reported was
+# measured with. "bf16" runs the VAE and the DiT under bf16 autocast on the rollout's device while
+# the starting noise, the conditioning latent and the DDIM state stay fp32: the GPU's training
+# precision, and 1.5-2.3x faster than fp32 on a CPU with bf16 matrix units (docs/performance.md,
+# "2026-12-07 (3): rollouts in bf16"). The pixels it samples differ, so a rollout's precision is
+# part of its identity (phyray.eval.rollouts.rollouts_identity). The paper states none.
+ROLLOUT_PRECISIONS = ("fp32", "bf16")
+
 
 def is_trainable(name: str) -> bool:
     """Whether a VAE preset has weights to train (SpaceToDepthAE presets have none)."""

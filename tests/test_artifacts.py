@@ -95,6 +95,21 @@ def test_later_fields_at_their_defaults_leave_identities_as_they_were():
     assert not {"vae_recon", "vae_foreground_weight", "vae_logvar_init"} & set(fields)
 
 
+def test_rollout_precision_names_rollouts_and_studies_only_when_not_fp32():
+    from phyray.eval.rollouts import rollouts_identity
+    from phyray.study.grid import study_identity
+    from phyray.study.settings import load_study_config
+
+    # Rollouts and studies named before the setting existed (all fp32) keep their names.
+    fp32 = rollouts_identity("dit", "reference", 10, 3, 0)
+    assert rollouts_identity("dit", "reference", 10, 3, 0, precision="fp32") == fp32 and "precision" not in fp32.settings
+    assert rollouts_identity("dit", "reference", 10, 3, 0, precision="bf16").id != fp32.id
+    study = load_study_config(REPO / "configs" / "studies" / "smoke.yaml")
+    assert "precision" not in study_identity(study).settings["eval"]
+    bf16 = study.model_copy(update={"eval": study.eval.model_copy(update={"precision": "bf16"})})
+    assert study_identity(bf16).id != study_identity(study).id
+
+
 def test_identity_names_its_directory_and_record():
     identity = Identity("latents", {"cond_frames": 3}, {"dataset": "abc", "vae": "def"})
     assert identity.name("train-300") == f"train-300-{identity.id}" and len(identity.id) == 12

@@ -329,12 +329,13 @@ def test_a_probe_report_states_the_split_seeds_and_sampler_its_study_logged(stud
     """Config -> the params a study run logs (as MLflow stores them, text) -> the report's protocol."""
     cfg = load_study_config(REPO_ROOT / "configs" / "studies" / f"{study_config}.yaml", [
         "eval.split=dev", "seeds=[3, 4]", "data.seed=7", "eval.parser=threshold", "eval.bootstrap_resamples=500",
+        "eval.precision=bf16",
     ])
     params = {name: str(value) for name, value in to_flat_dict(cfg).items()}
     protocol = report({"name": "s", "id": "i", "run_id": "r"}, params).splitlines()[2]
     assert protocol.startswith("Protocol: ")
     for phrase in ("the dev split, data seed 7", f"{cfg.data.resolution}² frames",
-                   f"{cfg.dit['diffusion']['cond_frames']} conditioning frames", f"{cfg.eval.sample_steps} sampling steps",
+                   f"{cfg.dit['diffusion']['cond_frames']} conditioning frames", f"{cfg.eval.sample_steps} sampling steps in bf16",
                    "training seeds [3, 4]", "(500 resamples)"):
         assert phrase in protocol
     assert ("parser `threshold`" in protocol) == reads_positions

@@ -204,8 +204,9 @@ def test_table2_protocol_names_the_split_and_its_trials():
     from phyray.study.table2 import protocol_line
 
     test = protocol_line({"data.resolution": "64"}, {})
-    dev = protocol_line({"data.resolution": "64", "eval.split": "dev"}, {})
+    dev = protocol_line({"data.resolution": "64", "eval.split": "dev", "eval.sample_steps": "10", "eval.precision": "bf16"}, {})
     assert "test split" in test and "in-template: trial 990 " in test and "out-of-template: trial 0 " in test
+    assert "; 10 sampling steps in bf16; " in dev and " in bf16" not in test
     assert "dev split" in dev and "in-template: trial 995 " in dev and "out-of-template: trial 500 " in dev
     # A study whose `dit` leaves cond_frames unset trains on TrainConfig's default; the protocol says that count.
     from phyray.study.settings import dit_settings

@@ -323,6 +323,30 @@ def test_rollout_keeps_conditioning_and_is_deterministic():
     assert np.abs(decoded[:, :3].astype(int) - recon.astype(int)).max() <= 1
 
 
+def test_a_bf16_rollout_runs_the_networks_in_bf16_and_stays_near_fp32():
+    vae, dit, sched = build_vae("vae-f4t2c4-tiny").eval(), build_dit("DiT-T"), NoiseSchedule()
+    _randomise_output(dit)
+    cond = _ball_frames(3)
+    fp32 = rollout(vae, dit, sched, cond, num_frames=9, steps=4, seed=0)
+    np.testing.assert_array_equal(rollout(vae, dit, sched, cond, num_frames=9, steps=4, seed=0, precision="fp32"), fp32)
+
+    seen: dict[str, set] = {"dit": set(), "vae": set(), "sampler": set()}
+    hooks = [dit.register_forward_hook(lambda m, args, out: seen["dit"].add(out.dtype) or seen["sampler"].add(args[0].dtype))]
+    hooks += [module.register_forward_hook(lambda m, args, out: seen["vae"].add(out.dtype)) for module in (vae.encoder, vae.decoder)]
+    bf16 = rollout(vae, dit, sched, cond, num_frames=9, steps=4, seed=0, precision="bf16")
+    for hook in hooks:
+        hook.remove()
+    assert seen["dit"] == seen["vae"] == {torch.bfloat16}
+    assert seen["sampler"] == {torch.float32}  # the DDIM state the DiT is given stays fp32
+    np.testing.assert_array_equal(rollout(vae, dit, sched, cond, num_frames=9, steps=4, seed=0, precision="bf16"), bf16)
+    np.testing.assert_array_equal(bf16[:, :3], cond)
+    difference = np.abs(bf16.astype(int) - fp32.astype(int))
+    assert difference.any() and difference.mean() < 2  # other pixels, within 2 of 255 levels on average
+
+    with pytest.raises(ValueError, match="rollout precision 'fp16'"):
+        rollout(vae, dit, sched, cond, num_frames=9, steps=4, seed=0, precision="fp16")
+
+
 def test_rollout_noise_is_per_video_whatever_the_batch():
     vae, dit, sched = build_vae("vae-f4t2c4-tiny").eval(), build_dit("DiT-T"), NoiseSchedule()
     _randomise_output(dit)

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import free_port, trial_runs
 from mlflow.tracking import MlflowClient
@@ -382,6 +383,47 @@ def test_rollouts_are_shards_that_the_cli_scores_the_same(http_study, mlflow_ser
     assert main(["eval", "physics", "--rollouts", str(rollouts), "--reference", str(reference), "--out", str(report), "--quiet"]) == 0
     for row in json.loads(report.read_text()):
         assert row["value"] == pytest.approx(logged[("eval_ood", row["ood_level"], row["metric"])], nan_ok=True)
+
+
+def test_bf16_rollouts_are_their_own_product_and_fp32_ones_the_trials(http_study, mlflow_server, tmp_path):
+    """`phyray eval rollout` at the trial's sampler, seed and batch makes the trial's own rollouts, named
+    and written alike (the default precision changed nothing); in bf16 it makes another product,
+    whose videos stay close to them."""
+    import torch
+
+    from phyray.cli import main
+    from phyray.data.shards import decode_frames, iter_rows, read_manifest
+
+    cfg, _ = http_study
+    (run,) = trial_runs(MlflowClient(mlflow_server), cfg.experiment_name, "tags.`phyray.data_size` = '32'")
+    trial_dir = trial_dir_of(run)
+    (reference,) = scenario_root(cfg, "uniform_motion").glob(f"eval_ood-{cfg.data.eval_ood}-*")
+    (trial_rollouts,) = trial_dir.glob("rollouts/eval_ood-*")
+    common = ["eval", "rollout", "--model", str(trial_dir), "--reference", str(reference),
+              "--sample-steps", str(cfg.eval.sample_steps), "--batch-size", str(cfg.eval.batch_size), "--seed", "0"]
+    # The trial rolled out in its Tune process, which Ray runs on one thread (OMP_NUM_THREADS=1
+    # for its fraction of a CPU); on two threads, float sums may round a pixel the other way.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*common, "--out", str(tmp_path / "fp32")]) == 0
+        assert main([*common, "--precision", "bf16", "--out", str(tmp_path / "bf16")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    identity = {name: read_manifest(path)["identity"] for name, path in
+                [("trial", trial_rollouts), ("fp32", tmp_path / "fp32"), ("bf16", tmp_path / "bf16")]}
+    assert identity["fp32"] == identity["trial"] and "precision" not in identity["trial"]["settings"]
+    assert identity["bf16"]["settings"]["precision"] == "bf16" and identity["bf16"]["id"] != identity["trial"]["id"]
+
+    def frames(path: Path) -> dict[str, np.ndarray]:
+        return {row["video_id"]: decode_frames(row) for row in iter_rows(path)}
+
+    trial, fp32, bf16 = frames(trial_rollouts), frames(tmp_path / "fp32"), frames(tmp_path / "bf16")
+    assert trial.keys() == fp32.keys() == bf16.keys()
+    for video_id, video in trial.items():
+        np.testing.assert_array_equal(fp32[video_id], video)
+    difference = np.concatenate([np.abs(bf16[v].astype(int) - trial[v].astype(int)).ravel() for v in trial])
+    assert difference.any() and difference.mean() < 2
 
 
 def test_a_trained_dit_is_scored_on_a_benchmark_suite(http_study, mlflow_server, tmp_path, capsys):

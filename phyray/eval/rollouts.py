@@ -48,15 +48,18 @@ def video_noise_seed(row: dict[str, Any], rollout_seed: int) -> int:
 
 def rollouts_identity(
     dit_id: str, reference_id: str, sample_steps: int, cond_frames: int, seed: int, resolution: int | None = None,
+    precision: str = "fp32",
 ) -> Identity:
     """What makes a rollout set itself. The batch size does not enter: each video's noise is
     seeded on its own (`video_noise_seed`). `resolution`: the reference area-averaged to that
-    side first (None: as stored, and not in the identity)."""
+    side first (None: as stored, and not in the identity). `precision`: the networks' (fp32, the
+    only one before it existed, is left out, so no earlier rollout set was renamed)."""
     settings = {"sample_steps": sample_steps, "cond_frames": cond_frames, "seed": seed}
-    return Identity(
-        "rollouts", settings | ({"resolution": resolution} if resolution is not None else {}),
-        {"dit": dit_id, "reference": reference_id},
-    )
+    if resolution is not None:
+        settings["resolution"] = resolution
+    if precision != "fp32":
+        settings["precision"] = precision
+    return Identity("rollouts", settings, {"dit": dit_id, "reference": reference_id})
 
 
 def dit_vae(meta: dict[str, Any], vae_path: str | Path | None) -> Path:
@@ -80,6 +83,7 @@ def rollout_dataset(
     device: str | None = None,
     vae_path: str | Path | None = None,
     resolution: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Roll out every video of `reference_dir` with a trained DiT; returns the rollout manifest.
 
@@ -94,15 +98,17 @@ def rollout_dataset(
         vae_path: the DiT's VAE; None = where the DiT's export says it was.
         resolution: the DiT's side, when the reference is stored larger (e.g. a 128² benchmark
             suite for a DiT trained at 32²): its frames are area-averaged to it first.
+        precision: what the VAE and DiT compute in (phyray.presets.ROLLOUT_PRECISIONS).
 
     Returns:
         The manifest (identity naming the model, reference and sampler).
     """
     import torch
 
-    from phyray.models.diffusion import NoiseSchedule, rollout
+    from phyray.models.diffusion import NoiseSchedule, check_precision, rollout
     from phyray.models.export import export_id, export_path, load_dit, load_vae
 
+    check_precision(precision)  # before any work
     dit_file = export_path(dit_path)
     dit, meta = load_dit(dit_file)
     diffusion = meta["diffusion"]
@@ -110,7 +116,9 @@ def rollout_dataset(
     c = diffusion["cond_frames"]
     reference = read_manifest(reference_dir)
     sources = shard_paths(reference_dir)
-    identity = rollouts_identity(export_id(dit_file), identity_of(reference, reference_dir)["id"], steps, c, seed, resolution)
+    identity = rollouts_identity(
+        export_id(dit_file), identity_of(reference, reference_dir)["id"], steps, c, seed, resolution, precision,
+    )
 
     def roll_out(missing: list[int]):
         torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -125,7 +133,8 @@ def rollout_dataset(
                 chunk = rows[start : start + batch_size]
                 frames = np.stack([decode_frames(r, resolution) for r in chunk])  # (B, T, H, W, 3)
                 seeds = [video_noise_seed(r, seed) for r in chunk]
-                generated += list(rollout(vae, model, schedule, frames[:, :c], frames.shape[1], steps, seeds))
+                generated += list(rollout(vae, model, schedule, frames[:, :c], frames.shape[1], steps, seeds,
+                                          precision=precision))
             yield write_shard(_rollout_table(table.schema, rows, generated), Path(out) / sources[index].name)
 
     return write_product(

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from phyray.models.vae import LatentVAE, frames_to_tensor, tensor_to_frames
+from phyray.presets import ROLLOUT_PRECISIONS
 
 # ---------------------------------------------------------------------------------------------
 # Noise schedule
@@ -250,6 +251,16 @@ def sample(
 # Rollout
 # ---------------------------------------------------------------------------------------------
 
+def check_precision(precision: str) -> str:
+    if precision not in ROLLOUT_PRECISIONS:
+        raise ValueError(f"rollout precision {precision!r}: expected one of {', '.join(ROLLOUT_PRECISIONS)}")
+    return precision
+
+
+def network_precision(precision: str, device: torch.device):
+    """The autocast context the networks of a rollout run in (a no-op for "fp32")."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16")
+
 
 @torch.no_grad()
 def rollout(
@@ -261,6 +272,7 @@ def rollout(
     steps: int = 50,
     seed: int | Sequence[int] = 0,
     keep_cond_frames: bool = True,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Generate videos continuing the conditioning frames: encode -> sample -> decode.
 
@@ -277,6 +289,7 @@ def rollout(
         keep_cond_frames: paste the given frames over the output's first c frames (default), so
             evaluation and side-by-side panels see the true conditioning. If False they are the
             decoder's output: the VAE reconstruction of the conditioning frames if c = 1 + k*tc.
+        precision: what the VAE and the DiT compute in, one of phyray.presets.ROLLOUT_PRECISIONS.
 
     Returns:
         uint8 (B, T, H, W, 3).
@@ -286,7 +299,9 @@ def rollout(
     c = cond_pixels.shape[2]
     if c > num_frames:
         raise ValueError(f"{c} conditioning frames exceed num_frames={num_frames}")
-    cond, mask = encode_condition(vae, cond_pixels, vae.latent_frames(num_frames))
+    with network_precision(precision, device):
+        cond, mask = encode_condition(vae, cond_pixels, vae.latent_frames(num_frames))
+    cond, mask = cond.float(), mask.float()  # the sampler's state stays fp32 (no copy in fp32)
     _, known = condition_latent_frames(c, vae.temporal_compression)
     if isinstance(seed, int):
         noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(seed))
@@ -297,8 +312,10 @@ def rollout(
             [torch.randn(1, *cond.shape[1:], generator=torch.Generator().manual_seed(s)) for s in seed]
         )
     noise = noise.to(device, cond.dtype)
-    z = sample(dit, schedule, cond, mask, known, steps=steps, noise=noise)
-    frames = tensor_to_frames(vae.decode(z, num_frames=num_frames))  # (B, T, H, W, 3)
+    with network_precision(precision, device):
+        z = sample(dit, schedule, cond, mask, known, steps=steps, noise=noise)
+        decoded = vae.decode(z, num_frames=num_frames)
+    frames = tensor_to_frames(decoded)  # (B, T, H, W, 3)
     if keep_cond_frames:
         frames[:, :c] = np.asarray(torch.as_tensor(cond_frames).cpu())
     return frames

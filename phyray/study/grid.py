@@ -46,6 +46,9 @@ TRIAL_DRIVER_CPU = 0.01
 # Study-config fields that change no result: where things are stored and logged, how the
 # cluster is used, the cost-plan assumptions.
 NON_RESULT_STUDY_FIELDS = ("experiment", "output_dir", "data_dir", "tracking_uri", "resources", "plan")
+# Fields added after studies were first named by identity: at these values (the behaviour from
+# before they existed) they are left out, so adding them renamed no study's parent run.
+LATER_STUDY_FIELD_DEFAULTS = {"eval.precision": "fp32"}
 RAY_LOG = "ray.log"  # in the study directory: Ray's messages phyray cannot act on (RayChatter)
 
 
@@ -64,6 +67,10 @@ def study_identity(cfg: StudyConfig) -> Identity:
     """A study config's identity: every field but NON_RESULT_STUDY_FIELDS (its name included,
     so two studies never share a parent run)."""
     settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_RESULT_STUDY_FIELDS}
+    for name, default in LATER_STUDY_FIELD_DEFAULTS.items():
+        section, field = name.split(".")
+        if settings[section][field] == default:
+            del settings[section][field]
     return Identity("study", settings)
 
 

@@ -260,6 +260,13 @@ def param(params: dict[str, str], name: str, default: str = "?") -> str:
     return default if value in (None, "None", "") else value
 
 
+def sampler_text(params: dict[str, str]) -> str:
+    """A study's rollout sampler as its reports state it: "50 sampling steps", and the networks'
+    precision where it is not fp32 (e.g. "50 sampling steps in bf16")."""
+    precision = param(params, "eval.precision", "fp32")
+    return f"{param(params, 'eval.sample_steps')} sampling steps" + ("" if precision == "fp32" else f" in {precision}")
+
+
 def protocol_line(params: dict[str, str]) -> str:
     """What every number below was measured on, from the study run's params."""
     split = param(params, "eval.split", "test")
@@ -269,7 +276,7 @@ def protocol_line(params: dict[str, str]) -> str:
         f"{param(params, 'data.eval_ood', 'default')} videos, data seed {param(params, 'data.seed', '0')}); "
         f"{param(params, 'data.resolution')}² frames (overrides {param(params, 'data.overrides', '[]')}); "
         f"{param(params, 'dit.diffusion.cond_frames', COND_FRAMES)} conditioning frames; parser "
-        f"`{param(params, 'eval.parser', 'subpixel')}`; {param(params, 'eval.sample_steps')} sampling steps; training seeds "
+        f"`{param(params, 'eval.parser', 'subpixel')}`; {sampler_text(params)}; training seeds "
         f"{param(params, 'seeds', '[0]')}; paper filter {param(params, 'eval.paper_filter', 'False')}; 95% percentile "
         f"bootstrap over videos, {param(params, 'eval.bootstrap_resamples', '1000')} resamples."
     )
@@ -300,7 +307,7 @@ def run_settings(params: dict[str, str], parser: bool = True) -> str:
     return (
         f"the {param(params, 'eval.split', 'test')} split, data seed {param(params, 'data.seed', '0')}; "
         f"{param(params, 'data.resolution')}² frames, {param(params, 'dit.diffusion.cond_frames', COND_FRAMES)} "
-        f"conditioning frames, {param(params, 'eval.sample_steps')} sampling steps{reads}; training seeds "
+        f"conditioning frames, {sampler_text(params)}{reads}; training seeds "
         f"{param(params, 'seeds', '[0]')}; 95 % percentile bootstrap intervals over videos "
         f"({param(params, 'eval.bootstrap_resamples', '1000')} resamples), combined over seeds"
     )

@@ -47,6 +47,7 @@ from phyray.study.report import (
     grid_cells,
     label_log_xticks,
     param,
+    sampler_text,
 )
 from phyray.study.verdict import Estimate, falls
 
@@ -178,7 +179,7 @@ def protocol_line(params: dict[str, str], fvd_protocols: dict[str, str]) -> str:
         f"Protocol: {split} split; {setting('data.resolution')}² frames, {setting('data.phyre.num_frames', '32')} frames per video, "
         f"{setting('dit.diffusion.cond_frames', COND_FRAMES)} conditioning frame(s); in-template: trial {in_trial} of seeds 0..n-1 of each "
         f"training template (n = {setting('data.eval_id', '100')}); out-of-template: trial {out_trial} of seeds 0..n-1 of templates "
-        f"10060-10069 (n = {setting('data.eval_ood', '100')}); {setting('eval.sample_steps')} sampling steps; training "
+        f"10060-10069 (n = {setting('data.eval_ood', '100')}); {sampler_text(params)}; training "
         f"seeds {setting('seeds', '[0]')}; PSNR, SSIM and LPIPS per generated frame in [0, 1], averaged; abnormal = the "
         f"automatic judge, not human raters; 95% percentile bootstrap over videos, {setting('eval.bootstrap_resamples', '1000')} "
         f"resamples (FVD, a set statistic, has none); {fvd}.{warning}"

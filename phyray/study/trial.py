@@ -97,8 +97,8 @@ def plan_trial(study: StudyConfig, trial: Trial, inputs: ScenarioInputs, trackin
     cond_frames = run_cfg.diffusion.cond_frames
     rollouts = {
         split: rollouts_identity(
-            dit.id, dataset_id(inputs.eval[key]), study.eval.sample_steps,
-            cond_frames, trial.seed,
+            dit.id, dataset_id(inputs.eval[key]), study.eval.sample_steps, cond_frames, trial.seed,
+            precision=study.eval.precision,
         )
         for split, key in inputs.eval_keys(trial).items()
     }
@@ -339,6 +339,7 @@ def evaluate_trial(
         reference, rollout_dir, floor_dir = inputs.eval[key], spec.rollouts[split], inputs.vae_floor[seed][key]
         rollout_dataset(
             export, reference, rollout_dir, study.eval.sample_steps, study.eval.batch_size, seed, vae_path=inputs.vae[seed],
+            precision=study.eval.precision,
         )
         if scenes:
             split_records, split_fvd = _scene_scores(study, split, rollout_dir, floor_dir, reference, cond_frames)
