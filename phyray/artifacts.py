@@ -78,6 +78,24 @@ def digest(obj: Any, length: int = ID_LENGTH) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def result_settings(
+    settings: dict[str, Any], non_result: Iterable[str] = (), later_defaults: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A config's dump (nested dicts) cut to what enters an identity: without the dotted fields in
+    `non_result`, and without each field of `later_defaults` that holds its default there (fields
+    added after products were first named by identity, left out at the behaviour from before they
+    existed, so adding them renamed nothing). Cuts `settings` in place and returns it."""
+    later_defaults = later_defaults or {}
+    for name in [*non_result, *later_defaults]:
+        *parents, leaf = name.split(".")
+        node = settings
+        for part in parents:
+            node = node[part]
+        if name not in later_defaults or node[leaf] == later_defaults[name]:
+            del node[leaf]
+    return settings
+
+
 @dataclass(frozen=True)
 class Identity:
     """What makes a product itself: its kind, its result-changing settings, its inputs' ids."""

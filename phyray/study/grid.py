@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from phyray.artifacts import Identity
+from phyray.artifacts import Identity, result_settings
 from phyray.config import COMBINATORIAL, StudyConfig, to_flat_dict
 from phyray.study.plan import check_fits, cost_plan, expand_grid, max_concurrent_trials
 from phyray.study.prepare import (
@@ -64,13 +64,9 @@ class StudyResult:
 
 
 def study_identity(cfg: StudyConfig) -> Identity:
-    """A study config's identity: every field but NON_RESULT_STUDY_FIELDS (its name included,
-    so two studies never share a parent run)."""
-    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_RESULT_STUDY_FIELDS}
-    for name, default in LATER_STUDY_FIELD_DEFAULTS.items():
-        section, field = name.split(".")
-        if settings[section][field] == default:
-            del settings[section][field]
+    """A study config's identity: every field but NON_RESULT_STUDY_FIELDS and the later ones at
+    their defaults (its name included, so two studies never share a parent run)."""
+    settings = result_settings(cfg.model_dump(mode="json"), NON_RESULT_STUDY_FIELDS, LATER_STUDY_FIELD_DEFAULTS)
     return Identity("study", settings)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from phyray.artifacts import Identity, ProductError, identity_of
+from phyray.artifacts import Identity, ProductError, identity_of, result_settings
 from phyray.config import ConfigError, TrainConfig, to_flat_dict
 from phyray.data.shards import decode_frames, frame_columns, read_manifest, shard_paths
 from phyray.presets import VAE_PRESETS
@@ -86,17 +86,7 @@ LATER_FIELD_DEFAULTS = {"vae_recon": "l1", "vae_foreground_weight": 0.0, "vae_lo
 
 def result_fields(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields that change what a run produces (all but NON_RESULT_FIELDS), nested."""
-    fields = cfg.model_dump(mode="json")
-    for name, default in LATER_FIELD_DEFAULTS.items():
-        if fields[name] == default:
-            del fields[name]
-    for name in NON_RESULT_FIELDS:
-        *parents, leaf = name.split(".")
-        node = fields
-        for part in parents:
-            node = node[part]
-        node.pop(leaf)
-    return fields
+    return result_settings(cfg.model_dump(mode="json"), NON_RESULT_FIELDS, LATER_FIELD_DEFAULTS)
 
 
 def training_identity(cfg: TrainConfig, manifest: dict[str, Any]) -> Identity:
