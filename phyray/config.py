@@ -14,7 +14,15 @@ from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from phyray.presets import DIT_PRESETS, ROLLOUT_PRECISIONS, VAE_PRESETS, is_trainable
 
@@ -827,12 +835,15 @@ class TrainConfig(Strict):
     eval_every: int = Field(0, ge=0)  # 0: only at the end (if data.eval is set)
     zero_stage: int = Field(1, ge=0, le=2)  # with one worker, 0 (engine.deepspeed_config)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
-    # torch.compile the trained network (the DiT; the VAE's encoder and decoder) for the training
-    # step; the EMA and its rollouts stay eager. Off by default: compiled kernels round in another
-    # order, so weights differ from eager ones in the last bits (a run's identity includes this
-    # field), and the first step pays the compile (DiT-W at the mini shape on one CPU thread:
-    # ~25 s cold, then 143 -> 119 ms/step, bench/compile_step.py; docs/performance.md (8)).
-    compile: bool = False
+    # torch.compile for the training step; the EMA and its rollouts stay eager. "blocks" (what
+    # `true` means) compiles each of the DiT's transformer blocks, all sharing one compiled graph,
+    # so the first step pays one block's compile whatever the depth; "network" compiles the DiT
+    # whole (DiT-T at the mini shape, one CPU thread, cold: 55 -> 32 s to the first step, the
+    # same step time; bench/compile_step.py, docs/performance.md "2026-12-07 (4)"). A VAE has no
+    # repeated block, so both compile its encoder and decoder. Off by default: compiled kernels
+    # round in another order, so weights differ from eager ones in the last bits (a run's
+    # identity includes this field).
+    compile: Literal["off", "blocks", "network"] = "off"
     workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: int = Field(1, ge=1)
@@ -844,6 +855,16 @@ class TrainConfig(Strict):
     tracking: TrainTracking = TrainTracking()
     # Test hook: worker rank 1 (or 0 with one worker) raises once when it reaches this step.
     fail_once_at_step: int | None = None
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_scope(cls, value: Any, info: ValidationInfo) -> Any:
+        """`compile: true | false` (the field was a switch before it had scopes) reads as the
+        recommended scope or as off. A VAE compiles whole in either scope, so its config says
+        "network": two names for one product would train it twice."""
+        if isinstance(value, bool):
+            value = "blocks" if value else "off"
+        return "network" if value == "blocks" and info.data.get("task") == "vae" else value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -195,11 +195,51 @@ def test_compile_reaches_the_modules_each_objective_calls():
 
     base = {"name": "c", "output_dir": ".", "data": {"train": "."}, "steps": 1, "batch_size": 2, "micro_batch": 2,
             "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-T"}}
-    dit, vae = (build_objective(validate(TrainConfig, {**base, "task": task})) for task in ("dit", "vae"))
-    for objective, called in ((dit, [dit.model]), (vae, [vae.model.encoder, vae.model.decoder])):
-        compile_network(objective)
-        assert all(module._compiled_call_impl is not None for module in called)
+    configs = {(task, scope): validate(TrainConfig, {**base, "task": task, "compile": scope})
+               for task in ("dit", "vae") for scope in (True, "blocks", "network", False)}
+    assert [configs["dit", scope].compile for scope in (True, "blocks", "network", False)] == ["blocks", "blocks", "network", "off"]
+    assert [configs["vae", scope].compile for scope in (True, "blocks", "network", False)] == ["network"] * 3 + ["off"]
+    for (task, scope), cfg in configs.items():
+        if cfg.compile == "off":
+            continue
+        objective = build_objective(cfg)
+        model = objective.model
+        if task == "vae":
+            called = [model.encoder, model.decoder]
+        else:
+            called = list(model.blocks) if cfg.compile == "blocks" else [model]
+        compile_network(objective, cfg.compile)
+        compiled = [module for module in objective.modules() if module._compiled_call_impl is not None]
+        assert compiled == called, (task, scope)
         assert all(not key.startswith("_orig_mod") for key in objective.state_dict())
+
+
+def test_the_dit_blocks_share_one_compiled_graph():
+    """`compile: blocks` pays one block's compile: dynamo traces the first block, and every other
+    block (its own weights, the same code and shapes) passes that graph's guards. Traced with
+    dynamo's eager backend, which guards as inductor's does, without building kernels."""
+    import torch._dynamo
+
+    from phyray.train.engine import build_objective, compiled_modules
+
+    base = {"name": "c", "output_dir": ".", "data": {"train": "."}, "steps": 1, "batch_size": 2, "micro_batch": 2,
+            "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-T"}, "task": "dit", "compile": "blocks"}
+    objective = build_objective(validate(TrainConfig, base))
+    blocks = compiled_modules(objective, "blocks")
+    assert len(blocks) == 4  # DiT-T's depth
+    for block in blocks:
+        block.compile(backend="eager")
+    # Each block gets its tokens contiguous: inductor's block graph fed the transposed view
+    # computed wrong input gradients (DiT.forward).
+    layouts = []
+    blocks[0].register_forward_pre_hook(lambda module, args: layouts.append(args[0].is_contiguous()))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    latent = torch.randn(2, 4, 3, 8, 8)  # (B, C_lat, T_lat, H_lat, W_lat)
+    objective(latent, latent.clone(), generator=torch.Generator().manual_seed(0)).backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert layouts == [True]
 
 
 def test_a_compiled_dit_resumes_exactly_and_trains_as_the_eager_one(data, latents, vae_run, dit_straight):
@@ -210,7 +250,7 @@ def test_a_compiled_dit_resumes_exactly_and_trains_as_the_eager_one(data, latent
 
     def compiled(name: str, **fields) -> TrainConfig:
         config = base_config(data, vae_run.run_dir.parent, task="dit", name=name, steps=6, checkpoint_every=3,
-                             max_failures=1, compile=True, **fields)
+                             max_failures=1, compile="blocks", **fields)
         config["data"]["train"] = str(latents)
         return validate(TrainConfig, config)
 
@@ -228,7 +268,9 @@ def test_a_compiled_dit_resumes_exactly_and_trains_as_the_eager_one(data, latent
     eager, compiled_weights = (load_dit(run.export)[0].state_dict() for run in (dit_straight, straight))
     assert eager.keys() == compiled_weights.keys()  # compiled in place: the eager module's keys
     drift = sum((compiled_weights[k] - eager[k]).norm() ** 2 for k in eager) ** 0.5
-    assert drift <= 1e-3 * sum(eager[k].norm() ** 2 for k in eager) ** 0.5
+    # Rounding alone keeps the two within ~1e-6 of the weights' norm after 6 steps; a compiled
+    # block fed a transposed token view (torch 2.13) drifted 3e-3 (docs/performance.md).
+    assert drift <= 1e-4 * sum(eager[k].norm() ** 2 for k in eager) ** 0.5
 
     manifest = read_manifest(latents)
     eager_cfg = straight_dit_config(data, latents, vae_run, "dit-compiled")

@@ -254,7 +254,11 @@ class DiT(nn.Module):
             torch.cat([x, cond, mask.to(x.dtype)], dim=1)
         )  # (B, D, T/pt, H/ph, W/pw)
         grid = tuple(h.shape[2:])
-        h = h.flatten(2).transpose(1, 2)  # (B, N, D), tokens t-major
+        # (B, N, D), tokens t-major. Contiguous, not the transposed view: the same values and, in
+        # eager, the same bits; but a block compiled on its own (`compile: blocks`) and fed the
+        # view got input gradients wrong by 2-8 % (torch 2.13 inductor, CPU; docs/performance.md
+        # "2026-12-07 (4)").
+        h = h.flatten(2).transpose(1, 2).contiguous()
         rope = rope_3d(grid, self.hidden_size // self.num_heads, self.rope_theta, x.device)
         temb = self.t_embedder(t)  # (B, D)
         t6 = self.t_block(temb).reshape(b, 6, self.hidden_size)  # (B, 6, D)

@@ -93,28 +93,40 @@ def build_objective(cfg: TrainConfig) -> nn.Module:
     return DiTObjective(dit, cfg, vae_preset["temporal_compression"])
 
 
-def compile_network(objective: nn.Module) -> None:
-    """`torch.compile` the network `objective` trains, in place (`nn.Module.compile`), before the
-    engine wraps it. In place, the state-dict keys stay those of the eager module, so checkpoints
-    and exports load into eager modules. The VAE objective calls its encoder and decoder, not the
-    VAE itself, so those two are compiled."""
+def compiled_modules(objective: nn.Module, scope: str) -> list[nn.Module]:
+    """The modules `compile: scope` compiles. The VAE objective calls its encoder and decoder, not
+    the VAE itself, so those two, in either scope (the config says "network"): their blocks
+    differ in channels and size, so compiling them one by one would share no graph. For the DiT,
+    "network" is the DiT whole; "blocks" its transformer blocks, which have one shape and one
+    code, so dynamo traces and inductor compiles the first and every other block reuses that
+    graph (its weights are inputs, not constants). The embedders and the final layer stay eager:
+    a few small ops."""
     model = objective.model
-    for module in (model.encoder, model.decoder) if isinstance(objective, VAEObjective) else (model,):
+    if isinstance(objective, VAEObjective):
+        return [model.encoder, model.decoder]
+    return list(model.blocks) if scope == "blocks" else [model]
+
+
+def compile_network(objective: nn.Module, scope: str) -> None:
+    """`torch.compile` what `compile: scope` names (`compiled_modules`), in place
+    (`nn.Module.compile`), before the engine wraps it. In place, the state-dict keys stay those of
+    the eager module, so checkpoints and exports load into eager modules."""
+    for module in compiled_modules(objective, scope):
         module.compile()
 
 
 def build_objective_and_ema(cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """The objective to train and its network's EMA copy (frozen, eval mode). The copy is taken
-    before `compile: true` compiles the network, so the EMA, its rollouts and the export stay eager.
+    before `compile` compiles the network, so the EMA, its rollouts and the export stay eager.
     The compiled kernels are cached under the run's `output_dir` (a study's trials share it and
     reuse each other's), not in torch's default under /tmp. Set, not defaulted: torch writes its
     default into TORCHINDUCTOR_CACHE_DIR the first time any module is compiled in a process, and
     Ray's workers may inherit that from their driver."""
     objective = build_objective(cfg)
     ema = copy.deepcopy(objective.model).requires_grad_(False).eval()
-    if cfg.compile:
+    if cfg.compile != "off":
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cfg.output_dir).resolve() / "inductor-cache")
-        compile_network(objective)
+        compile_network(objective, cfg.compile)
     return objective, ema
 
 

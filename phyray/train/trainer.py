@@ -81,7 +81,7 @@ NON_RESULT_FIELDS = (
 
 # Fields added after runs were first named by identity: at these values (the behaviour from before
 # they existed) they are left out, so adding them renamed no cached run.
-LATER_FIELD_DEFAULTS = {"vae_recon": "l1", "vae_foreground_weight": 0.0, "vae_logvar_init": None, "compile": False}
+LATER_FIELD_DEFAULTS = {"vae_recon": "l1", "vae_foreground_weight": 0.0, "vae_logvar_init": None, "compile": "off"}
 
 
 def result_fields(cfg: TrainConfig) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def check_compile(cfg: TrainConfig) -> None:
     """ConfigError before any worker starts if `compile` cannot work here: on CPU, inductor
     builds its kernels with a C++ compiler (g++, or $CXX), which a slim image may lack; without
     one every worker would fail at its first step."""
-    if not cfg.compile or cfg.use_gpu:
+    if cfg.compile == "off" or cfg.use_gpu:
         return
     from torch._inductor.cpp_builder import get_cpp_compiler
     from torch._inductor.exc import InvalidCxxCompiler
@@ -108,7 +108,7 @@ def check_compile(cfg: TrainConfig) -> None:
     except InvalidCxxCompiler:
         raise ConfigError(
             "compile: torch.compile on CPU needs a C++ compiler (g++, or one named by $CXX) and none was found; "
-            "install one (apt-get install g++) or set compile=false"
+            "install one (apt-get install g++) or set compile=off"
         ) from None
 
 
