@@ -838,9 +838,9 @@ class TrainConfig(Strict):
     # torch.compile for the training step; the EMA and its rollouts stay eager. "blocks" (what
     # `true` means) compiles each of the DiT's transformer blocks, all sharing one compiled graph,
     # so the first step pays one block's compile whatever the depth; "network" compiles the DiT
-    # whole (DiT-T at the mini shape, one CPU thread, cold: 55 -> 32 s to the first step, the
-    # same step time; bench/compile_step.py, docs/performance.md "2026-12-07 (4)"). A VAE has no
-    # repeated block, so both compile its encoder and decoder. Off by default: compiled kernels
+    # whole (one CPU thread, a cold compile of 39 s against 52 s for DiT-W, 37 against 86 s for
+    # DiT-S, the same step; bench/compile_step.py, docs/performance.md "2026-12-07 (4)"). A VAE
+    # has no repeated block, so both compile its encoder and decoder. Off by default: compiled kernels
     # round in another order, so weights differ from eager ones in the last bits (a run's
     # identity includes this field).
     compile: Literal["off", "blocks", "network"] = "off"

@@ -190,12 +190,16 @@ def test_resume_continues_from_the_checkpoint_step(dit_run):
     assert run.info.status == "FINISHED" and "phyray.resumed_from" in run.data.tags
 
 
+def bare_config(**fields) -> TrainConfig:
+    """A config to build objectives from, no data behind it."""
+    return validate(TrainConfig, {"name": "c", "output_dir": ".", "data": {"train": "."}, "steps": 1, "batch_size": 2,
+                                  "micro_batch": 2, "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-T"}, **fields})
+
+
 def test_compile_reaches_the_modules_each_objective_calls():
     from phyray.train.engine import build_objective, compile_network
 
-    base = {"name": "c", "output_dir": ".", "data": {"train": "."}, "steps": 1, "batch_size": 2, "micro_batch": 2,
-            "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-T"}}
-    configs = {(task, scope): validate(TrainConfig, {**base, "task": task, "compile": scope})
+    configs = {(task, scope): bare_config(task=task, compile=scope)
                for task in ("dit", "vae") for scope in (True, "blocks", "network", False)}
     assert [configs["dit", scope].compile for scope in (True, "blocks", "network", False)] == ["blocks", "blocks", "network", "off"]
     assert [configs["vae", scope].compile for scope in (True, "blocks", "network", False)] == ["network"] * 3 + ["off"]
@@ -222,9 +226,7 @@ def test_the_dit_blocks_share_one_compiled_graph():
 
     from phyray.train.engine import build_objective, compiled_modules
 
-    base = {"name": "c", "output_dir": ".", "data": {"train": "."}, "steps": 1, "batch_size": 2, "micro_batch": 2,
-            "model": {"vae": "vae-f4t2c4-tiny", "dit": "DiT-T"}, "task": "dit", "compile": "blocks"}
-    objective = build_objective(validate(TrainConfig, base))
+    objective = build_objective(bare_config(task="dit", compile="blocks"))
     blocks = compiled_modules(objective, "blocks")
     assert len(blocks) == 4  # DiT-T's depth
     for block in blocks:
@@ -243,7 +245,7 @@ def test_the_dit_blocks_share_one_compiled_graph():
 
 
 def test_a_compiled_dit_resumes_exactly_and_trains_as_the_eager_one(data, latents, vae_run, dit_straight):
-    """`compile: true` on 2 workers at ZeRO stage 1: a run that fails at step 4 and resumes from
+    """`compile: blocks` on 2 workers at ZeRO stage 1: a run that fails at step 4 and resumes from
     its step-3 checkpoint ends bit-identical to its compiled twin, and both train as the eager
     run does, to rounding. Compiled kernels round differently, so `compile` is in the identity."""
     from phyray.train.trainer import result_fields, training_identity
