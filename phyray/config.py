@@ -798,6 +798,14 @@ class TrainTracking(Strict):
     experiment: str = "phyray-train"
 
 
+def compile_scope(value: Any) -> Any:
+    """`compile: true | false` (the field was a switch before it had scopes) as the recommended
+    scope or as off; any other value as it is, for the field's own check."""
+    if isinstance(value, bool):
+        return "blocks" if value else "off"
+    return value
+
+
 class TrainConfig(Strict):
     """One training run: a VAE on pixel shards or a DiT on latent shards, on Ray Train + DeepSpeed."""
 
@@ -859,11 +867,9 @@ class TrainConfig(Strict):
     @field_validator("compile", mode="before")
     @classmethod
     def _compile_scope(cls, value: Any, info: ValidationInfo) -> Any:
-        """`compile: true | false` (the field was a switch before it had scopes) reads as the
-        recommended scope or as off. A VAE compiles whole in either scope, so its config says
-        "network": two names for one product would train it twice."""
-        if isinstance(value, bool):
-            value = "blocks" if value else "off"
+        """A VAE compiles whole in either scope, so its config says "network": two names for one
+        product would train it twice."""
+        value = compile_scope(value)
         return "network" if value == "blocks" and info.data.get("task") == "vae" else value
 
     @model_validator(mode="after")
@@ -1100,6 +1106,17 @@ class StudyConfig(Strict):
     @classmethod
     def _templates(cls, templates: Any) -> Any:
         return _unique([str(spec) for spec in templates]) if isinstance(templates, list) else templates
+
+    @field_validator("dit")
+    @classmethod
+    def _dit_compile(cls, dit: dict[str, Any]) -> dict[str, Any]:
+        """`compile` spelled as its trials' configs spell it, and left out at "off", its default:
+        the study's identity hashes this dict, and `true` and `blocks` (or `false` and nothing)
+        are the same trials, so they are one study."""
+        if "compile" not in dit:
+            return dit
+        scope = compile_scope(dit["compile"])
+        return {key: value for key, value in dit.items() if key != "compile"} | ({} if scope == "off" else {"compile": scope})
 
     @field_validator("models")
     @classmethod

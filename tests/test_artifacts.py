@@ -110,6 +110,18 @@ def test_rollout_precision_names_rollouts_and_studies_only_when_not_fp32():
     assert study_identity(bf16).id != study_identity(study).id
 
 
+def test_a_study_is_named_by_its_trials_compile_scope_however_it_is_spelled():
+    from phyray.study.grid import study_identity
+    from phyray.study.settings import load_study_config
+
+    def study_id(*overrides: str) -> str:
+        return study_identity(load_study_config(REPO / "configs" / "studies" / "smoke.yaml", list(overrides))).id
+
+    # `true` is `blocks` and `false` is no compile for the trials, so for the study too.
+    assert study_id("dit.compile=true") == study_id("dit.compile=blocks") != study_id("dit.compile=network")
+    assert study_id("dit.compile=false") == study_id("dit.compile=off") == study_id() != study_id("dit.compile=blocks")
+
+
 def test_identity_names_its_directory_and_record():
     identity = Identity("latents", {"cond_frames": 3}, {"dataset": "abc", "vae": "def"})
     assert identity.name("train-300") == f"train-300-{identity.id}" and len(identity.id) == 12

@@ -259,7 +259,9 @@ def test_a_compiled_dit_resumes_exactly_and_trains_as_the_eager_one(data, latent
     resumed = train(compiled("dit-compiled-failed", fail_once_at_step=4))
     straight = train(compiled("dit-compiled"))
     assert (resumed.run_dir / "injected-failure").read_text() == "4"
-    assert any((straight.run_dir.parent / "inductor-cache").rglob("*.py"))  # kernels under output_dir, not /tmp
+    cache = straight.run_dir.parent / "inductor-cache"  # under output_dir, not torch's default under /tmp:
+    assert any(cache.rglob("*.py"))  # the kernels
+    assert any((cache / "precompiled_headers").rglob("*.gch"))  # and the C++ headers they include
     assert_same_weights(load_dit(resumed.export)[0], load_dit(straight.export)[0])
     assert metric_history(resumed, "train/loss") == metric_history(straight, "train/loss")
 
@@ -379,6 +381,37 @@ def test_the_trial_step_runs_without_ray():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     subprocess.run([sys.executable, "-c", ENGINE_STEP, str(port)], check=True, timeout=300)
+
+
+# Rank 0 opens the store, then starts rank 1 (this file again, with the address) and the two
+# all-reduce.
+RENDEZVOUS = """
+import socket, subprocess, sys
+import torch, torch.distributed as dist
+from phyray.train.rendezvous import _join_process_group, _open_store
+
+if len(sys.argv) > 1:
+    _join_process_group("gloo", 1, 2, sys.argv[1], int(sys.argv[2]), 60)
+    dist.all_reduce(torch.tensor([2.0]))
+    sys.exit()
+address, port = _open_store(60)
+# Listening before anyone is told the port: no window in which another socket can take it.
+socket.create_connection((address, port), timeout=5).close()
+rank_one = subprocess.Popen([sys.executable, __file__, address, str(port)])
+_join_process_group("gloo", 0, 2, address, port, 60)
+total = torch.tensor([1.0])
+dist.all_reduce(total)
+assert (total.item(), rank_one.wait(60)) == (3.0, 0), (total, rank_one.returncode)
+"""
+
+
+def test_rank_zero_listens_on_its_port_before_the_other_ranks_are_told_it(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "rendezvous.py"
+    script.write_text(RENDEZVOUS)
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
 
 
 def test_a_checkpoint_killed_while_being_copied_is_not_resumed_from(tmp_path):

@@ -263,6 +263,7 @@ def train(
     from phyray import tracking
     from phyray.models.export import save_export
     from phyray.runtime import ResourceWatch, configure_ray_data, init_ray
+    from phyray.train.rendezvous import ListeningStoreTorchConfig
 
     started_at = time.time()  # the origin of the workers' startup/* metrics
     cfg = resolve_paths(cfg)
@@ -306,6 +307,7 @@ def train(
     trainer = TorchTrainer(
         train_loop_per_worker=_worker_entry,
         train_loop_config=loop,
+        torch_config=ListeningStoreTorchConfig(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.workers,
             use_gpu=cfg.use_gpu,
