@@ -8,7 +8,8 @@ thread (`cpus_per_worker: 1`).
 
 Two figures per scope:
 - the cold compile: what the first window takes beyond its steady steps, in a fresh process
-  with an empty inductor cache, as a trial on a fresh machine pays it. A process of its own,
+  with an empty inductor cache (`use_inductor_cache`, as a trial's: kernels and C++ precompiled
+  headers), as the first compiled trial in an `output_dir` pays it. A process of its own,
   because inductor keeps built kernels in memory too, and the scopes build some of the same;
 - the steady step: rounds alternating eager and each scope, in this process.
 
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from phyray.train.engine import use_inductor_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import add_step_arguments, plain_loop, random_step_inputs  # noqa: E402
@@ -64,7 +67,7 @@ def main() -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="phyray-bench-compile-") as tmp:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")  # empty, as on a fresh machine
+        use_inductor_cache(Path(tmp) / "inductor")  # empty, as a new output_dir's
         if args.cold:
             print(f"{first_window_extra(args, Path(tmp), args.cold)[0]:.2f}")
             return
