@@ -123,8 +123,8 @@ def use_inductor_cache(directory: Path) -> None:
     any module is compiled in a process, and Ray's workers may inherit that from their driver.
     It does not move the C++ precompiled headers (~150 MB on CPU): torch 2.13 fixes their
     directory when `torch._inductor.codecache` is imported, from the default
-    (`codecache._HEADER_DIR`), so they are pointed here too. tests/test_train.py compiles with
-    TMPDIR set to an empty directory and fails if anything lands in it.
+    (`codecache._HEADER_DIR`), so they are pointed here too; tests/test_train.py's compiled run
+    finds its header here, so a torch that moved it again fails that test.
     """
     from torch._inductor import codecache
 
