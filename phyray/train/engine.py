@@ -116,8 +116,8 @@ def compile_network(objective: nn.Module, scope: str) -> None:
 
 
 def use_inductor_cache(directory: Path) -> None:
-    """Everything inductor writes in this process goes under `directory`, not torch's default
-    under the temp directory.
+    """Inductor's kernels and C++ headers built in this process go under `directory`, not under
+    torch's default in the temp directory (where importing torch still makes an empty one).
 
     TORCHINDUCTOR_CACHE_DIR is set, not defaulted: torch writes its default there the first time
     any module is compiled in a process, and Ray's workers may inherit that from their driver.
